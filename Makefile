@@ -1,0 +1,36 @@
+# regate — make targets. `make demo` runs regate on its embedded default;
+# `make test` installs what the tests need (when missing) and runs them all.
+GO      ?= go
+BIN     ?= bin/regate
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+export GOFLAGS ?= -mod=mod
+
+.PHONY: build test test-deps unit e2e demo bench lint clean
+
+build:
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/regate
+
+# Everything: unit tests (race detector on the concurrent packages), the Rego
+# tests through OPA's Go tester (in ./policies), and the end-to-end tests
+# against a real PostgreSQL with real psql and pgx clients (in ./test).
+test: test-deps
+	$(GO) test -count=1 -timeout 15m ./...
+	$(GO) test -count=1 -race -timeout 15m ./proxy/... ./recorder/... ./policies/... ./bundles/...
+
+# Installs the PostgreSQL server and client when the machine lacks them.
+test-deps:
+	@bash test/install-deps.sh
+
+demo: build
+	@bash test/demo.sh $(BIN)
+
+# Micro-benchmarks of the data path (parse, decide, record).
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./parse/sql/ ./policies/ ./recorder/
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt: files above need formatting'; exit 1; }
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin

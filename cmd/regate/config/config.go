@@ -1,0 +1,184 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	// Admin is the admin HTTP listener (/healthz). Optional: no admin listener when empty.
+	Admin    Admin    `yaml:"admin"`
+	Identity Identity `yaml:"identity" required:"true"`
+	Policy   Policy   `yaml:"policy"`
+	Store    Store    `yaml:"store" required:"true"`
+	Targets  []Target `yaml:"targets"`
+}
+
+// Admin configures the admin API listener.
+type Admin struct {
+	Listen string `yaml:"listen"`
+}
+
+// Identity configures client authentication.
+type Identity struct {
+	OIDC OIDC `yaml:"oidc" required:"true"`
+}
+
+// OIDC is the token issuer regate trusts.
+type OIDC struct {
+	Issuer      string `yaml:"issuer" required:"true"`
+	Audience    string `yaml:"audience" required:"true"`
+	GroupsClaim string `yaml:"groups_claim"`
+}
+
+// Policy says where the bundle comes from and which decision to evaluate.
+type Policy struct {
+	// Bundle is a directory or .tar.gz; the embedded default library when empty.
+	Bundle string `yaml:"bundle"`
+	// Decision is the decision's data path; "regate/decision" when empty.
+	Decision string `yaml:"decision"`
+}
+
+// Store is where events are recorded.
+type Store struct {
+	URL string `yaml:"url" required:"true"`
+}
+
+// Target is one protected system.
+type Target struct {
+	Name        string            `yaml:"name" required:"true"`
+	Protocol    string            `yaml:"protocol" required:"true"`
+	Listen      string            `yaml:"listen" required:"true"`
+	Upstream    string            `yaml:"upstream" required:"true"`
+	Labels      map[string]string `yaml:"labels"`
+	Credentials Credentials       `yaml:"credentials" required:"true"`
+	TLS         *TLS              `yaml:"tls"`
+	UpstreamTLS *UpstreamTLS      `yaml:"upstream_tls"`
+	// MaxMessageSize bounds one client message in bytes; 16 MiB when 0.
+	MaxMessageSize int `yaml:"max_message_size"`
+}
+
+// Credentials are what regate logs in to the target with.
+type Credentials struct {
+	User     string `yaml:"user" required:"true"`
+	Password string `yaml:"password" secret:"true"`
+}
+
+// TLS is a listener certificate.
+type TLS struct {
+	Cert string `yaml:"cert" required:"true"`
+	Key  string `yaml:"key" required:"true"`
+}
+
+// UpstreamTLS makes regate connect to the target with TLS, verifying its
+// certificate against CA (the system roots when empty) and ServerName (the
+// upstream host when empty).
+type UpstreamTLS struct {
+	CA         string `yaml:"ca"`
+	ServerName string `yaml:"server_name"`
+}
+
+// Load reads, expands and validates a configuration file.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read config: %w", err)
+	}
+	cfg, err := Parse(data, os.LookupEnv)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Parse decodes and validates a configuration document. lookup resolves ${VAR}.
+func Parse(data []byte, lookup func(string) (string, bool)) (*Config, error) {
+	var cfg Config
+	if err := decode(data, &cfg, lookup); err != nil {
+		return nil, err
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+func (c *Config) validate() error {
+	if err := checkIssuer(c.Identity.OIDC.Issuer); err != nil {
+		return fmt.Errorf("identity.oidc.issuer: %w", err)
+	}
+	if len(c.Targets) == 0 {
+		return fmt.Errorf("targets: at least one target is required")
+	}
+	names := map[string]bool{}
+	listens := map[string]string{}
+	for i, t := range c.Targets {
+		p := fmt.Sprintf("targets[%d]", i)
+		if names[t.Name] {
+			return fmt.Errorf("%s.name: duplicate target name %q", p, t.Name)
+		}
+		names[t.Name] = true
+		if t.Protocol != "postgres" {
+			return fmt.Errorf("%s.protocol: %q is not supported (supported: postgres)", p, t.Protocol)
+		}
+		if other, ok := listens[t.Listen]; ok {
+			return fmt.Errorf("%s.listen: %s is already used by target %q", p, t.Listen, other)
+		}
+		listens[t.Listen] = t.Name
+		if _, _, err := net.SplitHostPort(t.Upstream); err != nil {
+			return fmt.Errorf("%s.upstream: %q is not host:port", p, t.Upstream)
+		}
+		loop, err := IsLoopback(t.Listen)
+		if err != nil {
+			return fmt.Errorf("%s.listen: %w", p, err)
+		}
+		if !loop && t.TLS == nil {
+			return fmt.Errorf("%s.tls: required because %s is not a loopback address", p, t.Listen)
+		}
+	}
+	if c.Admin.Listen != "" {
+		loop, err := IsLoopback(c.Admin.Listen)
+		if err != nil {
+			return fmt.Errorf("admin.listen: %w", err)
+		}
+		if !loop {
+			return fmt.Errorf("admin.listen: %s is not a loopback address; the admin API only listens on loopback", c.Admin.Listen)
+		}
+	}
+	return nil
+}
+
+// checkIssuer requires https, except for loopback development issuers.
+func checkIssuer(issuer string) error {
+	u, err := url.Parse(issuer)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("%q is not an absolute URL", issuer)
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		if loop, _ := IsLoopback(net.JoinHostPort(u.Hostname(), "0")); loop {
+			return nil
+		}
+		return fmt.Errorf("%q must use https (plain http is accepted only on loopback)", issuer)
+	}
+	return fmt.Errorf("%q must be an https URL", issuer)
+}
+
+// IsLoopback reports whether a host:port listen address is on loopback.
+func IsLoopback(addr string) (bool, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false, fmt.Errorf("%q is not host:port", addr)
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true, nil
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback(), nil
+}

@@ -1,0 +1,93 @@
+package config
+
+import (
+	"strings"
+	"testing"
+)
+
+const good = `
+admin: {listen: 127.0.0.1:8080}
+identity:
+  oidc: {issuer: https://idp.example, audience: regate, groups_claim: roles}
+policy:
+  bundle: ./policies
+  decision: regate/decision
+store: {url: "sqlite://./regate.db"}
+targets:
+  - name: app-db
+    protocol: postgres
+    listen: 127.0.0.1:6432
+    upstream: 127.0.0.1:5432
+    labels: {env: prod}
+    credentials: {user: app, password: "${APP_DB_PASSWORD}"}
+`
+
+func env(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+func TestParseGood(t *testing.T) {
+	cfg, err := Parse([]byte(good), env(map[string]string{"APP_DB_PASSWORD": "s3cr$t"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg := cfg.Targets[0]
+	if tg.Credentials.Password != "s3cr$t" || tg.Labels["env"] != "prod" || tg.Name != "app-db" {
+		t.Fatalf("unexpected target: %+v", tg)
+	}
+	if cfg.Identity.OIDC.GroupsClaim != "roles" || cfg.Policy.Bundle != "./policies" || cfg.Admin.Listen != "127.0.0.1:8080" {
+		t.Fatalf("unexpected config: %+v", cfg)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	vars := env(map[string]string{"APP_DB_PASSWORD": "x"})
+	cases := []struct {
+		name, edit, from, want string
+	}{
+		{"unknown top key", "colour: blue\n", "", "colour: unknown key"},
+		{"unknown nested key", "", "labels: {env: prod}", "targets[0].credentials.passwd: unknown key"},
+		{"missing user", "", "credentials: {user: app, ", "targets[0].credentials.user: required field is missing"},
+		{"missing issuer", "", "issuer: https://idp.example, ", "identity.oidc.issuer: required field is missing"},
+		{"unset env", "", "${APP_DB_PASSWORD}", "targets[0].credentials.password: environment variable NOPE is not set"},
+		{"bad protocol", "", "protocol: postgres", "targets[0].protocol: \"mysql\" is not supported"},
+		{"public listener without tls", "", "listen: 127.0.0.1:6432", "targets[0].tls: required because 0.0.0.0:6432"},
+		{"http issuer off loopback", "", "https://idp.example", "must use https"},
+		{"list expected", "", "targets:\n", "targets: expected a list"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			doc := good + c.edit
+			switch c.name {
+			case "unknown nested key":
+				doc = strings.Replace(good, "labels: {env: prod}", "labels: {env: prod}\n    credentials: {user: app, passwd: x}", 1)
+				doc = strings.Replace(doc, "    credentials: {user: app, password: \"${APP_DB_PASSWORD}\"}\n", "", 1)
+			case "missing user":
+				doc = strings.Replace(good, "credentials: {user: app, ", "credentials: {", 1)
+			case "missing issuer":
+				doc = strings.Replace(good, "issuer: https://idp.example, ", "", 1)
+			case "unset env":
+				doc = strings.Replace(good, "${APP_DB_PASSWORD}", "${NOPE}", 1)
+			case "bad protocol":
+				doc = strings.Replace(good, "protocol: postgres", "protocol: mysql", 1)
+			case "public listener without tls":
+				doc = strings.Replace(good, "listen: 127.0.0.1:6432", "listen: 0.0.0.0:6432", 1)
+			case "http issuer off loopback":
+				doc = strings.Replace(good, "https://idp.example", "http://idp.example", 1)
+			case "list expected":
+				doc = strings.Replace(good, "targets:\n", "targets: 3\nx:\n", 1)
+			}
+			_, err := Parse([]byte(doc), vars)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error = %v, want it to contain %q", err, c.want)
+			}
+		})
+	}
+}
+
+func TestExpand(t *testing.T) {
+	got, err := expand("a$${X}-${X}$", env(map[string]string{"X": "1"}))
+	if err != nil || got != "a${X}-1$" {
+		t.Fatalf("expand = %q, %v", got, err)
+	}
+}

@@ -1,0 +1,93 @@
+package parse
+
+import "time"
+
+// SchemaVersion is the version of the input document written into Input.Version.
+const SchemaVersion = 1
+
+// Input is the document a policy sees as `input`. Exactly one protocol object
+// (Postgres, SSH, Kubernetes or HTTP) is set.
+type Input struct {
+	Version  int       `json:"version"`
+	Protocol string    `json:"protocol"`
+	Time     time.Time `json:"time"`
+	Identity Identity  `json:"identity"`
+	Target   Target    `json:"target"`
+	Session  Session   `json:"session"`
+
+	Postgres *Postgres `json:"postgres,omitempty"`
+}
+
+// Identity is who made the request, as established by the verified OIDC token.
+// The raw token itself is never part of it.
+type Identity struct {
+	Subject string         `json:"subject"`
+	Issuer  string         `json:"issuer"`
+	Email   string         `json:"email,omitempty"`
+	Groups  []string       `json:"groups"`
+	Claims  map[string]any `json:"claims"`
+}
+
+// Target is the configured target the request is addressed to.
+type Target struct {
+	Name     string            `json:"name"`
+	Protocol string            `json:"protocol"`
+	Labels   map[string]string `json:"labels"`
+}
+
+// Session describes the client connection the request arrived on.
+type Session struct {
+	ID         string    `json:"id"`
+	ClientAddr string    `json:"client_addr"`
+	StartedAt  time.Time `json:"started_at"`
+}
+
+// Postgres is the protocol object of a PostgreSQL request.
+type Postgres struct {
+	// Database is the database the client asked for in its startup message.
+	Database string `json:"database"`
+	// User is the database role regate runs the statement as (the target's credentials).
+	User string `json:"user"`
+	// ClientUser is the user name the client sent in its startup message. It is
+	// not authenticated; Identity is.
+	ClientUser string `json:"client_user"`
+	// Query is the statement text exactly as the client sent it.
+	Query string `json:"query"`
+	// Params are the bound parameters of an extended-protocol execution, as text.
+	Params []string `json:"params"`
+	// Statements holds one entry per statement in Query, in order.
+	Statements []Statement `json:"statements"`
+}
+
+// Statement is one parsed SQL statement.
+type Statement struct {
+	// Command is the Postgres command tag: SELECT, INSERT, UPDATE, DELETE, DROP, …
+	Command string `json:"command"`
+	// Node is the pg_query node type of the statement, e.g. "DeleteStmt".
+	Node string `json:"node"`
+	// Relations are the tables, views and other relations the statement names.
+	Relations []Relation `json:"relations"`
+	// HasWhere tells whether an UPDATE or DELETE carries a WHERE clause (or a
+	// SELECT, for completeness); false for statements that cannot have one.
+	HasWhere bool `json:"has_where"`
+	// Functions are the names of every function the statement calls, lower-case,
+	// without schema (also listed schema-qualified when written so).
+	Functions []string `json:"functions"`
+	// AST is the pg_query JSON of this statement.
+	AST map[string]any `json:"ast"`
+}
+
+// Relation is a relation named by a statement.
+type Relation struct {
+	Schema string `json:"schema"`
+	Name   string `json:"name"`
+	// Access is "read", "write" or "ddl".
+	Access string `json:"access"`
+}
+
+// Relation access kinds.
+const (
+	AccessRead  = "read"
+	AccessWrite = "write"
+	AccessDDL   = "ddl"
+)

@@ -1,0 +1,45 @@
+package decision
+
+// Decision is the outcome of evaluating the policy for one input document.
+//
+// The zero value denies. Allow is true only when the policy returned an
+// object whose "allow" is the boolean true and evaluation succeeded.
+type Decision struct {
+	// ID identifies this decision in records, exports and client error messages.
+	ID string `json:"decision_id"`
+	// Path is the data path that was evaluated, e.g. "regate/decision".
+	Path string `json:"path"`
+
+	Allow    bool      `json:"allow"`
+	Reasons  []string  `json:"reasons,omitempty"`
+	Approval *Approval `json:"approval,omitempty"`
+	Mask     []Mask    `json:"mask,omitempty"`
+
+	// Result is the document the policy returned, as returned (nil when undefined).
+	Result any `json:"result,omitempty"`
+	// Bundles names every active bundle and its revision, as in OPA decision logs.
+	Bundles map[string]Bundle `json:"bundles,omitempty"`
+	// Error is set when evaluation failed or the result broke the contract; the
+	// decision then denies and Reasons says why.
+	Error string `json:"error,omitempty"`
+}
+
+// Approval asks for a human approval before the request is forwarded.
+type Approval struct {
+	Groups []string `json:"groups"`
+	Reason string   `json:"reason,omitempty"`
+}
+
+// Mask is one masking obligation on what comes back from the target. Exactly
+// one of Column, Field and Detector is set.
+type Mask struct {
+	Column   string `json:"column,omitempty"`
+	Field    string `json:"field,omitempty"`
+	Detector string `json:"detector,omitempty"`
+	With     string `json:"with,omitempty"`
+}
+
+// Bundle is the revision of one active bundle.
+type Bundle struct {
+	Revision string `json:"revision"`
+}

@@ -1,0 +1,102 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/regate/regate/parse"
+	"github.com/regate/regate/policies/decision"
+	"github.com/regate/regate/recorder"
+)
+
+// Command is one decided request. When Allowed is false the engine must refuse
+// it with Message; either way it reports what happened with Done.
+type Command struct {
+	s        *Session
+	EventID  string
+	Decision decision.Decision
+	// Allowed is true only when the policy allowed the request and the command
+	// event was durably recorded.
+	Allowed bool
+	// Message is the refusal text for the client when Allowed is false, e.g.
+	// "regate: blocked by policy: DROP is not allowed".
+	Message string
+	done    bool
+}
+
+// Authorize decides in and records the command event. It returns only after
+// the event is stored, so a command is never forwarded unrecorded: a store
+// failure turns the command into a refusal.
+func (s *Session) Authorize(ctx context.Context, in *parse.Input) *Command {
+	d := s.p.Decider.Decide(ctx, in)
+	c := &Command{s: s, Decision: d, Allowed: d.Allow}
+	if !d.Allow {
+		c.Message = "regate: blocked by policy: " + reasonText(d)
+	}
+	c.record(ctx, in)
+	return c
+}
+
+// Refuse records a command that regate refuses before asking the policy (for
+// example SQL that does not parse). reason is shown to the client and stored.
+func (s *Session) Refuse(ctx context.Context, in *parse.Input, reason string) *Command {
+	d := decision.Decision{ID: NewID(), Reasons: []string{reason}, Error: reason}
+	c := &Command{s: s, Decision: d, Message: "regate: blocked: " + reason}
+	c.record(ctx, in)
+	return c
+}
+
+func (c *Command) record(ctx context.Context, in *parse.Input) {
+	s := c.s
+	s.commands.Add(1)
+	ev := s.event(recorder.TypeCommand, in.Time)
+	c.EventID = ev.ID
+	ev.Decision = &c.Decision
+	raw, err := json.Marshal(in)
+	if err == nil {
+		ev.Input = raw
+		err = s.p.Recorder.Append(ctx, ev)
+	}
+	if err != nil {
+		s.p.logger().Error("cannot record a command; it is blocked", "session_id", s.ID,
+			"decision_id", c.Decision.ID, "error", err)
+		c.Allowed = false
+		c.Message = fmt.Sprintf("regate: blocked: the command cannot be recorded (%v)", err)
+	}
+	if c.Allowed {
+		s.allowed.Add(1)
+	} else {
+		s.blocked.Add(1)
+	}
+}
+
+func reasonText(d decision.Decision) string {
+	if len(d.Reasons) == 0 {
+		return "the policy did not allow this request"
+	}
+	return strings.Join(d.Reasons, "; ")
+}
+
+// Done records the outcome of the command without holding up the caller. The
+// session's end is recorded only after every outcome. Calling Done twice is a
+// no-op.
+func (c *Command) Done(ctx context.Context, out recorder.Outcome) {
+	if c == nil || c.done {
+		return
+	}
+	c.done = true
+	s := c.s
+	ev := s.event(recorder.TypeOutcome, s.p.now())
+	ev.Ref = c.EventID
+	ev.Outcome = &out
+	s.pending.Add(1)
+	go func() {
+		defer s.pending.Done()
+		if err := s.p.Recorder.Append(context.WithoutCancel(ctx), ev); err != nil {
+			s.p.logger().Error("cannot record a command outcome", "session_id", s.ID,
+				"decision_id", c.Decision.ID, "error", err)
+		}
+	}()
+}

@@ -1,0 +1,200 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/regate/regate/parse"
+	"github.com/regate/regate/policies/decision"
+	"github.com/regate/regate/recorder"
+)
+
+// Authenticator verifies a client's OIDC token. proxy/identity.Verifier
+// implements it.
+type Authenticator interface {
+	Verify(ctx context.Context, token string) (parse.Identity, error)
+}
+
+// Decider evaluates the policy for one input document. It never fails: an
+// evaluation problem is a denying Decision. policies.Engine implements it.
+type Decider interface {
+	Decide(ctx context.Context, input *parse.Input) decision.Decision
+}
+
+// Pipeline is shared by every engine and every session. All fields except
+// Logger and Now are required.
+type Pipeline struct {
+	Auth     Authenticator
+	Decider  Decider
+	Recorder recorder.Appender
+	// Logger receives operational messages; nil discards them.
+	Logger hclog.Logger
+	// Now returns the current time; nil means time.Now.
+	Now func() time.Time
+}
+
+// SessionRequest is what an engine knows about a new client before it is
+// authenticated.
+type SessionRequest struct {
+	Target     parse.Target
+	ClientAddr string
+	// Token is the client's OIDC token. It is verified and then forgotten: it
+	// never reaches a log, an input document or a record.
+	Token string
+	// Details carries protocol-specific session facts (database, user) for the
+	// session_start record.
+	Details recorder.SessionInfo
+}
+
+// AuthError is returned by Open when the client could not be authenticated.
+// Reason is safe to show to the client.
+type AuthError struct{ Reason string }
+
+func (e *AuthError) Error() string { return "authentication failed: " + e.Reason }
+
+// Validate reports the first missing required field.
+func (p *Pipeline) Validate() error {
+	switch {
+	case p.Auth == nil:
+		return errors.New("proxy: Pipeline.Auth is required")
+	case p.Decider == nil:
+		return errors.New("proxy: Pipeline.Decider is required")
+	case p.Recorder == nil:
+		return errors.New("proxy: Pipeline.Recorder is required")
+	}
+	return nil
+}
+
+func (p *Pipeline) now() time.Time {
+	if p.Now != nil {
+		return p.Now().UTC()
+	}
+	return time.Now().UTC()
+}
+
+func (p *Pipeline) logger() hclog.Logger {
+	if p.Logger != nil {
+		return p.Logger
+	}
+	return hclog.NewNullLogger()
+}
+
+// Open authenticates a client and records the start of its session. On a bad
+// token it records an auth_failure event and returns an *AuthError. If the
+// session start cannot be recorded the session is refused.
+func (p *Pipeline) Open(ctx context.Context, req SessionRequest) (*Session, error) {
+	id := NewID()
+	now := p.now()
+	ident, err := p.Auth.Verify(ctx, req.Token)
+	if err != nil {
+		reason := err.Error()
+		ev := &recorder.Event{
+			ID: NewID(), Time: now, Type: recorder.TypeAuthFailure, SessionID: id,
+			Protocol: req.Target.Protocol, Target: req.Target.Name,
+			Session: sessionInfo(req, parse.Identity{}),
+			Outcome: &recorder.Outcome{Status: recorder.StatusBlocked, Error: reason},
+		}
+		if rerr := p.Recorder.Append(ctx, ev); rerr != nil {
+			p.logger().Error("cannot record an authentication failure", "session_id", id, "error", rerr)
+		}
+		p.logger().Info("client authentication failed", "session_id", id, "target", req.Target.Name,
+			"client_addr", req.ClientAddr, "reason", reason)
+		return nil, &AuthError{Reason: reason}
+	}
+	s := &Session{
+		p: p, ID: id, Identity: ident, Target: req.Target,
+		ClientAddr: req.ClientAddr, StartedAt: now, details: req.Details,
+	}
+	ev := s.event(recorder.TypeSessionStart, now)
+	ev.Session = sessionInfo(req, ident)
+	if err := p.Recorder.Append(ctx, ev); err != nil {
+		return nil, fmt.Errorf("cannot record the session start, so the session is refused: %w", err)
+	}
+	p.logger().Info("session started", "session_id", id, "target", req.Target.Name,
+		"subject", ident.Subject, "client_addr", req.ClientAddr)
+	return s, nil
+}
+
+func sessionInfo(req SessionRequest, ident parse.Identity) *recorder.SessionInfo {
+	info := req.Details
+	info.ClientAddr = req.ClientAddr
+	info.Issuer = ident.Issuer
+	info.Groups = ident.Groups
+	return &info
+}
+
+// Session is one authenticated client connection.
+type Session struct {
+	p          *Pipeline
+	ID         string
+	Identity   parse.Identity
+	Target     parse.Target
+	ClientAddr string
+	StartedAt  time.Time
+	details    recorder.SessionInfo
+
+	commands, allowed, blocked atomic.Int64
+	pending                    sync.WaitGroup
+	closeOnce                  sync.Once
+}
+
+// Input returns the input document for a new request of this session, with
+// every field but the protocol object filled in.
+func (s *Session) Input() parse.Input {
+	return parse.Input{
+		Version:  parse.SchemaVersion,
+		Protocol: s.Target.Protocol,
+		Time:     s.p.now(),
+		Identity: s.Identity,
+		Target:   s.Target,
+		Session:  parse.Session{ID: s.ID, ClientAddr: s.ClientAddr, StartedAt: s.StartedAt},
+	}
+}
+
+func (s *Session) event(typ string, t time.Time) *recorder.Event {
+	return &recorder.Event{
+		ID: NewID(), Time: t, Type: typ, SessionID: s.ID,
+		Protocol: s.Target.Protocol, Target: s.Target.Name, Subject: s.Identity.Subject,
+	}
+}
+
+// Close records the end of the session once every outcome is recorded. It is
+// safe to call more than once; reason says why the session ended ("" for a
+// normal end).
+func (s *Session) Close(ctx context.Context, reason string) {
+	s.closeOnce.Do(func() {
+		s.pending.Wait()
+		ev := s.event(recorder.TypeSessionEnd, s.p.now())
+		info := s.details
+		info.Commands, info.Allowed, info.Blocked = s.commands.Load(), s.allowed.Load(), s.blocked.Load()
+		ev.Session = &info
+		status := recorder.StatusOK
+		if reason != "" {
+			status = recorder.StatusFailed
+		}
+		ev.Outcome = &recorder.Outcome{Status: status, Error: reason}
+		if err := s.p.Recorder.Append(ctx, ev); err != nil {
+			s.p.logger().Error("cannot record the session end", "session_id", s.ID, "error", err)
+		}
+		s.p.logger().Info("session ended", "session_id", s.ID, "commands", info.Commands,
+			"blocked", info.Blocked, "reason", reason)
+	})
+}
+
+// NewID returns a random 128-bit identifier in hex.
+func NewID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		// crypto/rand never fails on supported platforms; fall back to time.
+		return fmt.Sprintf("%032x", time.Now().UnixNano())
+	}
+	return hex.EncodeToString(b[:])
+}

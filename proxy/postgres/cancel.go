@@ -1,0 +1,69 @@
+package postgres
+
+import (
+	"context"
+	"encoding/binary"
+	"net"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+type cancelKey struct {
+	pid    uint32
+	secret uint32
+}
+
+// registerCancel remembers how to cancel cn's upstream backend. The client is
+// told the upstream's process id with a secret of regate's own; the real
+// secret never leaves regate.
+func (s *Server) registerCancel(cn *conn, secret [4]byte) {
+	k := cancelKey{pid: cn.pid, secret: binary.BigEndian.Uint32(secret[:])}
+	s.mu.Lock()
+	if s.cancels == nil {
+		s.cancels = map[cancelKey]*conn{}
+	}
+	s.cancels[k] = cn
+	s.mu.Unlock()
+}
+
+func (s *Server) unregisterCancel(cn *conn) {
+	s.mu.Lock()
+	delete(s.cancels, cancelKey{pid: cn.pid, secret: cn.secret})
+	s.mu.Unlock()
+}
+
+// cancel forwards a client's CancelRequest to the right upstream backend with
+// the real key. A request with an unknown key is dropped and logged.
+func (s *Server) cancel(ctx context.Context, body []byte) {
+	var req pgproto3.CancelRequest
+	if err := req.Decode(body); err != nil || len(req.SecretKey) != 4 {
+		s.log.Warn("dropped a malformed cancel request")
+		return
+	}
+	k := cancelKey{pid: req.ProcessID, secret: binary.BigEndian.Uint32(req.SecretKey)}
+	s.mu.Lock()
+	cn := s.cancels[k]
+	s.mu.Unlock()
+	if cn == nil {
+		s.log.Warn("dropped a cancel request with an unknown key", "pid", req.ProcessID)
+		return
+	}
+	d := net.Dialer{Timeout: 5 * time.Second}
+	up, err := d.DialContext(ctx, "tcp", s.cfg.Upstream)
+	if err != nil {
+		s.log.Warn("cannot forward a cancel request", "session_id", cn.sess.ID, "error", err)
+		return
+	}
+	defer up.Close()
+	_ = up.SetDeadline(time.Now().Add(5 * time.Second))
+	fwd := pgproto3.CancelRequest{ProcessID: cn.pid, SecretKey: cn.upSecret}
+	if err := writeMsg(up, &fwd); err != nil {
+		s.log.Warn("cannot forward a cancel request", "session_id", cn.sess.ID, "error", err)
+		return
+	}
+	// Postgres closes the connection once it has read the request.
+	var one [1]byte
+	_, _ = up.Read(one[:])
+	s.log.Info("forwarded a cancel request", "session_id", cn.sess.ID)
+}

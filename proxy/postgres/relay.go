@@ -1,0 +1,183 @@
+package postgres
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/regate/regate/proxy"
+)
+
+// conn is one client session after startup.
+type conn struct {
+	s          *Server
+	sess       *proxy.Session
+	database   string
+	clientUser string
+
+	client net.Conn
+	cr     frameReader   // client → regate
+	cmu    sync.Mutex    // guards cw
+	cw     *bufio.Writer // regate → client
+
+	up       net.Conn
+	ur       frameReader   // target → regate
+	uw       *bufio.Writer // regate → target; frontend loop only
+	pid      uint32
+	upSecret []byte
+	secret   uint32
+	params   map[string]string
+	txStatus byte
+
+	qmu   sync.Mutex
+	queue []*exchange // forwarded requests awaiting ReadyForQuery, in order
+
+	discarding bool // extended-protocol refusal: drop messages until Sync
+}
+
+// exchange is one request forwarded upstream that ends with ReadyForQuery.
+type exchange struct {
+	cmd *proxy.Command
+	// refusal, when set, replaces the marker query's error: the request was blocked.
+	refusal *pgproto3.ErrorResponse
+	// quiet drops the exchange's ReadyForQuery (a refusal inside an extended
+	// batch: the client's Sync brings the ReadyForQuery).
+	quiet   bool
+	tags    []string
+	rows    int64
+	errCode string
+	errMsg  string
+}
+
+func newConn(s *Server, c net.Conn) *conn {
+	return &conn{
+		s: s, client: c,
+		cr: frameReader{r: bufio.NewReaderSize(c, 32<<10), maxBody: s.cfg.MaxMessageSize},
+		cw: bufio.NewWriterSize(c, 32<<10),
+	}
+}
+
+func (cn *conn) initUpstream() {
+	cn.ur = frameReader{r: bufio.NewReaderSize(cn.up, 32<<10), maxBody: 1 << 30}
+	cn.uw = bufio.NewWriterSize(cn.up, 32<<10)
+}
+
+// relay runs both directions until either side closes.
+func (cn *conn) relay(ctx context.Context) {
+	defer cn.s.unregisterCancel(cn)
+	done := make(chan error, 1)
+	go func() { done <- cn.backendLoop(ctx) }()
+	ferr := cn.frontendLoop(ctx)
+	cn.up.Close()
+	berr := <-done
+	cn.client.Close()
+	cn.failPending(ctx)
+	reason := ""
+	switch {
+	case ferr != nil && !isClosed(ferr):
+		reason = ferr.Error()
+	case berr != nil && !isClosed(berr):
+		reason = berr.Error()
+	}
+	cn.sess.Close(context.WithoutCancel(ctx), reason)
+}
+
+func isClosed(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, errTerminated)
+}
+
+var errTerminated = errors.New("client terminated the session")
+
+// frontendLoop reads client messages, decides, and forwards.
+func (cn *conn) frontendLoop(ctx context.Context) error {
+	for {
+		typ, body, err := cn.cr.next()
+		if err != nil {
+			if !isClosed(err) && !errors.Is(err, io.ErrUnexpectedEOF) {
+				cn.fatalToClient(codeProtocolViolation, "regate: "+err.Error())
+			}
+			return err
+		}
+		if err := cn.dispatch(ctx, typ, body); err != nil {
+			return err
+		}
+		if cn.cr.r.Buffered() == 0 {
+			if err := cn.uw.Flush(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (cn *conn) dispatch(ctx context.Context, typ byte, body []byte) error {
+	switch typ {
+	case 'Q':
+		return cn.query(ctx, body)
+	case 'X':
+		_ = writeFrame(cn.uw, 'X', nil)
+		_ = cn.uw.Flush()
+		return errTerminated
+	case 'd', 'c', 'f': // CopyData, CopyDone, CopyFail of an allowed COPY FROM STDIN
+		return writeFrame(cn.uw, typ, body)
+	case 'P', 'B', 'D', 'E', 'C', 'H':
+		return cn.refuseExtended(ctx, typ, body)
+	case 'S':
+		if cn.discarding {
+			cn.discarding = false
+		}
+		cn.push(&exchange{})
+		return writeFrame(cn.uw, 'S', nil)
+	case 'F':
+		return cn.block(codeFeatureNotSupp, cn.sess.Refuse(ctx, cn.baseInput(""),
+			"fast-path function calls are not allowed through regate"), false)
+	default:
+		msg := "regate: unexpected message type " + quoteType(typ)
+		cn.fatalToClient(codeProtocolViolation, msg)
+		return errors.New(msg)
+	}
+}
+
+func quoteType(t byte) string {
+	if t >= 0x20 && t < 0x7f {
+		return "'" + string(rune(t)) + "'"
+	}
+	return "0x" + string("0123456789abcdef"[t>>4]) + string("0123456789abcdef"[t&15])
+}
+
+// push queues an exchange; the backend loop pops it at ReadyForQuery.
+func (cn *conn) push(ex *exchange) {
+	cn.qmu.Lock()
+	cn.queue = append(cn.queue, ex)
+	cn.qmu.Unlock()
+}
+
+func (cn *conn) head() *exchange {
+	cn.qmu.Lock()
+	defer cn.qmu.Unlock()
+	if len(cn.queue) == 0 {
+		return nil
+	}
+	return cn.queue[0]
+}
+
+func (cn *conn) pop() {
+	cn.qmu.Lock()
+	if len(cn.queue) > 0 {
+		cn.queue[0] = nil
+		cn.queue = cn.queue[1:]
+	}
+	cn.qmu.Unlock()
+}
+
+// fatalToClient sends a FATAL error; the caller then closes the session.
+func (cn *conn) fatalToClient(code, msg string) {
+	cn.cmu.Lock()
+	defer cn.cmu.Unlock()
+	_ = writeMsg(cn.cw, fatal(code, msg))
+	_ = cn.cw.Flush()
+}

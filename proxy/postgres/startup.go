@@ -1,0 +1,167 @@
+package postgres
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/regate/regate/proxy"
+	"github.com/regate/regate/recorder"
+)
+
+// SQLSTATE codes regate answers with.
+const (
+	codeInvalidPassword   = "28P01"
+	codeProtocolViolation = "08P01"
+	codeConnectionFailure = "08006"
+	codeCannotConnect     = "08001"
+	codeInsufficientPriv  = "42501"
+	codeSyntaxError       = "42601"
+	codeFeatureNotSupp    = "0A000"
+	codeInvalidAuthSpec   = "28000"
+)
+
+// handle serves one client connection from accept to close.
+func (s *Server) handle(ctx context.Context, raw net.Conn) {
+	log := s.log.With("client_addr", raw.RemoteAddr().String())
+	_ = raw.SetDeadline(time.Now().Add(s.cfg.StartupTimeout))
+	c, startup, err := s.negotiate(ctx, raw)
+	if err != nil {
+		if !errors.Is(err, errHandled) {
+			log.Info("client startup failed", "error", err)
+			_ = writeMsg(c, fatal(codeProtocolViolation, "regate: "+err.Error()))
+		}
+		return
+	}
+	cn, err := s.authenticate(ctx, c, startup)
+	if err != nil {
+		log.Info("client session refused", "error", err)
+		return
+	}
+	_ = raw.SetDeadline(time.Time{})
+	cn.relay(ctx)
+}
+
+// errHandled means negotiate fully handled the connection (a cancel request).
+var errHandled = errors.New("handled")
+
+// negotiate answers SSLRequest/GSSENCRequest and CancelRequest and returns the
+// (possibly TLS) connection and the client's StartupMessage. It reads without
+// buffering, so no byte sent before the TLS handshake is ever used after it.
+func (s *Server) negotiate(ctx context.Context, c net.Conn) (net.Conn, *pgproto3.StartupMessage, error) {
+	tlsDone, gssDone := false, false
+	for {
+		code, body, err := readStartup(c)
+		if err != nil {
+			return c, nil, err
+		}
+		switch {
+		case code == codeSSLRequest && !tlsDone && len(body) == 4:
+			tlsDone = true
+			if s.cfg.TLS == nil {
+				if _, err := c.Write([]byte{'N'}); err != nil {
+					return c, nil, err
+				}
+				continue
+			}
+			if _, err := c.Write([]byte{'S'}); err != nil {
+				return c, nil, err
+			}
+			tc := tls.Server(c, s.cfg.TLS)
+			if err := tc.HandshakeContext(ctx); err != nil {
+				return c, nil, fmt.Errorf("TLS handshake failed: %w", err)
+			}
+			c = tc
+		case code == codeGSSENC && !gssDone && len(body) == 4:
+			gssDone = true
+			if _, err := c.Write([]byte{'N'}); err != nil {
+				return c, nil, err
+			}
+		case code == codeCancel:
+			s.cancel(ctx, body)
+			return c, nil, errHandled
+		case code>>16 == 3:
+			if code != codeProtocol30 {
+				return c, nil, fmt.Errorf("protocol version 3.%d is not supported; use 3.0", code&0xffff)
+			}
+			var sm pgproto3.StartupMessage
+			if err := sm.Decode(body); err != nil {
+				return c, nil, fmt.Errorf("invalid startup message: %w", err)
+			}
+			return c, &sm, nil
+		default:
+			return c, nil, fmt.Errorf("unsupported startup request code %d", code)
+		}
+	}
+}
+
+// authenticate asks for the token, opens the session and connects upstream.
+func (s *Server) authenticate(ctx context.Context, c net.Conn, sm *pgproto3.StartupMessage) (*conn, error) {
+	p := sm.Parameters
+	user, database := p["user"], p["database"]
+	if user == "" {
+		_ = writeMsg(c, fatal(codeInvalidAuthSpec, "regate: no user name specified in the startup message"))
+		return nil, errors.New("no user in startup message")
+	}
+	if database == "" {
+		database = user
+	}
+	if _, ok := p["replication"]; ok {
+		_ = writeMsg(c, fatal(codeFeatureNotSupp, "regate: replication connections are not allowed"))
+		return nil, errors.New("replication connection refused")
+	}
+	if err := writeMsg(c, &pgproto3.AuthenticationCleartextPassword{}); err != nil {
+		return nil, err
+	}
+	cn := newConn(s, c)
+	typ, body, err := cn.cr.next()
+	if err != nil || typ != 'p' {
+		_ = writeMsg(c, fatal(codeProtocolViolation, "regate: expected a password message carrying the OIDC token"))
+		return nil, fmt.Errorf("expected a password message (got %q): %v", typ, err)
+	}
+	token, _ := cstring(body)
+	sess, err := s.cfg.Pipeline.Open(ctx, proxy.SessionRequest{
+		Target: s.cfg.Target, ClientAddr: c.RemoteAddr().String(), Token: token,
+		Details: recorder.SessionInfo{Database: database, User: s.cfg.Credentials.User},
+	})
+	token = ""
+	if err != nil {
+		var ae *proxy.AuthError
+		code := codeInvalidPassword
+		if !errors.As(err, &ae) {
+			code = codeConnectionFailure
+		}
+		_ = writeMsg(c, fatal(code, "regate: "+err.Error()))
+		return nil, err
+	}
+	cn.sess, cn.database, cn.clientUser = sess, database, user
+	if err := cn.connectUpstream(ctx, p); err != nil {
+		sess.Close(ctx, err.Error())
+		_ = writeMsg(c, fatal(codeCannotConnect, "regate: "+err.Error()))
+		return nil, err
+	}
+	return cn, cn.greet()
+}
+
+// greet finishes the client's startup with the target's parameters.
+func (cn *conn) greet() error {
+	var secret [4]byte
+	_, _ = rand.Read(secret[:])
+	cn.s.registerCancel(cn, secret)
+	msgs := []pgproto3.Message{&pgproto3.AuthenticationOk{}}
+	for k, v := range cn.params {
+		msgs = append(msgs, &pgproto3.ParameterStatus{Name: k, Value: v})
+	}
+	msgs = append(msgs,
+		&pgproto3.BackendKeyData{ProcessID: cn.pid, SecretKey: secret[:]},
+		&pgproto3.ReadyForQuery{TxStatus: cn.txStatus})
+	cn.secret = binary.BigEndian.Uint32(secret[:])
+	return writeMsg(cn.client, msgs...)
+}

@@ -1,0 +1,84 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// startup parameters regate sets itself or never forwards.
+var reservedParams = map[string]bool{"user": true, "database": true, "replication": true}
+
+// connectUpstream logs in to the target with regate's credentials, forwarding
+// the client's other startup parameters (application_name, options, …).
+func (cn *conn) connectUpstream(ctx context.Context, clientParams map[string]string) error {
+	cfg := cn.s.cfg
+	host, portStr, err := net.SplitHostPort(cfg.Upstream)
+	if err != nil {
+		return fmt.Errorf("target %q has an invalid upstream address %q: %w", cfg.Target.Name, cfg.Upstream, err)
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil {
+		return fmt.Errorf("target %q has an invalid upstream port %q", cfg.Target.Name, portStr)
+	}
+	pc, err := pgconn.ParseConfig("sslmode=disable")
+	if err != nil {
+		return fmt.Errorf("cannot build the target connection config: %w", err)
+	}
+	pc.Host, pc.Port = host, uint16(port)
+	pc.User, pc.Password, pc.Database = cfg.Credentials.User, cfg.Credentials.Password, cn.database
+	pc.TLSConfig, pc.Fallbacks = cfg.UpstreamTLS, nil
+	pc.ConnectTimeout = 10 * time.Second
+	pc.RuntimeParams = map[string]string{}
+	for k, v := range clientParams {
+		if !reservedParams[k] {
+			pc.RuntimeParams[k] = v
+		}
+	}
+	pg, err := pgconn.ConnectConfig(ctx, pc)
+	if err != nil {
+		return fmt.Errorf("cannot connect to target %q: %s", cfg.Target.Name, upstreamError(err))
+	}
+	hc, err := pg.Hijack()
+	if err != nil {
+		pg.Close(ctx)
+		return fmt.Errorf("cannot take over the target connection: %w", err)
+	}
+	cn.up = hc.Conn
+	cn.pid = hc.PID
+	cn.upSecret = hc.SecretKey
+	cn.params = hc.ParameterStatuses
+	cn.txStatus = hc.TxStatus
+	if cn.txStatus == 0 {
+		cn.txStatus = 'I'
+	}
+	cn.initUpstream()
+	return nil
+}
+
+// upstreamError returns the server's message for a PgError, or the error text.
+// pgconn never puts the password in its errors.
+func upstreamError(err error) string {
+	if pe, ok := pgconnError(err); ok {
+		return fmt.Sprintf("%s (SQLSTATE %s)", pe.Message, pe.Code)
+	}
+	return err.Error()
+}
+
+func pgconnError(err error) (*pgconn.PgError, bool) {
+	for e := err; e != nil; {
+		if pe, ok := e.(*pgconn.PgError); ok {
+			return pe, true
+		}
+		u, ok := e.(interface{ Unwrap() error })
+		if !ok {
+			return nil, false
+		}
+		e = u.Unwrap()
+	}
+	return nil, false
+}
