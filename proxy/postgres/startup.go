@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"time"
 
@@ -34,7 +35,11 @@ func (s *Server) handle(ctx context.Context, raw net.Conn) {
 	_ = raw.SetDeadline(time.Now().Add(s.cfg.StartupTimeout))
 	c, startup, err := s.negotiate(ctx, raw)
 	if err != nil {
-		if !errors.Is(err, errHandled) {
+		switch {
+		case errors.Is(err, errHandled):
+		case errors.Is(err, io.EOF):
+			log.Debug("client closed the connection before its startup message")
+		default:
 			log.Info("client startup failed", "error", err)
 			_ = writeMsg(c, fatal(codeProtocolViolation, "regate: "+err.Error()))
 		}

@@ -95,6 +95,21 @@ func Load(path string) (*Config, error) {
 	return cfg, nil
 }
 
+// LoadForStore reads a configuration file for the commands that only need
+// store.url (sessions, replay, verify): an unset ${VAR} elsewhere, such as a
+// target password, expands to "" instead of failing.
+func LoadForStore(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read config: %w", err)
+	}
+	cfg, err := Parse(data, func(k string) (string, bool) { v, _ := os.LookupEnv(k); return v, true })
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
 // Parse decodes and validates a configuration document. lookup resolves ${VAR}.
 func Parse(data []byte, lookup func(string) (string, bool)) (*Config, error) {
 	var cfg Config

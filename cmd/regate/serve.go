@@ -1,0 +1,207 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/regate/regate/cmd/regate/config"
+	"github.com/regate/regate/parse"
+	"github.com/regate/regate/parse/sql"
+	"github.com/regate/regate/policies"
+	"github.com/regate/regate/proxy"
+	"github.com/regate/regate/proxy/identity"
+	"github.com/regate/regate/proxy/postgres"
+	"github.com/regate/regate/recorder"
+)
+
+func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("serve", "serve --config FILE", stderr)
+	cfgPath := fs.String("config", "", "configuration file (required)")
+	logLevel := fs.String("log-level", "info", "log level: trace, debug, info, warn, error")
+	logJSON := fs.Bool("log-json", false, "log in JSON")
+	if _, err := parseArgs(fs, args); err != nil {
+		return err
+	}
+	if *cfgPath == "" {
+		fs.Usage()
+		return &exitError{code: 2, err: errors.New("serve: --config is required")}
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		return err
+	}
+	return runGateway(ctx, cfg, newLogger(stderr, *logLevel, *logJSON), nil)
+}
+
+func newLogger(w io.Writer, level string, json bool) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{
+		Name: "regate", Output: w, Level: hclog.LevelFromString(level), JSONFormat: json,
+	})
+}
+
+// runGateway wires the pipeline from cfg and serves every target until ctx is
+// done. ready, when set, is called once every listener is open.
+func runGateway(ctx context.Context, cfg *config.Config, log hclog.Logger, ready func()) error {
+	store, err := recorder.Open(ctx, cfg.Store.URL, log.Named("recorder"))
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	defer store.Close()
+	verifier, err := identity.New(ctx, identity.Config{
+		Issuer: cfg.Identity.OIDC.Issuer, Audience: cfg.Identity.OIDC.Audience,
+		GroupsClaim: cfg.Identity.OIDC.GroupsClaim, Logger: log.Named("identity"),
+	})
+	if err != nil {
+		return fmt.Errorf("identity: %w", err)
+	}
+	engine, err := policies.New(ctx, policies.Config{
+		Bundle: cfg.Policy.Bundle, Decision: cfg.Policy.Decision, Logger: log.Named("policy"),
+	})
+	if err != nil {
+		return fmt.Errorf("policy: %w", err)
+	}
+	for name, b := range engine.Bundles() {
+		log.Info("policy bundle active", "bundle", name, "revision", b.Revision)
+	}
+	pipe := &proxy.Pipeline{Auth: verifier, Decider: engine, Recorder: store, Logger: log.Named("proxy")}
+	parser := sql.NewParser(0)
+
+	var listeners []net.Listener
+	var servers []*postgres.Server
+	closeAll := func() {
+		for _, ln := range listeners {
+			ln.Close()
+		}
+	}
+	for _, t := range cfg.Targets {
+		srv, err := newPostgresServer(t, pipe, parser, log)
+		if err != nil {
+			closeAll()
+			return err
+		}
+		ln, err := net.Listen("tcp", t.Listen)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("target %q: %w", t.Name, err)
+		}
+		listeners, servers = append(listeners, ln), append(servers, srv)
+		log.Info("target listening", "target", t.Name, "protocol", t.Protocol, "listen", ln.Addr().String(),
+			"upstream", t.Upstream, "tls", t.TLS != nil)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, len(servers)+1)
+	if cfg.Admin.Listen != "" {
+		if err := startAdmin(ctx, &wg, cfg.Admin.Listen, engine, log, errs); err != nil {
+			closeAll()
+			return err
+		}
+	}
+	for i, srv := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := srv.Serve(ctx, listeners[i]); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	if ready != nil {
+		ready()
+	}
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case runErr = <-errs:
+		log.Error("a listener failed; shutting down", "error", runErr)
+	}
+	cancel()
+	wg.Wait()
+	return runErr
+}
+
+func newPostgresServer(t config.Target, pipe *proxy.Pipeline, parser *sql.Parser, log hclog.Logger) (*postgres.Server, error) {
+	pc := postgres.Config{
+		Target:      parse.Target{Name: t.Name, Protocol: t.Protocol, Labels: t.Labels},
+		Upstream:    t.Upstream,
+		Credentials: postgres.Credentials{User: t.Credentials.User, Password: t.Credentials.Password},
+		Pipeline:    pipe, Parser: parser, MaxMessageSize: t.MaxMessageSize,
+		Logger: log.Named("postgres").With("target", t.Name),
+	}
+	if pc.Target.Labels == nil {
+		pc.Target.Labels = map[string]string{}
+	}
+	if t.TLS != nil {
+		cert, err := tls.LoadX509KeyPair(t.TLS.Cert, t.TLS.Key)
+		if err != nil {
+			return nil, fmt.Errorf("target %q: tls: %w", t.Name, err)
+		}
+		pc.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	if t.UpstreamTLS != nil {
+		tc, err := upstreamTLS(t)
+		if err != nil {
+			return nil, err
+		}
+		pc.UpstreamTLS = tc
+	}
+	return postgres.New(pc)
+}
+
+func upstreamTLS(t config.Target) (*tls.Config, error) {
+	host, _, _ := net.SplitHostPort(t.Upstream)
+	tc := &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
+	if t.UpstreamTLS.ServerName != "" {
+		tc.ServerName = t.UpstreamTLS.ServerName
+	}
+	if t.UpstreamTLS.CA != "" {
+		pem, err := os.ReadFile(t.UpstreamTLS.CA)
+		if err != nil {
+			return nil, fmt.Errorf("target %q: upstream_tls.ca: %w", t.Name, err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("target %q: upstream_tls.ca: no PEM certificate in %s", t.Name, t.UpstreamTLS.CA)
+		}
+		tc.RootCAs = pool
+	}
+	return tc, nil
+}
+
+// startAdmin serves /healthz on the loopback admin listener.
+func startAdmin(ctx context.Context, wg *sync.WaitGroup, addr string, engine *policies.Engine, log hclog.Logger, errs chan<- error) error {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"status": "ok", "bundles": engine.Bundles()})
+	})
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("admin.listen: %w", err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	log.Info("admin API listening", "listen", ln.Addr().String())
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errs <- fmt.Errorf("admin API: %w", err)
+		}
+	}()
+	context.AfterFunc(ctx, func() { _ = srv.Close() })
+	return nil
+}

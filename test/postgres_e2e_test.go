@@ -1,0 +1,218 @@
+package test
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	_ "modernc.org/sqlite"
+
+	"github.com/regate/regate/test/testenv"
+)
+
+const audience = "regate-e2e"
+
+// setup starts PostgreSQL with a small schema, an issuer and a gateway on the
+// embedded default policy library.
+func setup(t *testing.T) (*testenv.Postgres, *testenv.Issuer, *testenv.Gateway) {
+	pg := testenv.StartPostgres(t)
+	pg.Psql(t, "app", `
+		CREATE TABLE public.customers (id int PRIMARY KEY, email text NOT NULL, name text NOT NULL);
+		INSERT INTO public.customers VALUES (1, 'ann@example.com', 'Ann'), (2, 'bob@example.com', 'Bob'), (3, 'cy@example.com', 'Cy');
+		ALTER TABLE public.customers OWNER TO app;`)
+	iss := testenv.StartIssuer(t)
+	gw := testenv.StartGateway(t, pg, testenv.GatewayOptions{Issuer: iss.URL(), Audience: audience})
+	return pg, iss, gw
+}
+
+func TestPostgresThroughPsql(t *testing.T) {
+	pg, iss, gw := setup(t)
+	tok := iss.Token(t, "agent-7", audience, "agents")
+	psql := func(sqls ...string) testenv.PsqlResult {
+		return testenv.PsqlVia(t, gw.Listen, "agent-7", "app", tok, sqls)
+	}
+
+	t.Run("select returns rows", func(t *testing.T) {
+		r := psql("SELECT name FROM public.customers ORDER BY id")
+		if r.Code != 0 || r.Out != "Ann\nBob\nCy" {
+			t.Fatalf("got code %d out %q err %q", r.Code, r.Out, r.Err)
+		}
+	})
+	t.Run("drop is blocked and the session stays usable", func(t *testing.T) {
+		r := psql("DROP TABLE public.customers", "SELECT 40 + 2")
+		if !strings.Contains(r.Err, "42501") || !strings.Contains(r.Err, "regate: blocked by policy:") ||
+			!strings.Contains(r.Err, "DROP") || !strings.Contains(r.Err, "decision_id: ") {
+			t.Fatalf("refusal not as documented: %q", r.Err)
+		}
+		if r.Out != "42" {
+			t.Fatalf("session not usable after the refusal: out %q", r.Out)
+		}
+		if got := pg.Psql(t, "app", "SELECT count(*) FROM public.customers"); got != "3" {
+			t.Fatalf("table changed: %s rows", got)
+		}
+	})
+	t.Run("delete needs a where clause", func(t *testing.T) {
+		r := psql("DELETE FROM customers")
+		if !strings.Contains(r.Err, "42501") {
+			t.Fatalf("DELETE without WHERE not blocked: %q", r.Err)
+		}
+		r = psql("DELETE FROM customers WHERE id = 3")
+		if r.Code != 0 || pg.Psql(t, "app", "SELECT count(*) FROM customers") != "2" {
+			t.Fatalf("DELETE with WHERE: code %d err %q", r.Code, r.Err)
+		}
+	})
+	t.Run("one bad statement blocks the whole message", func(t *testing.T) {
+		r := psql("INSERT INTO customers VALUES (10, 'x@example.com', 'X'); TRUNCATE customers")
+		if !strings.Contains(r.Err, "42501") || !strings.Contains(r.Err, "TRUNCATE") {
+			t.Fatalf("multi-statement not blocked: %q", r.Err)
+		}
+		if got := pg.Psql(t, "app", "SELECT count(*) FROM customers WHERE id = 10"); got != "0" {
+			t.Fatalf("the allowed half was applied")
+		}
+	})
+	t.Run("unparsable SQL is refused", func(t *testing.T) {
+		r := psql("SELEC 1")
+		if !strings.Contains(r.Err, "cannot parse SQL") || !strings.Contains(r.Err, "42601") {
+			t.Fatalf("got %q", r.Err)
+		}
+	})
+	t.Run("a refusal fails an open transaction as postgres would", func(t *testing.T) {
+		r := psql("BEGIN", "INSERT INTO customers VALUES (11, 'y@example.com', 'Y')", "DROP TABLE customers",
+			"SELECT 1", "ROLLBACK")
+		if !strings.Contains(r.Err, "42501") || !strings.Contains(r.Err, "25P02") {
+			t.Fatalf("expected the refusal then 'current transaction is aborted': %q", r.Err)
+		}
+		if got := pg.Psql(t, "app", "SELECT count(*) FROM customers WHERE id = 11"); got != "0" {
+			t.Fatalf("the aborted transaction's insert is visible")
+		}
+	})
+	t.Run("server file functions and copy program are blocked", func(t *testing.T) {
+		for _, q := range []string{"SELECT pg_read_file('/etc/hostname')", "COPY customers TO PROGRAM 'cat'",
+			"ALTER SYSTEM SET work_mem = '1MB'", "CREATE ROLE evil", "GRANT ALL ON customers TO PUBLIC",
+			"UPDATE customers SET name = 'z'", "DROP DATABASE app", "DROP SCHEMA public CASCADE"} {
+			if r := psql(q); !strings.Contains(r.Err, "42501") {
+				t.Errorf("%s: not blocked: out %q err %q", q, r.Out, r.Err)
+			}
+		}
+		if r := psql("UPDATE customers SET name = 'Ann B' WHERE id = 1", "COPY customers TO STDOUT"); r.Code != 0 {
+			t.Errorf("safe neighbours blocked: %q", r.Err)
+		}
+	})
+	t.Run("bad tokens are refused with 28P01", func(t *testing.T) {
+		expired := iss.Claims("agent-7", audience)
+		expired["exp"] = time.Now().Add(-time.Hour).Unix()
+		expired["iat"] = time.Now().Add(-2 * time.Hour).Unix()
+		expired["nbf"] = time.Now().Add(-2 * time.Hour).Unix()
+		cases := map[string]struct{ token, want string }{
+			"expired":        {iss.Sign(t, expired), "expired"},
+			"wrong audience": {iss.Token(t, "agent-7", "someone-else"), "audience"},
+			"forged":         {iss.Forge(t, iss.Claims("agent-7", audience)), "signature"},
+			"garbage":        {"not-a-token", "token"},
+			"alg none":       {algNone(iss.Claims("agent-7", audience)), "token"},
+		}
+		for name, c := range cases {
+			t.Run(name, func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				conn, err := pgconn.Connect(ctx, connString(gw.Listen, c.token))
+				if err == nil {
+					conn.Close(ctx)
+					t.Fatal("connected with a bad token")
+				}
+				var pe *pgconn.PgError
+				if !errors.As(err, &pe) || pe.Code != "28P01" || !strings.Contains(pe.Message, c.want) {
+					t.Fatalf("got %v, want 28P01 mentioning %q", err, c.want)
+				}
+				if strings.Contains(gw.Logs(), c.token) {
+					t.Fatal("the token appears in regate's logs")
+				}
+			})
+		}
+		if n := countEvents(t, gw, "auth_failure"); n < len(cases) {
+			t.Fatalf("%d auth_failure events recorded, want >= %d", n, len(cases))
+		}
+	})
+}
+
+func TestPostgresThroughPgx(t *testing.T) {
+	pg, iss, gw := setup(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cfg, err := pgx.ParseConfig(connString(gw.Listen, iss.Token(t, "agent-9", audience, "agents")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+
+	var n int
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM customers WHERE id > $1", 1).Scan(&n); err != nil || n != 2 {
+		t.Fatalf("count = %d, %v", n, err)
+	}
+	_, err = conn.Exec(ctx, "DROP TABLE customers")
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "42501" || !strings.HasPrefix(pe.Message, "regate: blocked by policy: ") ||
+		!strings.HasPrefix(pe.Detail, "decision_id: ") {
+		t.Fatalf("DROP: %v", err)
+	}
+	// The extended protocol is refused clearly, and the connection stays usable.
+	err = conn.QueryRow(ctx, "SELECT $1::int", pgx.QueryExecModeExec, 1).Scan(new(int))
+	if !errors.As(err, &pe) || pe.Code != "0A000" || !strings.Contains(pe.Message, "extended query protocol") {
+		t.Fatalf("extended protocol: %v", err)
+	}
+	if err := conn.QueryRow(ctx, "SELECT name FROM customers WHERE id = 1").Scan(new(string)); err != nil {
+		t.Fatalf("connection unusable after the refusal: %v", err)
+	}
+	if got := pg.Psql(t, "app", "SELECT count(*) FROM customers"); got != "3" {
+		t.Fatalf("table changed: %s", got)
+	}
+}
+
+func connString(addr, token string) string {
+	host, port, _ := strings.Cut(addr, ":")
+	return "host=" + host + " port=" + port + " user=agent dbname=app sslmode=disable connect_timeout=10 password=" + token
+}
+
+func algNone(c map[string]any) string {
+	enc := func(v any) string {
+		b, _ := json.Marshal(v)
+		return b64(b)
+	}
+	return enc(map[string]string{"alg": "none", "typ": "JWT"}) + "." + enc(c) + "."
+}
+
+func countEvents(t *testing.T, gw *testenv.Gateway, typ string) int {
+	t.Helper()
+	db := openStore(t, gw)
+	var n int
+	if err := db.QueryRow("SELECT count(*) FROM events WHERE type = ?", typ).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func openStore(t *testing.T, gw *testenv.Gateway) *sql.DB {
+	t.Helper()
+	path := strings.TrimPrefix(gw.Store, "sqlite://")
+	if _, err := os.Stat(path); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", "file:"+filepath.ToSlash(path)+"?_pragma=busy_timeout(5000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
