@@ -1,0 +1,139 @@
+package policies
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"testing"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/util"
+
+	"github.com/regate/regate/parse"
+)
+
+// benchSelectAST is the pg_query JSON of
+//
+//	SELECT u.id, u.email, o.total FROM public.users u JOIN public.orders o
+//	ON o.user_id = u.id WHERE u.created_at > now() - interval '7 days'
+//	AND o.status = 'paid' ORDER BY o.total DESC LIMIT 50
+const benchSelectAST = `{"SelectStmt": {"targetList": [{"ResTarget": {"val": {"ColumnRef": {"fields": [{"String": {"sval": "u"}}, {"String": {"sval": "id"}}], "location": 7}}, "location": 7}}, {"ResTarget": {"val": {"ColumnRef": {"fields": [{"String": {"sval": "u"}}, {"String": {"sval": "email"}}], "location": 13}}, "location": 13}}, {"ResTarget": {"val": {"ColumnRef": {"fields": [{"String": {"sval": "o"}}, {"String": {"sval": "total"}}], "location": 22}}, "location": 22}}], "fromClause": [{"JoinExpr": {"jointype": "JOIN_INNER", "larg": {"RangeVar": {"schemaname": "public", "relname": "users", "inh": true, "relpersistence": "p", "alias": {"aliasname": "u"}, "location": 35}}, "rarg": {"RangeVar": {"schemaname": "public", "relname": "orders", "inh": true, "relpersistence": "p", "alias": {"aliasname": "o"}, "location": 55}}, "quals": {"A_Expr": {"kind": "AEXPR_OP", "name": [{"String": {"sval": "="}}], "lexpr": {"ColumnRef": {"fields": [{"String": {"sval": "o"}}, {"String": {"sval": "user_id"}}], "location": 74}}, "rexpr": {"ColumnRef": {"fields": [{"String": {"sval": "u"}}, {"String": {"sval": "id"}}], "location": 86}}, "location": 84}}}}], "whereClause": {"BoolExpr": {"boolop": "AND_EXPR", "args": [{"A_Expr": {"kind": "AEXPR_OP", "name": [{"String": {"sval": ">"}}], "lexpr": {"ColumnRef": {"fields": [{"String": {"sval": "u"}}, {"String": {"sval": "created_at"}}], "location": 97}}, "rexpr": {"A_Expr": {"kind": "AEXPR_OP", "name": [{"String": {"sval": "-"}}], "lexpr": {"FuncCall": {"funcname": [{"String": {"sval": "now"}}], "funcformat": "COERCE_EXPLICIT_CALL", "location": 112}}, "rexpr": {"TypeCast": {"arg": {"A_Const": {"sval": {"sval": "7 days"}, "location": 129}}, "typeName": {"names": [{"String": {"sval": "pg_catalog"}}, {"String": {"sval": "interval"}}], "typemod": -1, "location": 120}, "location": -1}}, "location": 118}}, "location": 110}}, {"A_Expr": {"kind": "AEXPR_OP", "name": [{"String": {"sval": "="}}], "lexpr": {"ColumnRef": {"fields": [{"String": {"sval": "o"}}, {"String": {"sval": "status"}}], "location": 142}}, "rexpr": {"A_Const": {"sval": {"sval": "paid"}, "location": 153}}, "location": 151}}], "location": 138}}, "sortClause": [{"SortBy": {"node": {"ColumnRef": {"fields": [{"String": {"sval": "o"}}, {"String": {"sval": "total"}}], "location": 169}}, "sortby_dir": "SORTBY_DESC", "sortby_nulls": "SORTBY_NULLS_DEFAULT", "location": -1}}], "limitCount": {"A_Const": {"ival": {"ival": 50}, "location": 188}}, "limitOption": "LIMIT_OPTION_COUNT", "op": "SETOP_NONE"}}`
+
+func benchInput(b *testing.B) *parse.Input {
+	b.Helper()
+	var tree map[string]any
+	if err := json.Unmarshal([]byte(benchSelectAST), &tree); err != nil {
+		b.Fatal(err)
+	}
+	return pgInput(parse.Statement{
+		Command: "SELECT", Node: "SelectStmt", HasWhere: true, Functions: []string{"now"},
+		Relations: []parse.Relation{
+			{Schema: "public", Name: "users", Access: parse.AccessRead},
+			{Schema: "public", Name: "orders", Access: parse.AccessRead},
+		},
+		AST: tree,
+	})
+}
+
+// BenchmarkDecide measures one decision of the default library for a
+// realistic single-statement SELECT, input conversion included.
+func BenchmarkDecide(b *testing.B) {
+	e, err := New(context.Background(), Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	in := benchInput(b)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if d := e.Decide(ctx, in); !d.Allow {
+			b.Fatalf("denied: %v", d.Reasons)
+		}
+	}
+}
+
+// BenchmarkDecideParallel is BenchmarkDecide from GOMAXPROCS goroutines.
+func BenchmarkDecideParallel(b *testing.B) {
+	e, err := New(context.Background(), Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	in := benchInput(b)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if d := e.Decide(context.Background(), in); !d.Allow {
+				b.Errorf("denied: %v", d.Reasons)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkInputConversion compares inputValue with plain ways of turning the
+// input into an AST value.
+func BenchmarkInputConversion(b *testing.B) {
+	in := benchInput(b)
+	b.Run("inputValue", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := inputValue(in); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("marshal+UnmarshalJSON+InterfaceToValue", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			raw, err := json.Marshal(in)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var doc any
+			if err := util.UnmarshalJSON(raw, &doc); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := ast.InterfaceToValue(doc); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("marshal+ValueFromReader", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			raw, err := json.Marshal(in)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := ast.ValueFromReader(bytes.NewReader(raw)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("InterfaceToValue(struct)", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := ast.InterfaceToValue(in); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkEvalInput is Decide's evaluation with rego.EvalInput (OPA converts
+// the Go value itself) instead of a pre-converted rego.EvalParsedInput.
+func BenchmarkEvalInput(b *testing.B) {
+	e, err := New(context.Background(), Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	in := benchInput(b)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := e.query.Eval(ctx, rego.EvalInput(in), rego.EvalSortSets(true)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,298 @@
+# Default SQL rules for PostgreSQL requests.
+#
+# Every rule looks at one statement of input.postgres.statements at a time, so
+# one bad statement in a multi-statement query blocks the whole query. Each
+# reason names the command, why it is blocked and, in parentheses, what the
+# statement touches.
+#
+# Blocked: DROP (any object, schema, database or role), TRUNCATE, DELETE and
+# UPDATE without WHERE (also inside WITH, EXPLAIN ANALYZE or PREPARE), ALTER
+# SYSTEM, COPY ... PROGRAM, the server_file_functions below, CREATE ROLE,
+# ALTER ROLE and GRANT. Everything else is allowed.
+package regate.postgres
+
+# server_file_functions read or write files on the database server; a
+# statement calling one of them is blocked.
+server_file_functions := {
+	"lo_export",
+	"lo_import",
+	"pg_ls_dir",
+	"pg_read_binary_file",
+	"pg_read_file",
+	"pg_stat_file",
+}
+
+# statements are the parsed statements of a postgres request (undefined for
+# other protocols, so no rule below matches them).
+statements := input.postgres.statements if input.protocol == "postgres"
+
+deny contains msg if {
+	some stmt in statements
+	_is_drop(stmt)
+	msg := sprintf("DROP is not allowed: it destroys data (%s)", [_drop_subject(stmt)])
+}
+
+deny contains msg if {
+	some stmt in statements
+	_is(stmt, "TRUNCATE", "TruncateStmt")
+	msg := sprintf("TRUNCATE is not allowed: it deletes every row (%s)", [_subject("TRUNCATE", stmt)])
+}
+
+deny contains msg if {
+	some stmt in statements
+	_is(stmt, "DELETE", "DeleteStmt")
+	not stmt.has_where
+	msg := sprintf("DELETE without WHERE is not allowed: it deletes every row (%s)", [_subject("DELETE FROM", stmt)])
+}
+
+deny contains msg if {
+	some stmt in statements
+	_is(stmt, "UPDATE", "UpdateStmt")
+	not stmt.has_where
+	msg := sprintf("UPDATE without WHERE is not allowed: it changes every row (%s)", [_subject("UPDATE", stmt)])
+}
+
+# A DELETE or UPDATE nested in another statement (a WITH query, EXPLAIN
+# ANALYZE, PREPARE, COPY (...) TO, CREATE RULE) is checked on its own WHERE
+# clause.
+deny contains msg if {
+	some stmt in statements
+	some nested in _nested_statements(stmt)
+	some kind, dml in _nested_dml
+	inner := nested[kind]
+	not inner.whereClause
+	msg := sprintf("%s without WHERE is not allowed: it %s every row (%s %s inside %s)", [
+		dml.command, dml.effect, dml.subject, _target_of(inner), _verb(stmt),
+	])
+}
+
+deny contains msg if {
+	some stmt in statements
+	_is(stmt, "ALTER SYSTEM", "AlterSystemStmt")
+	msg := sprintf("ALTER SYSTEM is not allowed: it changes the server configuration (%s)", [_subject("ALTER SYSTEM", stmt)])
+}
+
+deny contains msg if {
+	some stmt in statements
+	stmt.ast.CopyStmt.is_program == true
+	msg := sprintf("COPY ... PROGRAM is not allowed: it runs a shell command on the database server (%s)", [_copy_subject(stmt)])
+}
+
+deny contains msg if {
+	some stmt in statements
+	some fn in stmt.functions
+	name := _base_name(fn)
+	name in server_file_functions
+	msg := sprintf("%s() is not allowed: it reads or writes files on the database server (called in %s)", [name, _subject(_verb(stmt), stmt)])
+}
+
+deny contains msg if {
+	some stmt in statements
+	some node, verb in _role_nodes
+	_is(stmt, verb, node)
+	msg := sprintf("%s is not allowed: it changes who can connect and what they may do (%s)", [verb, _subject(verb, stmt)])
+}
+
+deny contains msg if {
+	some stmt in statements
+	_is_grant(stmt)
+	msg := sprintf("GRANT is not allowed: it gives privileges to roles (%s)", [_subject("GRANT", stmt)])
+}
+
+# Helpers. Names starting with _ are internal and may change.
+
+_nested_dml := {
+	"DeleteStmt": {"command": "DELETE", "effect": "deletes", "subject": "DELETE FROM"},
+	"UpdateStmt": {"command": "UPDATE", "effect": "changes", "subject": "UPDATE"},
+}
+
+_role_nodes := {
+	"AlterRoleSetStmt": "ALTER ROLE",
+	"AlterRoleStmt": "ALTER ROLE",
+	"CreateRoleStmt": "CREATE ROLE",
+}
+
+_drop_kinds := {
+	"DropOwnedStmt": "OWNED BY",
+	"DropRoleStmt": "ROLE",
+	"DropSubscriptionStmt": "SUBSCRIPTION",
+	"DropTableSpaceStmt": "TABLESPACE",
+	"DropUserMappingStmt": "USER MAPPING",
+	"DropdbStmt": "DATABASE",
+}
+
+# _list_fields and _single_fields name the pg_query field that holds what a
+# statement acts on, for the reasons of statements without relations.
+_list_fields := {
+	"DropOwnedStmt": "roles",
+	"DropRoleStmt": "roles",
+	"DropStmt": "objects",
+	"GrantRoleStmt": "granted_roles",
+	"GrantStmt": "objects",
+	"TruncateStmt": "relations",
+}
+
+_single_fields := {
+	"AlterRoleSetStmt": "role",
+	"AlterRoleStmt": "role",
+	"AlterSystemStmt": "setstmt",
+	"CopyStmt": "relation",
+	"CreateRoleStmt": "role",
+	"DeleteStmt": "relation",
+	"DropSubscriptionStmt": "subname",
+	"DropTableSpaceStmt": "tablespacename",
+	"DropdbStmt": "dbname",
+	"UpdateStmt": "relation",
+}
+
+# _is tells whether stmt is the command, by its command tag or pg_query node.
+_is(stmt, command, _) if stmt.command == command
+
+_is(stmt, _, node) if stmt.node == node
+
+_is_drop(stmt) if stmt.command == "DROP"
+
+_is_drop(stmt) if startswith(stmt.command, "DROP ")
+
+_is_drop(stmt) if startswith(stmt.node, "Drop")
+
+_is_grant(stmt) if stmt.command == "GRANT"
+
+_is_grant(stmt) if stmt.ast.GrantStmt.is_grant == true
+
+_is_grant(stmt) if stmt.ast.GrantRoleStmt.is_grant == true
+
+# _nested_statements are the statements a statement carries and runs: the
+# query of EXPLAIN ANALYZE, PREPARE and COPY (...) TO, the actions of CREATE
+# RULE, and the queries of the WITH clauses of all of these and of the
+# statement itself (Postgres allows data-modifying WITH queries only at the
+# top level). EXPLAIN without ANALYZE does not run its query.
+_nested_statements(stmt) := array.concat(carried, ctes) if {
+	carried := _carried(stmt)
+	ctes := [cte.CommonTableExpr.ctequery |
+		some query in array.concat([stmt.ast], carried)
+		some body in query
+		some cte in body.withClause.ctes
+	]
+}
+
+_carried(stmt) := [stmt.ast.ExplainStmt.query] if {
+	_explain_analyze(stmt)
+} else := [stmt.ast.PrepareStmt.query] if {
+	stmt.ast.PrepareStmt.query
+} else := [stmt.ast.CopyStmt.query] if {
+	stmt.ast.CopyStmt.query
+} else := stmt.ast.RuleStmt.actions if {
+	stmt.ast.RuleStmt.actions
+} else := []
+
+_explain_analyze(stmt) if {
+	some opt in stmt.ast.ExplainStmt.options
+	opt.DefElem.defname == "analyze"
+}
+
+# Every helper a deny rule uses to build its message is defined for any
+# defined arguments (ending in a plain else), so that no deny rule can fail to
+# match because its message could not be built. Arguments passed to them are
+# always defined.
+
+# _verb is the statement's command tag, or its node when the tag is missing.
+_verb(stmt) := stmt.command if {
+	is_string(stmt.command)
+	stmt.command != ""
+} else := stmt.node if {
+	is_string(stmt.node)
+	stmt.node != ""
+} else := "statement"
+
+# _subject is verb followed by what the statement acts on, e.g.
+# "TRUNCATE public.t".
+_subject(verb, stmt) := sprintf("%s %s", [verb, concat(", ", names)]) if {
+	names := _names(stmt)
+	count(names) > 0
+} else := verb
+
+_drop_subject(stmt) := _subject(stmt.command, stmt) if {
+	contains(stmt.command, " ")
+} else := _subject(sprintf("DROP %s", [kind]), stmt) if {
+	kind := _drop_kind(stmt)
+} else := _subject("DROP", stmt)
+
+_drop_kind(stmt) := _object_type(stmt.ast.DropStmt.removeType) if stmt.node == "DropStmt"
+
+else := _drop_kinds[stmt.node]
+
+_object_type("OBJECT_MATVIEW") := "MATERIALIZED VIEW"
+
+_object_type(t) := replace(trim_prefix(t, "OBJECT_"), "_", " ") if t != "OBJECT_MATVIEW"
+
+_copy_subject(stmt) := sprintf("COPY %s %s PROGRAM", [target, direction]) if {
+	copy := stmt.ast.CopyStmt
+	target := _copy_target(copy)
+	direction := _copy_direction(copy)
+}
+
+_copy_target(copy) := _object_name(copy.relation) if copy.relation
+
+else := "(query)"
+
+_copy_direction(copy) := "FROM" if copy.is_from == true
+
+else := "TO"
+
+# _names lists what the statement acts on: the relations it writes or
+# changes, else all its relations, else names taken from its pg_query tree.
+_names(stmt) := names if {
+	names := sort({_relation_name(rel) | some rel in stmt.relations; rel.access != "read"})
+	count(names) > 0
+} else := names if {
+	names := sort({_relation_name(rel) | some rel in stmt.relations})
+	count(names) > 0
+} else := _ast_names(stmt)
+
+_relation_name(rel) := sprintf("%s.%s", [rel.schema, rel.name]) if rel.schema != ""
+
+else := rel.name
+
+_ast_names(stmt) := sort({name | some x in stmt.ast[stmt.node][field]; name := _object_name(x)}) if {
+	field := _list_fields[stmt.node]
+} else := [name] if {
+	name := _object_name(stmt.ast[stmt.node][_single_fields[stmt.node]])
+} else := []
+
+# _object_name renders a pg_query name node: a RangeVar, a qualified name
+# list, a String, a RoleSpec, a function, a privilege or a SET statement.
+_object_name(x) := x if is_string(x)
+
+else := _range_var(x.RangeVar) if x.RangeVar
+
+else := _range_var(x) if x.relname
+
+else := concat(".", [part.String.sval | some part in x.List.items]) if x.List
+
+else := x.String.sval if x.String
+
+else := concat(".", [part.String.sval | some part in x.ObjectWithArgs.objname]) if x.ObjectWithArgs
+
+else := x.RoleSpec.rolename if x.RoleSpec
+
+else := x.rolename if x.rolename
+
+else := x.AccessPriv.priv_name if x.AccessPriv
+
+else := x.name if x.name
+
+# _target_of names the relation of a DELETE or UPDATE tree.
+_target_of(dml) := name if {
+	name := _object_name(dml.relation)
+} else := "?"
+
+_range_var(rv) := sprintf("%s.%s", [rv.schemaname, rv.relname]) if rv.schemaname != ""
+
+else := rv.relname
+
+# _base_name is a function name without its schema, lower-case.
+_base_name(fn) := lower(name) if {
+	parts := split(fn, ".")
+	name := parts[count(parts) - 1]
+}
