@@ -53,8 +53,10 @@ type Postgres struct {
 	ClientUser string `json:"client_user"`
 	// Query is the statement text exactly as the client sent it.
 	Query string `json:"query"`
-	// Params are the bound parameters of an extended-protocol execution, as text.
-	Params []string `json:"params"`
+	// Params are the bound parameters of an extended-protocol execution, in
+	// Postgres's text form (binary values of known types are converted; others
+	// appear as "\\x" followed by hex); nil (JSON null) for SQL NULL.
+	Params []*string `json:"params"`
 	// Statements holds one entry per statement in Query, in order.
 	Statements []Statement `json:"statements"`
 }

@@ -34,6 +34,11 @@ func (s *Session) Authorize(ctx context.Context, in *parse.Input) *Command {
 	c := &Command{s: s, Decision: d, Allowed: d.Allow}
 	if !d.Allow {
 		c.Message = "regate: blocked by policy: " + reasonText(d)
+	} else if why := unsupportedObligation(d); why != "" {
+		// Fail closed: an obligation regate cannot carry out yet must not be
+		// dropped silently.
+		c.Allowed = false
+		c.Message = "regate: blocked: " + why
 	}
 	c.record(ctx, in)
 	return c
@@ -70,6 +75,18 @@ func (c *Command) record(ctx context.Context, in *parse.Input) {
 	} else {
 		s.blocked.Add(1)
 	}
+}
+
+// unsupportedObligation explains why a decision that allows cannot be honoured
+// by this version of regate, or returns "".
+func unsupportedObligation(d decision.Decision) string {
+	switch {
+	case d.Approval != nil:
+		return "the policy requires human approval, which this version of regate cannot obtain yet"
+	case len(d.Mask) > 0:
+		return "the policy requires masking the results, which this version of regate cannot do yet"
+	}
+	return ""
 }
 
 func reasonText(d decision.Decision) string {

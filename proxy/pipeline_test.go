@@ -23,12 +23,18 @@ func (a staticAuth) Verify(_ context.Context, tok string) (parse.Identity, error
 	return parse.Identity{Subject: "agent-7", Issuer: "https://idp.test", Groups: []string{"agents"}}, nil
 }
 
-// staticDecider allows everything except queries containing "DROP".
+// staticDecider allows everything except queries containing "DROP"; "MASK"
+// and "APPROVE" allow with an obligation.
 type staticDecider struct{}
 
 func (staticDecider) Decide(_ context.Context, in *parse.Input) decision.Decision {
-	if strings.Contains(in.Postgres.Query, "DROP") {
+	switch q := in.Postgres.Query; {
+	case strings.Contains(q, "DROP"):
 		return decision.Decision{ID: "d-deny", Reasons: []string{"no DROP"}}
+	case strings.Contains(q, "MASK"):
+		return decision.Decision{ID: "d-mask", Allow: true, Mask: []decision.Mask{{Column: "email"}}}
+	case strings.Contains(q, "APPROVE"):
+		return decision.Decision{ID: "d-appr", Allow: true, Approval: &decision.Approval{Groups: []string{"dba"}}}
 	}
 	return decision.Decision{ID: "d-allow", Allow: true}
 }
@@ -105,5 +111,21 @@ func TestPipelineFailsClosedWhenTheStoreFails(t *testing.T) {
 	}
 	if _, err := p.Open(ctx, SessionRequest{Target: parse.Target{Name: "db"}, Token: "good"}); err == nil {
 		t.Fatal("a session opened although its start could not be recorded")
+	}
+}
+
+// Obligations regate cannot carry out yet deny instead of being dropped.
+func TestPipelineDeniesUnsupportedObligations(t *testing.T) {
+	ctx := context.Background()
+	p, _ := newPipeline()
+	s, err := p.Open(ctx, SessionRequest{Target: parse.Target{Name: "db", Protocol: "postgres"}, Token: "good"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for q, want := range map[string]string{"SELECT MASK": "masking", "SELECT APPROVE": "approval"} {
+		c := s.Authorize(ctx, input(s, q))
+		if c.Allowed || !strings.Contains(c.Message, want) {
+			t.Errorf("%s: allowed=%v message=%q", q, c.Allowed, c.Message)
+		}
 	}
 }

@@ -146,34 +146,62 @@ func TestPostgresThroughPgx(t *testing.T) {
 	pg, iss, gw := setup(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cfg, err := pgx.ParseConfig(connString(gw.Listen, iss.Token(t, "agent-9", audience, "agents")))
-	if err != nil {
-		t.Fatal(err)
+	token := iss.Token(t, "agent-9", audience, "agents")
+	modes := map[string]pgx.QueryExecMode{
+		"simple":          pgx.QueryExecModeSimpleProtocol,
+		"extended":        pgx.QueryExecModeExec,
+		"cache statement": pgx.QueryExecModeCacheStatement,
+		"describe exec":   pgx.QueryExecModeDescribeExec,
 	}
-	cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-
-	var n int
-	if err := conn.QueryRow(ctx, "SELECT count(*) FROM customers WHERE id > $1", 1).Scan(&n); err != nil || n != 2 {
-		t.Fatalf("count = %d, %v", n, err)
-	}
-	_, err = conn.Exec(ctx, "DROP TABLE customers")
-	var pe *pgconn.PgError
-	if !errors.As(err, &pe) || pe.Code != "42501" || !strings.HasPrefix(pe.Message, "regate: blocked by policy: ") ||
-		!strings.HasPrefix(pe.Detail, "decision_id: ") {
-		t.Fatalf("DROP: %v", err)
-	}
-	// The extended protocol is refused clearly, and the connection stays usable.
-	err = conn.QueryRow(ctx, "SELECT $1::int", pgx.QueryExecModeExec, 1).Scan(new(int))
-	if !errors.As(err, &pe) || pe.Code != "0A000" || !strings.Contains(pe.Message, "extended query protocol") {
-		t.Fatalf("extended protocol: %v", err)
-	}
-	if err := conn.QueryRow(ctx, "SELECT name FROM customers WHERE id = 1").Scan(new(string)); err != nil {
-		t.Fatalf("connection unusable after the refusal: %v", err)
+	for name, mode := range modes {
+		t.Run(name, func(t *testing.T) {
+			cfg, err := pgx.ParseConfig(connString(gw.Listen, token))
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.DefaultQueryExecMode = mode
+			conn, err := pgx.ConnectConfig(ctx, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close(ctx)
+			var n int
+			if err := conn.QueryRow(ctx, "SELECT count(*) FROM customers WHERE id > $1", 1).Scan(&n); err != nil || n != 2 {
+				t.Fatalf("count = %d, %v", n, err)
+			}
+			_, err = conn.Exec(ctx, "DELETE FROM customers WHERE id > $1", 1000)
+			_, err2 := conn.Exec(ctx, "DROP TABLE customers")
+			for _, err := range []error{err2} {
+				var pe *pgconn.PgError
+				if !errors.As(err, &pe) || pe.Code != "42501" || !strings.HasPrefix(pe.Message, "regate: blocked by policy: ") ||
+					!strings.HasPrefix(pe.Detail, "decision_id: ") {
+					t.Fatalf("DROP: %v", err)
+				}
+			}
+			if err != nil {
+				t.Fatalf("DELETE with WHERE (matching nothing): %v", err)
+			}
+			// A refusal inside a transaction fails it, as Postgres would.
+			tx, err := conn.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tx.Exec(ctx, "INSERT INTO customers VALUES ($1, $2, $3)", 50, "t@example.com", "T"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tx.Exec(ctx, "TRUNCATE customers"); err == nil {
+				t.Fatal("TRUNCATE allowed")
+			}
+			var pe *pgconn.PgError
+			if _, err := tx.Exec(ctx, "SELECT 1"); !errors.As(err, &pe) || pe.Code != "25P02" {
+				t.Fatalf("after a refusal the transaction must be aborted: %v", err)
+			}
+			_ = tx.Rollback(ctx)
+			var name string
+			if err := conn.QueryRow(ctx, "SELECT name FROM customers WHERE id = $1", 1).Scan(&name); err != nil || name != "Ann" {
+				t.Fatalf("connection unusable after the refusal: %q %v", name, err)
+			}
+		})
 	}
 	if got := pg.Psql(t, "app", "SELECT count(*) FROM customers"); got != "3" {
 		t.Fatalf("table changed: %s", got)

@@ -1,12 +1,15 @@
 package test
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/regate/regate/test/testenv"
 )
@@ -121,6 +124,11 @@ deny contains "only members of group agents may query prod" if {
 	not "agents" in input.identity.groups
 }
 
+deny contains sprintf("account %s is frozen", [p]) if {
+	some p in input.postgres.params
+	p == "666"
+}
+
 decision := {"allow": count(deny) == 0, "reasons": sort([r | some r in deny])}
 `)
 	gw := testenv.StartGateway(t, pg, testenv.GatewayOptions{
@@ -134,6 +142,21 @@ decision := {"allow": count(deny) == 0, "reasons": sort([r | some r in deny])}
 	if !strings.Contains(r.Err, "regate: blocked by policy: accounts is read-only for agents") {
 		t.Fatalf("UPDATE: %q", r.Err)
 	}
+	// A rule on a bound parameter's value: pgx sends the int4 in binary.
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, connString(gw.Listen, agent))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var owner string
+	if err := conn.QueryRow(ctx, "SELECT owner FROM accounts WHERE id = $1", 1).Scan(&owner); err != nil || owner != "a" {
+		t.Fatalf("param 1: %q %v", owner, err)
+	}
+	err = conn.QueryRow(ctx, "SELECT owner FROM accounts WHERE id = $1", 666).Scan(&owner)
+	if err == nil || !strings.Contains(err.Error(), "account 666 is frozen") {
+		t.Fatalf("param 666: %v", err)
+	}
+	conn.Close(ctx)
 	outsider := iss.Token(t, "intern", audience, "interns")
 	r = testenv.PsqlVia(t, gw.Listen, "intern", "app", outsider, []string{"SELECT 1"})
 	if !strings.Contains(r.Err, "only members of group agents may query prod") {

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"encoding/binary"
 	"strconv"
 	"strings"
 
@@ -9,7 +10,7 @@ import (
 )
 
 // backendLoop relays target messages to the client, replacing the marker
-// errors of blocked requests and recording each outcome at ReadyForQuery.
+// errors of blocked requests and recording each outcome.
 func (cn *conn) backendLoop(ctx context.Context) error {
 	for {
 		typ, body, err := cn.ur.next()
@@ -27,37 +28,9 @@ func (cn *conn) backendLoop(ctx context.Context) error {
 }
 
 func (cn *conn) relayBackend(ctx context.Context, typ byte, body []byte) error {
-	ex := cn.head()
-	forward := true
-	switch typ {
-	case 'C':
-		if ex != nil {
-			tag, _ := cstring(body)
-			ex.tags = append(ex.tags, tag)
-			ex.rows += tagRows(tag)
-		}
-	case 'E':
-		if ex != nil {
-			ex.errCode, ex.errMsg = errorFields(body)
-			if ex.refusal != nil {
-				forward = false
-				if err := cn.writeClient(ex.refusal); err != nil {
-					return err
-				}
-			}
-		}
-	case 'Z':
-		if len(body) == 1 {
-			cn.txStatus = body[0]
-		}
-		if ex != nil {
-			cn.pop()
-			cn.finish(ctx, ex)
-			forward = !ex.quiet
-		}
-	default:
-		// Anything else a marker query produces is not the client's business.
-		forward = ex == nil || ex.refusal == nil || typ == 'N' || typ == 'A' || typ == 'S'
+	forward, err := cn.track(ctx, typ, body)
+	if err != nil {
+		return err
 	}
 	cn.cmu.Lock()
 	defer cn.cmu.Unlock()
@@ -72,30 +45,119 @@ func (cn *conn) relayBackend(ctx context.Context, typ byte, body []byte) error {
 	return nil
 }
 
-func (cn *conn) writeClient(m interface{ Encode([]byte) ([]byte, error) }) error {
-	buf, err := m.Encode(nil)
-	if err != nil {
-		return err
+// track matches a target message to the request it answers and reports
+// whether to forward it to the client.
+func (cn *conn) track(ctx context.Context, typ byte, body []byte) (bool, error) {
+	it := cn.head()
+	if it == nil {
+		if typ == 'Z' && len(body) == 1 {
+			cn.txStatus = body[0]
+		}
+		return true, nil
 	}
-	cn.cmu.Lock()
-	defer cn.cmu.Unlock()
-	_, err = cn.cw.Write(buf)
-	return err
+	switch typ {
+	case '1', '2', '3': // ParseComplete, BindComplete, CloseComplete
+		cn.pop()
+	case 't': // ParameterDescription of a described statement
+		if it.kind == itemDescribe && it.stmt != nil {
+			it.stmt.setParamTypes(paramOIDs(body))
+		}
+	case 'T', 'n': // RowDescription, NoData
+		if it.kind == itemDescribe {
+			cn.pop()
+		}
+	case 'C':
+		tag, _ := cstring(body)
+		it.tags = append(it.tags, tag)
+		it.rows += tagRows(tag)
+		if it.kind == itemExecute {
+			cn.pop()
+			cn.finish(ctx, it)
+		}
+	case 'I', 's': // EmptyQueryResponse, PortalSuspended
+		if it.kind == itemExecute {
+			cn.pop()
+			cn.finish(ctx, it)
+		}
+	case 'E':
+		return cn.trackError(ctx, it, body)
+	case 'Z':
+		if len(body) == 1 {
+			cn.txStatus = body[0]
+		}
+		cn.endBatch(ctx)
+	default:
+		// A marker produces nothing else the client should see.
+		return it.refusal == nil || typ == 'N' || typ == 'A' || typ == 'S', nil
+	}
+	return true, nil
 }
 
-// finish records the outcome of a completed exchange.
-func (cn *conn) finish(ctx context.Context, ex *exchange) {
-	if ex.cmd == nil {
+// trackError attributes an ErrorResponse. A simple query keeps its item until
+// ReadyForQuery; in an extended batch the failing item ends and Postgres skips
+// everything up to Sync.
+func (cn *conn) trackError(ctx context.Context, it *item, body []byte) (bool, error) {
+	it.errCode, it.errMsg = errorFields(body)
+	forward := true
+	if it.refusal != nil {
+		forward = false
+		if err := cn.writeClient(it.refusal); err != nil {
+			return false, err
+		}
+	}
+	switch it.kind {
+	case itemQuery, itemSync:
+		return forward, nil
+	}
+	cn.pop()
+	cn.finish(ctx, it)
+	for {
+		next := cn.head()
+		if next == nil || next.kind == itemSync || next.kind == itemQuery {
+			return forward, nil
+		}
+		cn.pop()
+		cn.skipped(ctx, next)
+	}
+}
+
+// endBatch handles ReadyForQuery: it ends the query or Sync at the head and
+// any execution the target skipped before it.
+func (cn *conn) endBatch(ctx context.Context) {
+	for {
+		it := cn.head()
+		if it == nil {
+			return
+		}
+		cn.pop()
+		if it.kind == itemQuery || it.kind == itemSync {
+			cn.finish(ctx, it)
+			return
+		}
+		cn.skipped(ctx, it)
+	}
+}
+
+func (cn *conn) skipped(ctx context.Context, it *item) {
+	if it.cmd != nil {
+		it.cmd.Done(ctx, recorder.Outcome{Status: recorder.StatusFailed, Tags: it.tags,
+			Error: "not executed: an earlier message of the same batch failed"})
+	}
+}
+
+// finish records the outcome of a completed item.
+func (cn *conn) finish(ctx context.Context, it *item) {
+	if it.cmd == nil {
 		return
 	}
-	out := recorder.Outcome{Status: recorder.StatusOK, Tags: ex.tags, Rows: ex.rows}
+	out := recorder.Outcome{Status: recorder.StatusOK, Tags: it.tags, Rows: it.rows}
 	switch {
-	case ex.refusal != nil:
-		out = recorder.Outcome{Status: recorder.StatusBlocked, Error: ex.refusal.Message, Code: ex.refusal.Code}
-	case ex.errCode != "":
-		out.Status, out.Error, out.Code = recorder.StatusError, ex.errMsg, ex.errCode
+	case it.refusal != nil:
+		out = recorder.Outcome{Status: recorder.StatusBlocked, Error: it.refusal.Message, Code: it.refusal.Code}
+	case it.errCode != "":
+		out.Status, out.Error, out.Code = recorder.StatusError, it.errMsg, it.errCode
 	}
-	ex.cmd.Done(ctx, out)
+	it.cmd.Done(ctx, out)
 }
 
 // failPending records the outcome of requests the target never answered.
@@ -104,10 +166,10 @@ func (cn *conn) failPending(ctx context.Context) {
 	q := cn.queue
 	cn.queue = nil
 	cn.qmu.Unlock()
-	for _, ex := range q {
-		if ex.cmd != nil {
-			ex.cmd.Done(ctx, recorder.Outcome{Status: recorder.StatusFailed,
-				Tags: ex.tags, Error: "the session ended before the target answered"})
+	for _, it := range q {
+		if it.cmd != nil {
+			it.cmd.Done(ctx, recorder.Outcome{Status: recorder.StatusFailed,
+				Tags: it.tags, Error: "the session ended before the target answered"})
 		}
 	}
 }
@@ -123,4 +185,20 @@ func tagRows(tag string) int64 {
 		return 0
 	}
 	return n
+}
+
+// paramOIDs decodes a ParameterDescription body.
+func paramOIDs(body []byte) []uint32 {
+	if len(body) < 2 {
+		return nil
+	}
+	n := int(binary.BigEndian.Uint16(body))
+	if len(body) < 2+4*n {
+		return nil
+	}
+	oids := make([]uint32, n)
+	for i := range oids {
+		oids[i] = binary.BigEndian.Uint32(body[2+4*i:])
+	}
+	return oids
 }

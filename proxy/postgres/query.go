@@ -18,55 +18,84 @@ func (cn *conn) query(ctx context.Context, body []byte) error {
 		cn.fatalToClient(codeProtocolViolation, "regate: malformed Query message")
 		return fmt.Errorf("malformed Query message")
 	}
-	stmts, err := cn.s.cfg.Parser.Parse(q)
-	if err != nil {
-		return cn.block(codeSyntaxError, cn.sess.Refuse(ctx, cn.baseInput(q), err.Error()), false)
+	// A simple query destroys the unnamed statement and portal.
+	delete(cn.stmts, "")
+	delete(cn.portals, "")
+	cmd, code := cn.authorize(ctx, q, []*string{})
+	if cmd != nil && !cmd.Allowed {
+		return cn.block(code, cmd)
 	}
-	if len(stmts) == 0 { // empty query: Postgres answers EmptyQueryResponse
-		cn.push(&exchange{})
-		return writeFrame(cn.uw, 'Q', body)
-	}
-	in := cn.baseInput(q)
-	in.Postgres.Statements = stmts
-	cmd := cn.sess.Authorize(ctx, in)
-	if !cmd.Allowed {
-		return cn.block(codeInsufficientPriv, cmd, false)
-	}
-	cn.push(&exchange{cmd: cmd})
+	cn.push(&item{kind: itemQuery, cmd: cmd})
 	return writeFrame(cn.uw, 'Q', body)
+}
+
+// authorize parses and decides one statement text. It returns a nil command
+// for a text without statements (Postgres answers EmptyQueryResponse), and the
+// SQLSTATE to refuse with when the command is not allowed.
+func (cn *conn) authorize(ctx context.Context, q string, params []*string) (*proxy.Command, string) {
+	stmts, err := cn.s.cfg.Parser.Parse(q)
+	in := cn.baseInput(q)
+	in.Postgres.Params = params
+	if err != nil {
+		return cn.sess.Refuse(ctx, in, err.Error()), codeSyntaxError
+	}
+	if len(stmts) == 0 {
+		return nil, ""
+	}
+	in.Postgres.Statements = stmts
+	return cn.sess.Authorize(ctx, in), codeInsufficientPriv
 }
 
 func (cn *conn) baseInput(q string) *parse.Input {
 	in := cn.sess.Input()
 	in.Postgres = &parse.Postgres{
 		Database: cn.database, User: cn.s.cfg.Credentials.User, ClientUser: cn.clientUser,
-		Query: q, Params: []string{}, Statements: []parse.Statement{},
+		Query: q, Params: []*string{}, Statements: []parse.Statement{},
 	}
 	return &in
 }
 
-// block refuses a command. The refusal travels through the target as a marker
-// statement that always fails, so the answer reaches the client in order with
-// everything before it, and an open transaction fails exactly as it would had
-// Postgres refused the statement itself. The marker's error is replaced by the
-// refusal; its text also appears in the target's own log.
-func (cn *conn) block(code string, cmd *proxy.Command, quiet bool) error {
-	refusal := &pgproto3.ErrorResponse{
+func refusal(code string, cmd *proxy.Command) *pgproto3.ErrorResponse {
+	return &pgproto3.ErrorResponse{
 		Severity: "ERROR", SeverityUnlocalized: "ERROR", Code: code,
 		Message: cmd.Message, Detail: "decision_id: " + cmd.Decision.ID,
 	}
-	cn.push(&exchange{cmd: cmd, refusal: refusal, quiet: quiet})
+}
+
+// block refuses a simple-protocol command. The refusal travels through the
+// target as a marker statement that always fails, so the answer reaches the
+// client in order with everything before it, and an open transaction fails
+// exactly as it would had Postgres refused the statement itself. The marker's
+// error is replaced by the refusal; its text also appears in the target's own
+// log.
+func (cn *conn) block(code string, cmd *proxy.Command) error {
+	cn.push(&item{kind: itemQuery, cmd: cmd, refusal: refusal(code, cmd)})
 	return writeFrame(cn.uw, 'Q', markerQuery(cmd.Decision.ID))
 }
 
+// blockExecute refuses an extended-protocol Execute: the marker is an Execute
+// of a portal that cannot exist, which fails the batch (Postgres then skips
+// to Sync) and an open transaction, like any error would.
+func (cn *conn) blockExecute(code string, cmd *proxy.Command) error {
+	cn.push(&item{kind: itemExecute, cmd: cmd, refusal: refusal(code, cmd)})
+	cn.discarding = true
+	ex := pgproto3.Execute{Portal: "regate: blocked by policy, decision_id " + sanitizeID(cmd.Decision.ID)}
+	buf, err := ex.Encode(nil)
+	if err != nil {
+		return err
+	}
+	_, err = cn.uw.Write(buf)
+	return err
+}
+
 // markerQuery is a statement that always fails, naming the decision.
-// The id is hex (proxy.NewID), so it needs no quoting beyond the literal.
 func markerQuery(decisionID string) []byte {
 	q := "DO $regate$BEGIN RAISE EXCEPTION 'regate: statement blocked (decision_id %)', '" +
 		sanitizeID(decisionID) + "' USING ERRCODE = '42501'; END$regate$"
 	return append([]byte(q), 0)
 }
 
+// sanitizeID keeps an id safe inside a SQL literal or a portal name.
 func sanitizeID(id string) string {
 	b := []byte(id)
 	for i, c := range b {
@@ -75,23 +104,4 @@ func sanitizeID(id string) string {
 		}
 	}
 	return string(b)
-}
-
-// refuseExtended refuses extended-protocol messages, which this engine does not
-// decide yet: the first one of a batch answers with an error, the rest are
-// discarded until Sync, as Postgres does after an error.
-func (cn *conn) refuseExtended(ctx context.Context, typ byte, body []byte) error {
-	if cn.discarding {
-		return nil
-	}
-	cn.discarding = true
-	q := ""
-	if typ == 'P' { // Parse: name, query, …
-		if name, ok := cstring(body); ok {
-			q, _ = cstring(body[len(name)+1:])
-		}
-	}
-	reason := "the extended query protocol (Parse/Bind/Execute) is not supported yet; " +
-		"use the simple query protocol (psql does; pgx: QueryExecModeSimpleProtocol)"
-	return cn.block(codeFeatureNotSupp, cn.sess.Refuse(ctx, cn.baseInput(q), reason), true)
 }

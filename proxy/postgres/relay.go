@@ -35,19 +35,38 @@ type conn struct {
 	txStatus byte
 
 	qmu   sync.Mutex
-	queue []*exchange // forwarded requests awaiting ReadyForQuery, in order
+	queue []*item // forwarded requests awaiting their response, in order
 
-	discarding bool // extended-protocol refusal: drop messages until Sync
+	// Frontend-loop state of the extended query protocol.
+	stmts      map[string]*prepared
+	portals    map[string]*portal
+	discarding bool // after a refusal in a batch: drop messages until Sync
 }
 
-// exchange is one request forwarded upstream that ends with ReadyForQuery.
-type exchange struct {
-	cmd *proxy.Command
-	// refusal, when set, replaces the marker query's error: the request was blocked.
+// itemKind is the kind of a request forwarded upstream whose response the
+// backend loop is waiting for.
+type itemKind uint8
+
+const (
+	itemQuery    itemKind = iota // Query or FunctionCall: ends at ReadyForQuery
+	itemParse                    // ends at ParseComplete
+	itemBind                     // ends at BindComplete
+	itemDescribe                 // ends at RowDescription or NoData
+	itemExecute                  // ends at CommandComplete, EmptyQueryResponse or PortalSuspended
+	itemClose                    // ends at CloseComplete
+	itemSync                     // ends at ReadyForQuery
+)
+
+// item is one forwarded request awaiting its response, in order. An error
+// ends the item it answers and, in an extended-protocol batch, every item up
+// to the batch's Sync (Postgres skips them).
+type item struct {
+	kind itemKind
+	cmd  *proxy.Command
+	// refusal, when set, replaces the marker's error: the request was blocked.
 	refusal *pgproto3.ErrorResponse
-	// quiet drops the exchange's ReadyForQuery (a refusal inside an extended
-	// batch: the client's Sync brings the ReadyForQuery).
-	quiet   bool
+	// stmt receives the parameter types of a Describe of a statement.
+	stmt    *prepared
 	tags    []string
 	rows    int64
 	errCode string
@@ -124,17 +143,11 @@ func (cn *conn) dispatch(ctx context.Context, typ byte, body []byte) error {
 		return errTerminated
 	case 'd', 'c', 'f': // CopyData, CopyDone, CopyFail of an allowed COPY FROM STDIN
 		return writeFrame(cn.uw, typ, body)
-	case 'P', 'B', 'D', 'E', 'C', 'H':
-		return cn.refuseExtended(ctx, typ, body)
-	case 'S':
-		if cn.discarding {
-			cn.discarding = false
-		}
-		cn.push(&exchange{})
-		return writeFrame(cn.uw, 'S', nil)
+	case 'P', 'B', 'D', 'E', 'C', 'H', 'S':
+		return cn.extended(ctx, typ, body)
 	case 'F':
 		return cn.block(codeFeatureNotSupp, cn.sess.Refuse(ctx, cn.baseInput(""),
-			"fast-path function calls are not allowed through regate"), false)
+			"fast-path function calls are not allowed through regate"))
 	default:
 		msg := "regate: unexpected message type " + quoteType(typ)
 		cn.fatalToClient(codeProtocolViolation, msg)
@@ -149,14 +162,14 @@ func quoteType(t byte) string {
 	return "0x" + string("0123456789abcdef"[t>>4]) + string("0123456789abcdef"[t&15])
 }
 
-// push queues an exchange; the backend loop pops it at ReadyForQuery.
-func (cn *conn) push(ex *exchange) {
+// push queues an item; the backend loop pops it when its response arrives.
+func (cn *conn) push(it *item) {
 	cn.qmu.Lock()
-	cn.queue = append(cn.queue, ex)
+	cn.queue = append(cn.queue, it)
 	cn.qmu.Unlock()
 }
 
-func (cn *conn) head() *exchange {
+func (cn *conn) head() *item {
 	cn.qmu.Lock()
 	defer cn.qmu.Unlock()
 	if len(cn.queue) == 0 {
@@ -180,4 +193,16 @@ func (cn *conn) fatalToClient(code, msg string) {
 	defer cn.cmu.Unlock()
 	_ = writeMsg(cn.cw, fatal(code, msg))
 	_ = cn.cw.Flush()
+}
+
+// writeClient buffers one message for the client (flushed by the backend loop).
+func (cn *conn) writeClient(m pgproto3.Message) error {
+	buf, err := m.Encode(nil)
+	if err != nil {
+		return err
+	}
+	cn.cmu.Lock()
+	defer cn.cmu.Unlock()
+	_, err = cn.cw.Write(buf)
+	return err
 }

@@ -1,0 +1,249 @@
+package recorder
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// GenesisPrevHash is the PrevHash of the first event of a chain.
+const GenesisPrevHash = ""
+
+// TimeFormat is the layout of the stored time column: UTC, RFC 3339 with all
+// nine fractional digits, so that the column sorts as text. (The body holds the
+// same instant in encoding/json's RFC 3339 Nano form.)
+const TimeFormat = "2006-01-02T15:04:05.000000000Z07:00"
+
+// Record is an event as stored: the indexed columns, the canonical body, and
+// the chain hashes. Body is the canonical encoding of the event (see the
+// package documentation) and Hash is hex(sha256(Body)).
+type Record struct {
+	Seq       int64
+	ID        string
+	Time      string // TimeFormat, UTC
+	Type      string
+	SessionID string
+	Target    string
+	Subject   string
+	Ref       string
+	Body      []byte
+	PrevHash  string
+	Hash      string
+}
+
+// Event decodes the record's body; Hash is taken from the record.
+func (r Record) Event() (Event, error) {
+	var ev Event
+	if err := json.Unmarshal(r.Body, &ev); err != nil {
+		return Event{}, fmt.Errorf("recorder: decode body of event seq %d: %w", r.Seq, err)
+	}
+	ev.Hash = r.Hash
+	return ev, nil
+}
+
+// Draft is an event encoded for the chain but not yet placed in it: Seal gives
+// it its sequence number and previous hash.
+type Draft struct {
+	cols Record // the columns; Seq, Body, PrevHash and Hash unset
+	tpl  []byte // json.Marshal of the event with Seq 0 and PrevHash ""
+}
+
+// A template (the event encoded with Seq 0 and PrevHash "") starts with
+// tplHead and ends with tplTail; Seal replaces the 0 and the "".
+var (
+	tplHead = []byte(`{"seq":0,`)
+	tplTail = []byte(`"prev_hash":""}`)
+	seqKey  = []byte(`{"seq":`)
+)
+
+// Encode validates ev and encodes it for the chain. It sets a zero ev.Time to
+// the current time and converts ev.Time to UTC (so that the stored body and the
+// caller's event agree). Seq, PrevHash and Hash of ev are ignored.
+func Encode(ev *Event) (Draft, error) {
+	if ev == nil {
+		return Draft{}, errors.New("recorder: encode event: nil event")
+	}
+	if ev.ID == "" {
+		return Draft{}, fmt.Errorf("recorder: encode %s event: empty ID", ev.Type)
+	}
+	if ev.Type == "" {
+		return Draft{}, fmt.Errorf("recorder: encode event %q: empty type", ev.ID)
+	}
+	if ev.Time.IsZero() {
+		ev.Time = time.Now()
+	}
+	ev.Time = ev.Time.UTC()
+	tmp := *ev
+	tmp.Seq, tmp.PrevHash, tmp.Hash = 0, GenesisPrevHash, ""
+	tpl, err := json.Marshal(&tmp)
+	if err != nil {
+		return Draft{}, fmt.Errorf("recorder: encode event %q: %w", ev.ID, err)
+	}
+	if !bytes.HasPrefix(tpl, tplHead) || !bytes.HasSuffix(tpl, tplTail) {
+		return Draft{}, fmt.Errorf("recorder: encode event %q: unexpected canonical form %.40q", ev.ID, tpl)
+	}
+	cols := Record{
+		ID: ev.ID, Time: ev.Time.Format(TimeFormat), Type: ev.Type, SessionID: ev.SessionID,
+		Target: ev.Target, Subject: ev.Subject, Ref: ev.Ref,
+	}
+	return Draft{cols: cols, tpl: tpl}, nil
+}
+
+// ID is the ID of the drafted event.
+func (d Draft) ID() string { return d.cols.ID }
+
+// Seal places the draft in the chain at seq after the event whose hash is
+// prevHash (GenesisPrevHash for seq 1). The body is byte for byte what
+// json.Marshal gives for the event with Seq and PrevHash set. The draft must
+// come from Encode.
+func (d Draft) Seal(seq int64, prevHash string) (Record, error) {
+	if len(d.tpl) < len(tplHead)+len(tplTail) {
+		return Record{}, errors.New("recorder: seal: draft was not made by Encode")
+	}
+	// From the template, keep what follows the 0 of seq and precedes the ""
+	// of prev_hash.
+	mid := d.tpl[len(seqKey)+1 : len(d.tpl)-len(`""}`)]
+	body := make([]byte, 0, len(d.tpl)+len(prevHash)+24)
+	body = append(body, seqKey...)
+	body = strconv.AppendInt(body, seq, 10)
+	body = append(body, mid...)
+	body = appendJSONString(body, prevHash)
+	body = append(body, '}')
+	sum := sha256.Sum256(body)
+	r := d.cols
+	r.Seq, r.Body, r.PrevHash, r.Hash = seq, body, prevHash, hex.EncodeToString(sum[:])
+	return r, nil
+}
+
+// appendJSONString appends s as json.Marshal encodes it. Hashes are lowercase
+// hex, which needs no escaping; anything else goes through json.Marshal.
+func appendJSONString(dst []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			b, err := json.Marshal(s)
+			if err != nil { // cannot happen for a string
+				return append(dst, `""`...)
+			}
+			return append(dst, b...)
+		}
+	}
+	dst = append(dst, '"')
+	dst = append(dst, s...)
+	return append(dst, '"')
+}
+
+// chainFields are the parts of a body that the indexed columns repeat.
+type chainFields struct {
+	Seq       int64     `json:"seq"`
+	ID        string    `json:"id"`
+	Time      time.Time `json:"time"`
+	Type      string    `json:"type"`
+	SessionID string    `json:"session_id"`
+	Target    string    `json:"target"`
+	Subject   string    `json:"subject"`
+	Ref       string    `json:"ref"`
+	PrevHash  string    `json:"prev_hash"`
+}
+
+// ChainVerifier checks records fed to it in chain order (by Seq). The zero
+// value is not usable; use NewChainVerifier.
+type ChainVerifier struct {
+	res      VerifyResult
+	next     int64
+	prevHash string
+}
+
+// NewChainVerifier returns a verifier expecting the chain's first record.
+func NewChainVerifier() *ChainVerifier {
+	return &ChainVerifier{next: 1, prevHash: GenesisPrevHash, res: VerifyResult{OK: true}}
+}
+
+// Add checks the next record and reports whether to go on: after the first
+// bad record the verdict is final and further records are ignored.
+func (v *ChainVerifier) Add(r Record) bool {
+	if v.res.FirstBad != nil {
+		return false
+	}
+	if reason := v.check(r); reason != "" {
+		v.res.OK = false
+		v.res.FirstBad = &BadEvent{Seq: r.Seq, ID: r.ID, Reason: reason}
+		return false
+	}
+	v.res.Events++
+	v.res.Head = r.Hash
+	v.next, v.prevHash = r.Seq+1, r.Hash
+	return true
+}
+
+// Result is the verification result for the records added so far.
+func (v *ChainVerifier) Result() VerifyResult {
+	res := v.res
+	if res.FirstBad != nil {
+		bad := *res.FirstBad
+		res.FirstBad = &bad
+	}
+	return res
+}
+
+func (v *ChainVerifier) check(r Record) string {
+	switch {
+	case r.Seq > v.next:
+		return fmt.Sprintf("sequence gap: expected %d, found %d", v.next, r.Seq)
+	case r.Seq < v.next:
+		return fmt.Sprintf("sequence out of order: expected %d, found %d", v.next, r.Seq)
+	}
+	sum := sha256.Sum256(r.Body)
+	var hexSum [2 * sha256.Size]byte
+	hex.Encode(hexSum[:], sum[:])
+	if string(hexSum[:]) != r.Hash {
+		return "hash does not match its content"
+	}
+	var c chainFields
+	if err := json.Unmarshal(r.Body, &c); err != nil {
+		return fmt.Sprintf("body is not valid JSON: %v", err)
+	}
+	if col := differingColumn(r, &c); col != "" {
+		return fmt.Sprintf("column %s differs from the hashed content", col)
+	}
+	if r.PrevHash != v.prevHash {
+		if r.Seq == 1 {
+			return "prev_hash of the first event is not the genesis value (empty)"
+		}
+		return fmt.Sprintf("prev_hash does not match the hash of event %d", r.Seq-1)
+	}
+	return ""
+}
+
+// differingColumn names the first indexed column of r that disagrees with the
+// body's value, or returns "".
+func differingColumn(r Record, c *chainFields) string {
+	cols := []struct {
+		name      string
+		col, body string
+	}{
+		{"id", r.ID, c.ID},
+		{"type", r.Type, c.Type},
+		{"session_id", r.SessionID, c.SessionID},
+		{"target", r.Target, c.Target},
+		{"subject", r.Subject, c.Subject},
+		{"ref", r.Ref, c.Ref},
+		{"prev_hash", r.PrevHash, c.PrevHash},
+	}
+	if r.Seq != c.Seq {
+		return "seq"
+	}
+	for _, x := range cols {
+		if x.col != x.body {
+			return x.name
+		}
+	}
+	if r.Time != c.Time.UTC().Format(TimeFormat) {
+		return "time"
+	}
+	return ""
+}

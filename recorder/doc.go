@@ -1,0 +1,54 @@
+// Package recorder keeps the tamper-evident record of everything regate
+// decides: session starts and ends, authentication failures, every command with
+// its input document and decision (written before the command is forwarded),
+// and every outcome. Events form a hash chain: each carries the hash of the
+// previous event, and its own hash is sha256 over its canonical JSON encoding,
+// which includes that previous hash, so an edit, insertion or deletion is
+// detected by Verify.
+//
+// # The chain
+//
+// Events are numbered by Seq = 1, 2, 3, ... without gaps. The canonical
+// encoding (the body) of an event is json.Marshal of the Event with Seq and
+// PrevHash set (Hash is not part of it: its tag is json:"-"), with Time in UTC,
+// as encoding/json writes it (RFC 3339 with nanoseconds, trailing zeros
+// dropped). Then
+//
+//	hash(e)     = lowercase hex(sha256(body(e)))
+//	e.PrevHash  = hash of event e.Seq-1, or "" (the genesis value) for Seq 1
+//
+// Verify recomputes sha256 over the stored body bytes (it never re-encodes),
+// decodes the body and checks that the indexed columns (seq, id, time, type,
+// session_id, target, subject, ref, prev_hash) hold the body's values, that
+// prev_hash equals the previous event's hash and that Seq runs from 1 without
+// gaps. It stops at the first event that fails and reports it, with the
+// number of events verified before it and Head, the hash of the last of them
+// (on success, the chain head).
+//
+// # Limits
+//
+// The chain has no secret: it detects edits, insertions and deletions in the
+// middle of the log, but someone who can write the database can delete the
+// newest events (truncation), or rewrite the log from some event on and
+// recompute every later hash, and the chain still verifies. To detect that,
+// anchor the head: export VerifyResult.Head (or the hash of any event)
+// regularly to a place the database's writers cannot change (a ticket, a
+// write-once bucket, another system's log) and check later that the event with
+// that hash is still in the chain.
+//
+// # Storage
+//
+// Open("sqlite://PATH") stores events in SQLite (modernc.org/sqlite, pure Go)
+// in WAL mode with synchronous=FULL by default: Append returns only after the
+// WAL is synced, so an acknowledged event survives a power loss as well as a
+// crash. Appends are group-committed (one writer goroutine writes everything
+// queued in one transaction, one sync per batch), which keeps FULL affordable.
+// "sqlite://PATH?synchronous=normal" trades the last transactions on power
+// loss or OS crash (never on an application crash) for fewer syncs. One
+// process should append to a database at a time; others may read it (the
+// chain head is read inside each write transaction, so a second writer
+// cannot fork the chain, but it contends for the lock).
+//
+// Package recordertest has an in-memory Store for tests, sharing the chain
+// code.
+package recorder

@@ -1,0 +1,235 @@
+package recorder
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/hashicorp/go-hclog"
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+)
+
+const (
+	busyTimeoutMillis = 10000
+	readerConns       = 4
+)
+
+// sqliteOptions is a parsed sqlite:// URL.
+type sqliteOptions struct {
+	path        string // absolute
+	synchronous string // FULL or NORMAL
+}
+
+func parseSQLiteURL(rest string) (sqliteOptions, error) {
+	path, query, _ := strings.Cut(rest, "?")
+	switch {
+	case path == "":
+		return sqliteOptions{}, errors.New("empty database path")
+	case path == ":memory:" || strings.HasPrefix(path, "file:"):
+		return sqliteOptions{}, errors.New("in-memory and file: databases are not supported " +
+			"(tests can use recordertest.NewMemory)")
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return sqliteOptions{}, fmt.Errorf("resolve database path %q: %w", path, err)
+	}
+	opts := sqliteOptions{path: abs, synchronous: "FULL"}
+	params, err := url.ParseQuery(query)
+	if err != nil {
+		return sqliteOptions{}, fmt.Errorf("parse query: %w", err)
+	}
+	for key, vals := range params {
+		if key != "synchronous" {
+			return sqliteOptions{}, fmt.Errorf("unknown parameter %q", key)
+		}
+		switch v := strings.ToUpper(vals[len(vals)-1]); v {
+		case "FULL", "NORMAL":
+			opts.synchronous = v
+		default:
+			return sqliteOptions{}, fmt.Errorf("synchronous=%q: want full or normal", vals[len(vals)-1])
+		}
+	}
+	return opts, nil
+}
+
+// sqliteDSN is the modernc.org/sqlite DSN for path with the given parameters.
+func sqliteDSN(path string, params ...string) string {
+	esc := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
+	return "file:" + esc + "?" + strings.Join(params, "&")
+}
+
+// sqliteStore is the SQLite Store: one writer goroutine owning the single
+// write connection (see writer.go) and a pool of query-only connections.
+type sqliteStore struct {
+	logger hclog.Logger
+	path   string
+	writer *sql.DB // MaxOpenConns(1): owned by the writer goroutine
+	reader *sql.DB // query_only connections for Sessions, Events, Verify
+	insert *sql.Stmt
+	head   *sql.Stmt
+
+	mu     sync.RWMutex // guards closed and sending on queue
+	closed bool
+	queue  chan *pending
+	done   chan struct{} // closed when the writer goroutine has exited
+}
+
+func openSQLite(ctx context.Context, o sqliteOptions, logger hclog.Logger) (Store, error) {
+	dir := filepath.Dir(o.path)
+	if fi, err := os.Stat(dir); err != nil {
+		return nil, fmt.Errorf("recorder: directory %q of event database %q: %w (create it first)", dir, o.path, err)
+	} else if !fi.IsDir() {
+		return nil, fmt.Errorf("recorder: %q (directory of event database %q) is not a directory", dir, o.path)
+	}
+	busy := fmt.Sprintf("_pragma=busy_timeout(%d)", busyTimeoutMillis)
+	writer, err := openDB(ctx, sqliteDSN(o.path, busy, "_pragma=journal_mode(WAL)",
+		"_pragma=synchronous("+o.synchronous+")", "_txlock=immediate"), 1)
+	if err != nil {
+		return nil, fmt.Errorf("recorder: open event database %q for writing: %w", o.path, err)
+	}
+	s := &sqliteStore{logger: logger, path: o.path, writer: writer,
+		queue: make(chan *pending, queueSize), done: make(chan struct{})}
+	if err := s.init(ctx, busy); err != nil {
+		return nil, errors.Join(err, s.closeDBs())
+	}
+	go s.run()
+	logger.Info("event store open", "path", o.path, "synchronous", o.synchronous,
+		"schema_version", len(migrations))
+	return s, nil
+}
+
+// init migrates the schema, opens the reader pool and prepares the writer's
+// statements.
+func (s *sqliteStore) init(ctx context.Context, busy string) error {
+	if err := migrate(ctx, s.writer); err != nil {
+		return fmt.Errorf("recorder: migrate event database %q: %w", s.path, err)
+	}
+	var mode string
+	if err := s.writer.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		return fmt.Errorf("recorder: read journal mode of %q: %w", s.path, err)
+	}
+	if !strings.EqualFold(mode, "wal") {
+		s.logger.Warn("event database is not in WAL mode; appends block readers", "path", s.path, "journal_mode", mode)
+	}
+	reader, err := openDB(ctx, sqliteDSN(s.path, busy, "_pragma=query_only(1)"), readerConns)
+	if err != nil {
+		return fmt.Errorf("recorder: open event database %q for reading: %w", s.path, err)
+	}
+	s.reader = reader
+	if s.insert, err = s.writer.PrepareContext(ctx, insertSQL); err != nil {
+		return fmt.Errorf("recorder: prepare event insert: %w", err)
+	}
+	if s.head, err = s.writer.PrepareContext(ctx, headSQL); err != nil {
+		return fmt.Errorf("recorder: prepare chain head query: %w", err)
+	}
+	return nil
+}
+
+func openDB(ctx context.Context, dsn string, conns int) (*sql.DB, error) {
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, err
+	}
+	db.SetMaxOpenConns(conns)
+	db.SetMaxIdleConns(conns)
+	db.SetConnMaxLifetime(0)
+	db.SetConnMaxIdleTime(0)
+	if err := db.PingContext(ctx); err != nil {
+		return nil, errors.Join(err, db.Close())
+	}
+	return db, nil
+}
+
+// migrations[i] brings the schema from version i to i+1.
+var migrations = [][]string{
+	{
+		`CREATE TABLE events (
+			seq        INTEGER PRIMARY KEY,
+			id         TEXT NOT NULL UNIQUE,
+			time       TEXT NOT NULL,
+			type       TEXT NOT NULL,
+			session_id TEXT NOT NULL,
+			target     TEXT NOT NULL,
+			subject    TEXT NOT NULL,
+			ref        TEXT NOT NULL,
+			body       TEXT NOT NULL,
+			prev_hash  TEXT NOT NULL,
+			hash       TEXT NOT NULL
+		)`,
+		`CREATE INDEX events_session_id ON events (session_id)`,
+	},
+}
+
+// migrate applies the missing migrations in one transaction; it is idempotent.
+func migrate(ctx context.Context, db *sql.DB) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (
+		version    INTEGER PRIMARY KEY,
+		applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))`); err != nil {
+		return fmt.Errorf("create schema_version: %w", err)
+	}
+	var current int
+	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_version`).Scan(&current); err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	if current > len(migrations) {
+		return fmt.Errorf("schema version %d is newer than this regate supports (%d)", current, len(migrations))
+	}
+	for v := current; v < len(migrations); v++ {
+		for _, stmt := range migrations[v] {
+			if _, err := tx.ExecContext(ctx, stmt); err != nil {
+				return fmt.Errorf("migration to version %d: %w", v+1, err)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version (version) VALUES (?)`, v+1); err != nil {
+			return fmt.Errorf("record schema version %d: %w", v+1, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// Close writes the queued appends, stops the writer and closes the database.
+func (s *sqliteStore) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.queue)
+	s.mu.Unlock()
+	<-s.done
+	if err := s.closeDBs(); err != nil {
+		return fmt.Errorf("recorder: close event database %q: %w", s.path, err)
+	}
+	s.logger.Debug("event store closed", "path", s.path)
+	return nil
+}
+
+func (s *sqliteStore) closeDBs() error {
+	var errs []error
+	for _, st := range []*sql.Stmt{s.insert, s.head} {
+		if st != nil {
+			errs = append(errs, st.Close())
+		}
+	}
+	for _, db := range []*sql.DB{s.reader, s.writer} {
+		if db != nil {
+			errs = append(errs, db.Close())
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,168 @@
+package recorder
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"slices"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+const (
+	// queueSize bounds the appends waiting for the writer.
+	queueSize = 4096
+	// maxBatch bounds the events written in one transaction.
+	maxBatch = 1024
+)
+
+const (
+	insertSQL = `INSERT INTO events
+		(seq, id, time, type, session_id, target, subject, ref, body, prev_hash, hash)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	headSQL = `SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1`
+)
+
+// pending is one queued append.
+type pending struct {
+	draft Draft
+	ev    *Event
+	done  chan error // buffered: the writer never blocks on it
+}
+
+// Append queues ev for the writer goroutine and waits until its batch is
+// committed (or failed). The body is encoded here, on the caller's goroutine,
+// so that encoding runs in parallel; the writer only splices in Seq and
+// PrevHash and hashes.
+func (s *sqliteStore) Append(ctx context.Context, ev *Event) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("recorder: append: %w", err)
+	}
+	draft, err := Encode(ev)
+	if err != nil {
+		return err
+	}
+	p := &pending{draft: draft, ev: ev, done: make(chan error, 1)}
+	if err := s.enqueue(ctx, p); err != nil {
+		return err
+	}
+	return <-p.done
+}
+
+func (s *sqliteStore) enqueue(ctx context.Context, p *pending) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return ErrClosed
+	}
+	select {
+	case s.queue <- p:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("recorder: append event %q: %w", p.draft.ID(), ctx.Err())
+	}
+}
+
+// run is the writer goroutine: it takes what is queued, up to maxBatch, and
+// writes it in one transaction, until the queue is closed and drained.
+func (s *sqliteStore) run() {
+	defer close(s.done)
+	batch := make([]*pending, 0, maxBatch)
+	for p := range s.queue {
+		batch = append(batch[:0], p)
+	fill:
+		for len(batch) < maxBatch {
+			select {
+			case p, ok := <-s.queue:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, p)
+			default:
+				break fill
+			}
+		}
+		s.commitBatch(batch)
+		clear(batch)
+	}
+}
+
+// commitBatch writes batch and tells every waiter the result. An event that
+// violates a constraint (a duplicate ID) fails alone and the rest is retried;
+// any other failure fails the whole batch. The chain head is read from the
+// database inside each transaction, so a failed batch never advances it.
+func (s *sqliteStore) commitBatch(batch []*pending) {
+	for len(batch) > 0 {
+		recs, bad, err := s.writeTx(batch)
+		if err == nil {
+			for i, p := range batch {
+				p.ev.Seq, p.ev.PrevHash, p.ev.Hash = recs[i].Seq, recs[i].PrevHash, recs[i].Hash
+				p.done <- nil
+			}
+			return
+		}
+		if bad >= 0 && isConstraint(err) {
+			s.logger.Warn("event rejected", "id", batch[bad].draft.ID(), "error", err)
+			batch[bad].done <- err
+			batch = slices.Delete(batch, bad, bad+1)
+			continue
+		}
+		s.logger.Error("append failed", "events", len(batch), "error", err)
+		for _, p := range batch {
+			p.done <- err
+		}
+		return
+	}
+}
+
+// writeTx writes batch in one transaction after the current chain head. On an
+// insert error it returns the index of the failing event, else -1.
+func (s *sqliteStore) writeTx(batch []*pending) ([]Record, int, error) {
+	// The writer serves many callers, so no caller's context applies here.
+	ctx := context.Background()
+	tx, err := s.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, -1, fmt.Errorf("recorder: append %d events: begin transaction: %w", len(batch), err)
+	}
+	var seq int64
+	prev := GenesisPrevHash
+	err = tx.StmtContext(ctx, s.head).QueryRowContext(ctx).Scan(&seq, &prev)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return nil, -1, rollback(tx, fmt.Errorf("recorder: append %d events: read chain head: %w", len(batch), err))
+	}
+	insert := tx.StmtContext(ctx, s.insert)
+	recs := make([]Record, len(batch))
+	for i, p := range batch {
+		seq++
+		r, err := p.draft.Seal(seq, prev)
+		if err == nil {
+			_, err = insert.ExecContext(ctx, r.Seq, r.ID, r.Time, r.Type, r.SessionID,
+				r.Target, r.Subject, r.Ref, string(r.Body), r.PrevHash, r.Hash) // TEXT, not BLOB
+		}
+		if err != nil {
+			return nil, i, rollback(tx, fmt.Errorf("recorder: append event %q (seq %d): %w", p.draft.ID(), seq, err))
+		}
+		recs[i], prev = r, r.Hash
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, -1, rollback(tx, fmt.Errorf("recorder: append %d events: commit: %w", len(batch), err))
+	}
+	return recs, -1, nil
+}
+
+// rollback rolls tx back and returns cause, joined with a rollback failure
+// other than "already done".
+func rollback(tx *sql.Tx, cause error) error {
+	if err := tx.Rollback(); err != nil && !errors.Is(err, sql.ErrTxDone) {
+		return errors.Join(cause, fmt.Errorf("rollback: %w", err))
+	}
+	return cause
+}
+
+// isConstraint reports whether err is an SQLite constraint violation.
+func isConstraint(err error) bool {
+	var se *sqlite.Error
+	return errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_CONSTRAINT
+}
