@@ -77,14 +77,25 @@ func (c *Command) record(ctx context.Context, in *parse.Input) {
 	}
 }
 
+// Deny turns an allowed command into a refusal after the fact (before it is
+// forwarded), for a reason the engine found, such as a mask obligation it
+// cannot apply. The reason is recorded with the command's outcome.
+func (c *Command) Deny(ctx context.Context, reason string) {
+	if !c.Allowed {
+		return
+	}
+	c.Allowed = false
+	c.Message = "regate: blocked: " + reason
+	c.s.allowed.Add(-1)
+	c.s.blocked.Add(1)
+}
+
 // unsupportedObligation explains why a decision that allows cannot be honoured
 // by this version of regate, or returns "".
 func unsupportedObligation(d decision.Decision) string {
 	switch {
 	case d.Approval != nil:
 		return "the policy requires human approval, which this version of regate cannot obtain yet"
-	case len(d.Mask) > 0:
-		return "the policy requires masking the results, which this version of regate cannot do yet"
 	}
 	return ""
 }

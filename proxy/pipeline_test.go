@@ -23,16 +23,14 @@ func (a staticAuth) Verify(_ context.Context, tok string) (parse.Identity, error
 	return parse.Identity{Subject: "agent-7", Issuer: "https://idp.test", Groups: []string{"agents"}}, nil
 }
 
-// staticDecider allows everything except queries containing "DROP"; "MASK"
-// and "APPROVE" allow with an obligation.
+// staticDecider allows everything except queries containing "DROP"; "APPROVE"
+// allows with an approval obligation.
 type staticDecider struct{}
 
 func (staticDecider) Decide(_ context.Context, in *parse.Input) decision.Decision {
 	switch q := in.Postgres.Query; {
 	case strings.Contains(q, "DROP"):
 		return decision.Decision{ID: "d-deny", Reasons: []string{"no DROP"}}
-	case strings.Contains(q, "MASK"):
-		return decision.Decision{ID: "d-mask", Allow: true, Mask: []decision.Mask{{Column: "email"}}}
 	case strings.Contains(q, "APPROVE"):
 		return decision.Decision{ID: "d-appr", Allow: true, Approval: &decision.Approval{Groups: []string{"dba"}}}
 	}
@@ -122,7 +120,7 @@ func TestPipelineDeniesUnsupportedObligations(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for q, want := range map[string]string{"SELECT MASK": "masking", "SELECT APPROVE": "approval"} {
+	for q, want := range map[string]string{"SELECT APPROVE": "approval"} {
 		c := s.Authorize(ctx, input(s, q))
 		if c.Allowed || !strings.Contains(c.Message, want) {
 			t.Errorf("%s: allowed=%v message=%q", q, c.Allowed, c.Message)

@@ -58,6 +58,10 @@ type Outcome struct {
 	// Error is the error message (with SQLSTATE for Postgres) or refusal reason.
 	Error string `json:"error,omitempty"`
 	Code  string `json:"code,omitempty"`
+	// Masked counts the values masked per column ("table.column" when the
+	// source table is known, else the result column name). Raw values are
+	// never recorded.
+	Masked map[string]int64 `json:"masked,omitempty"`
 }
 
 // Outcome statuses.

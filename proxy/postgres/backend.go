@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"strconv"
 	"strings"
 
@@ -28,9 +29,13 @@ func (cn *conn) backendLoop(ctx context.Context) error {
 }
 
 func (cn *conn) relayBackend(ctx context.Context, typ byte, body []byte) error {
+	cn.pending = nil
 	forward, err := cn.track(ctx, typ, body)
 	if err != nil {
 		return err
+	}
+	if cn.pending != nil {
+		body = cn.pending
 	}
 	cn.cmu.Lock()
 	defer cn.cmu.Unlock()
@@ -63,12 +68,15 @@ func (cn *conn) track(ctx context.Context, typ byte, body []byte) (bool, error) 
 			it.stmt.setParamTypes(paramOIDs(body))
 		}
 	case 'T', 'n': // RowDescription, NoData
-		if it.kind == itemDescribe {
-			cn.pop()
-		}
+		return cn.trackDescription(ctx, it, typ, body)
+	case 'D', 'H', 'd', 'c': // DataRow, CopyOutResponse, CopyData, CopyDone
+		return true, cn.maskResult(ctx, it, typ, body)
 	case 'C':
 		tag, _ := cstring(body)
 		it.tags = append(it.tags, tag)
+		if it.masker != nil {
+			it.masker.planned, it.masker.copy = false, nil
+		}
 		it.rows += tagRows(tag)
 		if it.kind == itemExecute {
 			cn.pop()
@@ -91,6 +99,72 @@ func (cn *conn) track(ctx context.Context, typ byte, body []byte) (bool, error) 
 		return it.refusal == nil || typ == 'N' || typ == 'A' || typ == 'S', nil
 	}
 	return true, nil
+}
+
+// trackDescription plans masking from a RowDescription and hides the answer
+// to a Describe regate sent itself.
+func (cn *conn) trackDescription(ctx context.Context, it *item, typ byte, body []byte) (bool, error) {
+	if it.kind == itemDescribe {
+		cn.pop()
+		if it.maskFor == nil {
+			return true, nil
+		}
+		m := it.maskFor.masker
+		if typ == 'n' {
+			m.planned, m.plan = true, nil
+			return false, nil
+		}
+		return false, cn.planOrFail(cn.planMask(ctx, m, body))
+	}
+	if typ == 'T' && it.masker != nil {
+		return true, cn.planOrFail(cn.planMask(ctx, it.masker, body))
+	}
+	return true, nil
+}
+
+// planOrFail ends the session when results that must be masked cannot be:
+// nothing unmasked may reach the client.
+func (cn *conn) planOrFail(err error) error {
+	if err != nil {
+		cn.fatalToClient(codeInsufficientPriv, "regate: cannot mask the results as the policy requires: "+err.Error())
+	}
+	return err
+}
+
+// maskResult rewrites rows and COPY data of a command with mask obligations.
+func (cn *conn) maskResult(ctx context.Context, it *item, typ byte, body []byte) error {
+	m := it.masker
+	if m == nil {
+		return nil
+	}
+	switch typ {
+	case 'H':
+		idx := len(it.tags)
+		if idx >= len(it.stmts) {
+			return cn.planOrFail(fmt.Errorf("COPY output for an unknown statement"))
+		}
+		return cn.planOrFail(cn.planCopy(ctx, m, it.stmts[idx]))
+	case 'c':
+		m.copy = nil
+		return nil
+	}
+	var out []byte
+	var err error
+	switch {
+	case typ == 'D' && m.planned:
+		out, err = m.row(body)
+	case typ == 'd' && m.copy != nil:
+		out, err = m.copyRow(body)
+	case typ == 'D':
+		err = fmt.Errorf("rows arrived before their description")
+	default:
+		return nil
+	}
+	if err != nil {
+		return cn.planOrFail(err)
+	}
+	cn.pending = out
+	return nil
 }
 
 // trackError attributes an ErrorResponse. A simple query keeps its item until
@@ -150,7 +224,7 @@ func (cn *conn) finish(ctx context.Context, it *item) {
 	if it.cmd == nil {
 		return
 	}
-	out := recorder.Outcome{Status: recorder.StatusOK, Tags: it.tags, Rows: it.rows}
+	out := recorder.Outcome{Status: recorder.StatusOK, Tags: it.tags, Rows: it.rows, Masked: it.masker.summary()}
 	switch {
 	case it.refusal != nil:
 		out = recorder.Outcome{Status: recorder.StatusBlocked, Error: it.refusal.Message, Code: it.refusal.Code}

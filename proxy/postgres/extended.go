@@ -37,6 +37,20 @@ type portal struct {
 	query   string
 	params  []*string
 	decided bool
+	masker  *resultMasker
+}
+
+// hiddenDescribe sends a Describe of portal whose answer plans exec's masks
+// and is not forwarded to the client.
+func (cn *conn) hiddenDescribe(portal string, exec *item) error {
+	cn.push(&item{kind: itemDescribe, maskFor: exec})
+	d := pgproto3.Describe{ObjectType: 'P', Name: portal}
+	buf, err := d.Encode(nil)
+	if err != nil {
+		return err
+	}
+	_, err = cn.uw.Write(buf)
+	return err
 }
 
 // extended handles the extended query protocol. Parse, Bind, Describe, Close,
@@ -190,14 +204,29 @@ func (cn *conn) executeMsg(ctx context.Context, body []byte) error {
 		return cn.blockExecute(codeInsufficientPriv, cn.sess.Refuse(ctx, cn.baseInput(""), reason))
 	}
 	if pt.decided {
-		cn.push(&item{kind: itemExecute})
+		// A suspended portal continues under its first decision and masks.
+		exec := &item{kind: itemExecute, masker: pt.masker}
+		if pt.masker != nil {
+			if err := cn.hiddenDescribe(m.Portal, exec); err != nil {
+				return err
+			}
+		}
+		cn.push(exec)
 		return writeFrame(cn.uw, 'E', body)
 	}
-	cmd, code := cn.authorize(ctx, pt.query, pt.params)
-	if cmd != nil && !cmd.Allowed {
-		return cn.blockExecute(code, cmd)
+	a := cn.authorize(ctx, pt.query, pt.params)
+	if a.cmd != nil && !a.cmd.Allowed {
+		return cn.blockExecute(a.code, a.cmd)
 	}
 	pt.decided = true
-	cn.push(&item{kind: itemExecute, cmd: cmd})
+	pt.masker = a.masker
+	exec := &item{kind: itemExecute, cmd: a.cmd, masker: a.masker, stmts: a.stmts}
+	if a.masker != nil {
+		// Learn the result columns (and their formats, as bound) first.
+		if err := cn.hiddenDescribe(m.Portal, exec); err != nil {
+			return err
+		}
+	}
+	cn.push(exec)
 	return writeFrame(cn.uw, 'E', body)
 }

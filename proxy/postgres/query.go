@@ -21,29 +21,51 @@ func (cn *conn) query(ctx context.Context, body []byte) error {
 	// A simple query destroys the unnamed statement and portal.
 	delete(cn.stmts, "")
 	delete(cn.portals, "")
-	cmd, code := cn.authorize(ctx, q, []*string{})
-	if cmd != nil && !cmd.Allowed {
-		return cn.block(code, cmd)
+	a := cn.authorize(ctx, q, []*string{})
+	if a.cmd != nil && !a.cmd.Allowed {
+		return cn.block(a.code, a.cmd)
 	}
-	cn.push(&item{kind: itemQuery, cmd: cmd})
+	cn.push(&item{kind: itemQuery, cmd: a.cmd, masker: a.masker, stmts: a.stmts})
 	return writeFrame(cn.uw, 'Q', body)
 }
 
-// authorize parses and decides one statement text. It returns a nil command
-// for a text without statements (Postgres answers EmptyQueryResponse), and the
-// SQLSTATE to refuse with when the command is not allowed.
-func (cn *conn) authorize(ctx context.Context, q string, params []*string) (*proxy.Command, string) {
+// authorization is what authorize decided for one statement text.
+type authorization struct {
+	cmd    *proxy.Command // nil for a text without statements
+	code   string         // the SQLSTATE to refuse with when !cmd.Allowed
+	masker *resultMasker  // the mask obligations to apply, nil when none
+	stmts  []parse.Statement
+}
+
+// authorize parses and decides one statement text, and compiles the
+// decision's mask obligations. An obligation regate cannot honour turns the
+// command into a refusal.
+func (cn *conn) authorize(ctx context.Context, q string, params []*string) authorization {
 	stmts, err := cn.s.cfg.Parser.Parse(q)
 	in := cn.baseInput(q)
 	in.Postgres.Params = params
 	if err != nil {
-		return cn.sess.Refuse(ctx, in, err.Error()), codeSyntaxError
+		return authorization{cmd: cn.sess.Refuse(ctx, in, err.Error()), code: codeSyntaxError}
 	}
 	if len(stmts) == 0 {
-		return nil, ""
+		return authorization{}
 	}
 	in.Postgres.Statements = stmts
-	return cn.sess.Authorize(ctx, in), codeInsufficientPriv
+	cmd := cn.sess.Authorize(ctx, in)
+	a := authorization{cmd: cmd, code: codeInsufficientPriv, stmts: stmts}
+	if !cmd.Allowed {
+		return a
+	}
+	m, err := newResultMasker(cmd.Decision)
+	if err == nil {
+		err = checkMaskable(m, stmts)
+	}
+	if err != nil {
+		cmd.Deny(ctx, err.Error())
+		return a
+	}
+	a.masker = m
+	return a
 }
 
 func (cn *conn) baseInput(q string) *parse.Input {

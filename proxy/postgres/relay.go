@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/regate/regate/parse"
 	"github.com/regate/regate/proxy"
 )
 
@@ -41,6 +42,8 @@ type conn struct {
 	stmts      map[string]*prepared
 	portals    map[string]*portal
 	discarding bool // after a refusal in a batch: drop messages until Sync
+
+	pending []byte // backend loop: the masked body replacing the current message
 }
 
 // itemKind is the kind of a request forwarded upstream whose response the
@@ -66,7 +69,14 @@ type item struct {
 	// refusal, when set, replaces the marker's error: the request was blocked.
 	refusal *pgproto3.ErrorResponse
 	// stmt receives the parameter types of a Describe of a statement.
-	stmt    *prepared
+	stmt *prepared
+	// masker rewrites the results of a command with mask obligations; stmts
+	// are its statements (COPY needs them).
+	masker *resultMasker
+	stmts  []parse.Statement
+	// maskFor, on a Describe regate sent itself, is the Execute whose result
+	// columns it learns; the client never sees its answer.
+	maskFor *item
 	tags    []string
 	rows    int64
 	errCode string

@@ -58,6 +58,7 @@ type Server struct {
 	mu      sync.Mutex
 	conns   map[net.Conn]struct{}
 	cancels map[cancelKey]*conn
+	catalog catalog
 	wg      sync.WaitGroup
 	closed  bool
 }
@@ -86,7 +87,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
 	}
-	return &Server{cfg: cfg, log: cfg.Logger, conns: map[net.Conn]struct{}{}}, nil
+	s := &Server{cfg: cfg, log: cfg.Logger, conns: map[net.Conn]struct{}{}}
+	s.catalog.s = s
+	return s, nil
 }
 
 // Serve accepts connections on ln until ctx is done or ln fails. It closes ln
@@ -146,4 +149,5 @@ func (s *Server) closeAll() {
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
+	s.catalog.close()
 }

@@ -13,35 +13,46 @@ import (
 // startup parameters regate sets itself or never forwards.
 var reservedParams = map[string]bool{"user": true, "database": true, "replication": true}
 
-// connectUpstream logs in to the target with regate's credentials, forwarding
-// the client's other startup parameters (application_name, options, …).
-func (cn *conn) connectUpstream(ctx context.Context, clientParams map[string]string) error {
-	cfg := cn.s.cfg
+// upstreamConfig is the connection configuration regate logs in to the
+// target's database with.
+func (s *Server) upstreamConfig(database string, runtime map[string]string) (*pgconn.Config, error) {
+	cfg := s.cfg
 	host, portStr, err := net.SplitHostPort(cfg.Upstream)
 	if err != nil {
-		return fmt.Errorf("target %q has an invalid upstream address %q: %w", cfg.Target.Name, cfg.Upstream, err)
+		return nil, fmt.Errorf("target %q has an invalid upstream address %q: %w", cfg.Target.Name, cfg.Upstream, err)
 	}
 	port, err := strconv.ParseUint(portStr, 10, 16)
 	if err != nil {
-		return fmt.Errorf("target %q has an invalid upstream port %q", cfg.Target.Name, portStr)
+		return nil, fmt.Errorf("target %q has an invalid upstream port %q", cfg.Target.Name, portStr)
 	}
 	pc, err := pgconn.ParseConfig("sslmode=disable")
 	if err != nil {
-		return fmt.Errorf("cannot build the target connection config: %w", err)
+		return nil, fmt.Errorf("cannot build the target connection config: %w", err)
 	}
 	pc.Host, pc.Port = host, uint16(port)
-	pc.User, pc.Password, pc.Database = cfg.Credentials.User, cfg.Credentials.Password, cn.database
+	pc.User, pc.Password, pc.Database = cfg.Credentials.User, cfg.Credentials.Password, database
 	pc.TLSConfig, pc.Fallbacks = cfg.UpstreamTLS, nil
 	pc.ConnectTimeout = 10 * time.Second
-	pc.RuntimeParams = map[string]string{}
+	pc.RuntimeParams = runtime
+	return pc, nil
+}
+
+// connectUpstream logs in to the target with regate's credentials, forwarding
+// the client's other startup parameters (application_name, options, …).
+func (cn *conn) connectUpstream(ctx context.Context, clientParams map[string]string) error {
+	runtime := map[string]string{}
 	for k, v := range clientParams {
 		if !reservedParams[k] {
-			pc.RuntimeParams[k] = v
+			runtime[k] = v
 		}
+	}
+	pc, err := cn.s.upstreamConfig(cn.database, runtime)
+	if err != nil {
+		return err
 	}
 	pg, err := pgconn.ConnectConfig(ctx, pc)
 	if err != nil {
-		return fmt.Errorf("cannot connect to target %q: %s", cfg.Target.Name, upstreamError(err))
+		return fmt.Errorf("cannot connect to target %q: %s", cn.s.cfg.Target.Name, upstreamError(err))
 	}
 	hc, err := pg.Hijack()
 	if err != nil {

@@ -1,0 +1,289 @@
+package postgres
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/regate/regate/policies/decision"
+)
+
+// Until proxy/mask lands: detectors are unavailable (obligations deny) and
+// whole-value masks use a fixed replacement.
+type detectorSet interface {
+	Bytes(b []byte) ([]byte, int)
+}
+
+var maskPkg = struct {
+	New     func([]decision.Mask) (detectorSet, error)
+	Replace func(value, with string) string
+}{
+	New: func([]decision.Mask) (detectorSet, error) {
+		return nil, fmt.Errorf("detector masks are not available in this build")
+	},
+	Replace: func(_, with string) string {
+		if with != "" {
+			return with
+		}
+		return "********"
+	},
+}
+
+// Type OIDs whose values are text on the wire in both formats.
+var textualTypes = map[uint32]bool{
+	25: true, 1043: true, 1042: true, 19: true, // text, varchar, bpchar, name
+	114: true, 142: true, // json, xml
+}
+
+const (
+	oidJSON  = 114
+	oidJSONB = 3802
+)
+
+// resultMasker applies a command's mask obligations to what the target
+// returns: RowDescription decides what each column gets, DataRow and
+// CopyData are rewritten. It records how many values it masked per column.
+type resultMasker struct {
+	cols    []decision.Mask
+	det     detectorSet
+	plan    []colPlan
+	counts  map[string]int64
+	planned bool
+	copy    *copyOut // set during COPY … TO STDOUT
+}
+
+// colPlan is what one result column gets.
+type colPlan struct {
+	name     string // the column's name in the record
+	whole    bool   // a column mask: replace the whole value
+	with     string
+	textual  bool // the value is text on the wire
+	json     bool // json or jsonb in text format: a replacement must be a JSON string
+	jsonb    bool // binary jsonb: a version byte, then JSON text
+	detector bool // run detectors over the value
+}
+
+// newResultMasker compiles d's mask obligations, or returns nil when there are
+// none. An obligation regate cannot honour is an error (the caller denies).
+func newResultMasker(d decision.Decision) (*resultMasker, error) {
+	if len(d.Mask) == 0 {
+		return nil, nil
+	}
+	m := &resultMasker{counts: map[string]int64{}}
+	var dets []decision.Mask
+	for _, o := range d.Mask {
+		switch {
+		case o.Column != "":
+			m.cols = append(m.cols, o)
+		case o.Detector != "":
+			dets = append(dets, o)
+		case o.Field != "":
+			// JSON-pointer masks address HTTP bodies; a SQL result has none.
+		}
+	}
+	if len(dets) > 0 {
+		det, err := maskPkg.New(dets)
+		if err != nil {
+			return nil, err
+		}
+		m.det = det
+	}
+	return m, nil
+}
+
+// describe builds the column plan from a RowDescription. rels resolves the
+// source tables of the fields.
+func (m *resultMasker) describe(rd *pgproto3.RowDescription, rels map[uint32]*relation) {
+	m.plan = make([]colPlan, len(rd.Fields))
+	m.planned = true
+	for i, f := range rd.Fields {
+		name := string(f.Name)
+		var table *relation
+		src := ""
+		if r := rels[f.TableOID]; r != nil {
+			table, src = r, r.attrs[int16(f.TableAttributeNumber)].name
+		}
+		p := colPlan{name: name, textual: textualTypes[f.DataTypeOID] || f.Format == 0 && f.DataTypeOID >= 16384}
+		switch {
+		case f.DataTypeOID == oidJSON:
+			p.json = true
+		case f.DataTypeOID == oidJSONB && f.Format == 0:
+			p.textual, p.json = true, true
+		case f.DataTypeOID == oidJSONB:
+			p.jsonb = true
+		}
+		if table != nil && src != "" {
+			p.name = table.name + "." + src
+		}
+		for _, o := range m.cols {
+			if columnMatches(o.Column, name, table, src) {
+				p.whole, p.with = true, o.With
+				break
+			}
+		}
+		p.detector = m.det != nil && (p.textual || p.jsonb)
+		m.plan[i] = p
+	}
+}
+
+// columnMatches tells whether a column obligation names a result column:
+// "col" matches the result name or the source column's name (so an alias does
+// not escape a mask), "table.col" and "schema.table.col" match the source.
+func columnMatches(want, resultName string, table *relation, src string) bool {
+	parts := strings.Split(want, ".")
+	switch len(parts) {
+	case 1:
+		return strings.EqualFold(want, resultName) || src != "" && strings.EqualFold(want, src)
+	case 2:
+		return table != nil && strings.EqualFold(parts[0], table.name) && strings.EqualFold(parts[1], src)
+	case 3:
+		return table != nil && strings.EqualFold(parts[0], table.schema) &&
+			strings.EqualFold(parts[1], table.name) && strings.EqualFold(parts[2], src)
+	}
+	return false
+}
+
+// row rewrites a DataRow body. It returns the body unchanged when nothing was
+// masked.
+func (m *resultMasker) row(body []byte) ([]byte, error) {
+	if len(body) < 2 {
+		return nil, fmt.Errorf("malformed DataRow")
+	}
+	n := int(binary.BigEndian.Uint16(body))
+	if m.planned && n != len(m.plan) {
+		return nil, fmt.Errorf("DataRow has %d columns, RowDescription %d", n, len(m.plan))
+	}
+	var out []byte
+	pos := 2
+	for i := 0; i < n; i++ {
+		if pos+4 > len(body) {
+			return nil, fmt.Errorf("malformed DataRow")
+		}
+		l := int(int32(binary.BigEndian.Uint32(body[pos:])))
+		start := pos + 4
+		end := start
+		if l > 0 {
+			end += l
+		}
+		if end > len(body) {
+			return nil, fmt.Errorf("malformed DataRow")
+		}
+		val, changed := m.value(i, l >= 0, body[start:end])
+		if changed && out == nil {
+			out = append(make([]byte, 0, len(body)+32), body[:pos]...)
+		}
+		if out != nil {
+			out = appendValue(out, val)
+		}
+		pos = end
+	}
+	if out == nil {
+		return body, nil
+	}
+	return out, nil
+}
+
+// value masks column i; a nil result with changed=true is SQL NULL.
+func (m *resultMasker) value(i int, notNull bool, v []byte) ([]byte, bool) {
+	if !m.planned || !notNull {
+		return v, false
+	}
+	p := m.plan[i]
+	switch {
+	case p.whole:
+		m.counts[p.name]++
+		if !p.textual && !p.jsonb {
+			return nil, true
+		}
+		r := maskPkg.Replace(string(v), p.with)
+		switch {
+		case p.jsonb:
+			return append([]byte{1}, jsonString(r)...), true
+		case p.json:
+			return []byte(jsonString(r)), true
+		}
+		return []byte(r), true
+	case p.detector:
+		prefix := 0
+		if p.jsonb && len(v) > 0 {
+			prefix = 1
+		}
+		masked, k := m.det.Bytes(v[prefix:])
+		if k == 0 {
+			return v, false
+		}
+		m.counts[p.name] += int64(k)
+		return append(append([]byte(nil), v[:prefix]...), masked...), true
+	}
+	return v, false
+}
+
+// jsonString quotes s as a JSON string, for json and jsonb columns.
+func jsonString(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for _, r := range s {
+		switch {
+		case r == '"' || r == '\\':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		case r < 0x20:
+			fmt.Fprintf(&b, `\u%04x`, r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
+}
+
+func appendValue(out, v []byte) []byte {
+	if v == nil {
+		return binary.BigEndian.AppendUint32(out, 0xffffffff)
+	}
+	out = binary.BigEndian.AppendUint32(out, uint32(len(v)))
+	return append(out, v...)
+}
+
+// summary is the record of what was masked: column → number of values.
+func (m *resultMasker) summary() map[string]int64 {
+	if m == nil || len(m.counts) == 0 {
+		return nil
+	}
+	return m.counts
+}
+
+// tableOIDs lists the source tables of a RowDescription.
+func tableOIDs(rd *pgproto3.RowDescription) []uint32 {
+	seen := map[uint32]bool{}
+	var out []uint32
+	for _, f := range rd.Fields {
+		if f.TableOID != 0 && !seen[f.TableOID] {
+			seen[f.TableOID] = true
+			out = append(out, f.TableOID)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+// plan resolves a RowDescription's tables and builds the masker's plan.
+func (cn *conn) planMask(ctx context.Context, m *resultMasker, body []byte) error {
+	var rd pgproto3.RowDescription
+	if err := rd.Decode(body); err != nil {
+		return fmt.Errorf("malformed RowDescription: %w", err)
+	}
+	rels := map[uint32]*relation{}
+	if len(m.cols) > 0 {
+		var err error
+		if rels, err = cn.s.catalog.relations(ctx, cn.database, tableOIDs(&rd)); err != nil {
+			return err
+		}
+	}
+	m.describe(&rd, rels)
+	return nil
+}

@@ -1,0 +1,251 @@
+package postgres
+
+import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/regate/regate/parse"
+)
+
+// copyOut describes a COPY … TO STDOUT whose rows must be masked.
+type copyOut struct {
+	csv        bool
+	delim      rune
+	null       string
+	header     bool
+	headerSeen bool
+}
+
+// copyOptions reads the format options of a COPY statement's AST.
+func copyOptions(st parse.Statement) (opts copyOut, binary bool) {
+	opts = copyOut{delim: '\t', null: `\N`}
+	cs, _ := st.AST["CopyStmt"].(map[string]any)
+	list, _ := cs["options"].([]any)
+	for _, o := range list {
+		de, _ := o.(map[string]any)["DefElem"].(map[string]any)
+		name, _ := de["defname"].(string)
+		val := defString(de["arg"])
+		switch name {
+		case "format":
+			switch strings.ToLower(val) {
+			case "csv":
+				opts.csv, opts.delim, opts.null = true, ',', ""
+			case "binary":
+				binary = true
+			}
+		case "delimiter":
+			if r := []rune(val); len(r) == 1 {
+				opts.delim = r[0]
+			}
+		case "null":
+			opts.null = val
+		case "header":
+			opts.header = val == "" || !strings.EqualFold(val, "false") && val != "0" && !strings.EqualFold(val, "off")
+		}
+	}
+	return opts, binary
+}
+
+func defString(arg any) string {
+	m, _ := arg.(map[string]any)
+	if s, ok := m["String"].(map[string]any); ok {
+		v, _ := s["sval"].(string)
+		return v
+	}
+	if b, ok := m["Boolean"].(map[string]any); ok {
+		if v, _ := b["boolval"].(bool); v {
+			return "true"
+		}
+		return "false"
+	}
+	return ""
+}
+
+// checkMaskable refuses, before anything runs, a COPY whose output regate
+// could not mask: binary format, or a COPY (query) under column masks.
+func checkMaskable(m *resultMasker, stmts []parse.Statement) error {
+	if m == nil {
+		return nil
+	}
+	for _, st := range stmts {
+		if st.Node != "CopyStmt" {
+			continue
+		}
+		cs, _ := st.AST["CopyStmt"].(map[string]any)
+		if from, _ := cs["is_from"].(bool); from {
+			continue
+		}
+		if _, binary := copyOptions(st); binary {
+			return errors.New("the policy requires masking, which regate cannot apply to COPY in binary format")
+		}
+		if _, isQuery := cs["query"]; isQuery && len(m.cols) > 0 {
+			return errors.New("the policy requires column masks, which regate cannot apply to COPY (query); use COPY table (columns) or SELECT")
+		}
+	}
+	return nil
+}
+
+// planCopy builds the column plan of a COPY table TO STDOUT from the catalog.
+func (cn *conn) planCopy(ctx context.Context, m *resultMasker, st parse.Statement) error {
+	opts, _ := copyOptions(st)
+	m.copy = &opts
+	m.planned = true
+	if len(m.cols) == 0 {
+		m.plan = nil
+		return nil
+	}
+	cs, _ := st.AST["CopyStmt"].(map[string]any)
+	rv, _ := cs["relation"].(map[string]any)
+	schema, _ := rv["schemaname"].(string)
+	name, _ := rv["relname"].(string)
+	rel, err := cn.s.catalog.relationByName(ctx, cn.database, schema, name)
+	if err != nil {
+		return err
+	}
+	cols := rel.columns()
+	if list, ok := cs["attlist"].([]any); ok {
+		cols = cols[:0:0]
+		for _, a := range list {
+			want := defString(a)
+			for _, c := range rel.columns() {
+				if c.name == want {
+					cols = append(cols, c)
+				}
+			}
+		}
+	}
+	m.plan = make([]colPlan, len(cols))
+	for i, c := range cols {
+		p := colPlan{name: rel.name + "." + c.name, textual: textualTypes[c.typ] || c.typ >= 16384,
+			json: c.typ == oidJSON || c.typ == oidJSONB}
+		p.textual = p.textual || p.json
+		for _, o := range m.cols {
+			if columnMatches(o.Column, c.name, rel, c.name) {
+				p.whole, p.with = true, o.With
+				break
+			}
+		}
+		p.detector = m.det != nil && p.textual
+		m.plan[i] = p
+	}
+	return nil
+}
+
+// copyRow masks one CopyData row of COPY … TO STDOUT in text or CSV format.
+func (m *resultMasker) copyRow(row []byte) ([]byte, error) {
+	c := m.copy
+	if c.header && !c.headerSeen {
+		c.headerSeen = true
+		return row, nil
+	}
+	if len(m.plan) == 0 { // detectors only: the whole line is text
+		masked, k := m.det.Bytes(row)
+		if k > 0 {
+			m.counts["(copy)"] += int64(k)
+		}
+		return masked, nil
+	}
+	fields, err := c.split(row)
+	if err != nil {
+		return nil, err
+	}
+	if len(fields) != len(m.plan) {
+		return nil, fmt.Errorf("COPY row has %d fields, expected %d", len(fields), len(m.plan))
+	}
+	for i, f := range fields {
+		if f == nil {
+			continue
+		}
+		v, changed := m.value(i, true, f)
+		if changed {
+			fields[i] = v
+		}
+	}
+	return c.join(fields), nil
+}
+
+// split cuts a row into fields; a nil field is NULL.
+func (c *copyOut) split(row []byte) ([][]byte, error) {
+	row = bytes.TrimSuffix(row, []byte("\n"))
+	if !c.csv {
+		parts := bytes.Split(row, []byte(string(c.delim)))
+		for i, p := range parts {
+			if string(p) == c.null {
+				parts[i] = nil
+			} else {
+				parts[i] = []byte(unescapeCopy(string(p)))
+			}
+		}
+		return parts, nil
+	}
+	r := csv.NewReader(bytes.NewReader(row))
+	r.Comma, r.LazyQuotes, r.FieldsPerRecord = c.delim, true, -1
+	rec, err := r.Read()
+	if err != nil {
+		return nil, fmt.Errorf("cannot read a CSV row of COPY: %w", err)
+	}
+	out := make([][]byte, len(rec))
+	for i, f := range rec {
+		if f != c.null || c.null != "" {
+			out[i] = []byte(f)
+		}
+	}
+	return out, nil
+}
+
+func (c *copyOut) join(fields [][]byte) []byte {
+	if !c.csv {
+		parts := make([]string, len(fields))
+		for i, f := range fields {
+			if f == nil {
+				parts[i] = c.null
+			} else {
+				parts[i] = escapeCopy(string(f))
+			}
+		}
+		return []byte(strings.Join(parts, string(c.delim)) + "\n")
+	}
+	var b bytes.Buffer
+	w := csv.NewWriter(&b)
+	w.Comma = c.delim
+	rec := make([]string, len(fields))
+	for i, f := range fields {
+		rec[i] = string(f)
+	}
+	_ = w.Write(rec)
+	w.Flush()
+	return b.Bytes()
+}
+
+var copyEscapes = strings.NewReplacer(`\`, `\\`, "\t", `\t`, "\n", `\n`, "\r", `\r`)
+
+func escapeCopy(s string) string { return copyEscapes.Replace(s) }
+
+func unescapeCopy(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != '\\' || i+1 == len(s) {
+			b.WriteByte(s[i])
+			continue
+		}
+		i++
+		switch s[i] {
+		case 't':
+			b.WriteByte('\t')
+		case 'n':
+			b.WriteByte('\n')
+		case 'r':
+			b.WriteByte('\r')
+		default:
+			b.WriteByte(s[i])
+		}
+	}
+	return b.String()
+}
