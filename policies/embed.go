@@ -13,11 +13,12 @@ import (
 // Decision.Bundles.
 const DefaultBundleName = "regate-default"
 
-//go:embed *.rego
+//go:embed *.rego regate/postgres/data.json
 var library embed.FS
 
 // Default returns the embedded default Rego library: regate.rego,
-// postgres.rego and their tests, at the root of the file system.
+// postgres.rego and their tests at the root of the file system, and the
+// library's data in regate/postgres/data.json (data.regate.postgres).
 func Default() fs.FS {
 	return library
 }

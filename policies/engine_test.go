@@ -2,12 +2,12 @@ package policies
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"io/fs"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/regate/regate/parse"
@@ -122,21 +122,29 @@ func TestDecisionIDsAreUnique(t *testing.T) {
 }
 
 func TestDefaultRevision(t *testing.T) {
-	names, err := fs.Glob(Default(), "*.rego")
+	e := newEngine(t, Config{})
+	got := e.Bundles()[DefaultBundleName].Revision
+	if !regexp.MustCompile(`^builtin-[0-9a-f]{12}$`).MatchString(got) {
+		t.Fatalf("revision = %q", got)
+	}
+	// The revision is a hash of every file of the library, data included.
+	files := fstest.MapFS{}
+	err := fs.WalkDir(Default(), ".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := fs.ReadFile(Default(), path)
+		files[path] = &fstest.MapFile{Data: data}
+		return err
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := sha256.New()
-	for _, name := range names { // fs.Glob returns names sorted
-		data, err := fs.ReadFile(Default(), name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		h.Write(data)
+	if same, _ := fsRevision(files); same != got {
+		t.Fatalf("revision of a copy = %q, want %q", same, got)
 	}
-	want := "builtin-" + hex.EncodeToString(h.Sum(nil))[:12]
-	e := newEngine(t, Config{})
-	if got := e.Bundles()[DefaultBundleName].Revision; got != want {
-		t.Errorf("revision = %q, want %q", got, want)
+	files["regate/postgres/data.json"] = &fstest.MapFile{Data: []byte(`{"masked_columns": []}`)}
+	if changed, _ := fsRevision(files); changed == got {
+		t.Fatal("changing the library's data did not change the revision")
 	}
 }

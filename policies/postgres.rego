@@ -99,6 +99,16 @@ deny contains msg if {
 	msg := sprintf("GRANT is not allowed: it gives privileges to roles (%s)", [_subject("GRANT", stmt)])
 }
 
+# Masking. Result columns named in data.regate.postgres.masked_columns (the
+# library ships regate/postgres/data.json: email, ssn, card_number, password)
+# are masked in every postgres result: by result name or by source column, so
+# an alias does not escape the mask ("table.column" entries name one table's
+# column). Edit that file in your bundle to change the list.
+mask contains {"column": column} if {
+	statements
+	some column in data.regate.postgres.masked_columns
+}
+
 # Helpers. Names starting with _ are internal and may change.
 
 _nested_dml := {

@@ -320,3 +320,27 @@ test_other_protocols_not_checked if {
 test_no_statements_allowed if {
 	count(deny_for([])) == 0
 }
+
+# Masking
+
+mask_for(statements) := m if {
+	m := postgres.mask with input as {
+		"version": 1,
+		"protocol": "postgres",
+		"postgres": {"database": "app", "user": "app", "query": "...", "statements": statements},
+	}
+}
+
+test_default_masked_columns if {
+	mask_for([select_t]) == {{"column": "email"}, {"column": "ssn"}, {"column": "card_number"}, {"column": "password"}}
+}
+
+test_masked_columns_are_data if {
+	m := mask_for([select_t]) with data.regate.postgres.masked_columns as ["customers.iban"]
+	m == {{"column": "customers.iban"}}
+}
+
+test_no_masks_for_other_protocols if {
+	m := postgres.mask with input as {"version": 1, "protocol": "ssh", "ssh": {"command": "ls"}}
+	count(m) == 0
+}

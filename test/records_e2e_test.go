@@ -185,3 +185,10 @@ decision := {"allow": count(deny) == 0, "reasons": sort([r | some r in deny])}
 		t.Fatalf("no replay names revision custom-7 with the reason")
 	}
 }
+
+func writeFile(t *testing.T, dir, name, body string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
