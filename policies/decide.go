@@ -29,7 +29,7 @@ func (e *Engine) Decide(ctx context.Context, input *parse.Input) decision.Decisi
 	if err := ctx.Err(); err != nil {
 		return deny(d, "policy evaluation failed: "+err.Error())
 	}
-	value, err := inputValue(input)
+	value, err := e.fastInputValue(input)
 	if err != nil {
 		return deny(d, "policy evaluation failed: "+err.Error())
 	}

@@ -35,6 +35,7 @@ type Engine struct {
 	path    string
 	bundles map[string]decision.Bundle
 	logger  hclog.Logger
+	cache   *valueCache
 }
 
 // New loads and compiles the bundle and prepares the decision query. A bundle
@@ -68,6 +69,7 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 			"decision", ref.String(), "bundle", name)
 	}
 	e := &Engine{
+		cache:   newValueCache(8192),
 		query:   query,
 		ref:     ref,
 		path:    path,

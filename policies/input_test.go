@@ -60,6 +60,16 @@ func TestInputValueMatchesJSON(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			before, _ := json.Marshal(in)
+			e := &Engine{cache: newValueCache(4)}
+			for round := 0; round < 2; round++ { // the second round hits the cache
+				fast, err := e.fastInputValue(in)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if want := referenceValue(t, in); fast.Compare(want) != 0 {
+					t.Errorf("fastInputValue (round %d) =\n%v\nwant\n%v", round, fast, want)
+				}
+			}
 			got, err := inputValue(in)
 			if err != nil {
 				t.Fatal(err)
