@@ -1,6 +1,9 @@
 package parse
 
-import "time"
+import (
+	"encoding/json"
+	"time"
+)
 
 // SchemaVersion is the version of the input document written into Input.Version.
 const SchemaVersion = 1
@@ -77,6 +80,21 @@ type Statement struct {
 	Functions []string `json:"functions"`
 	// AST is the pg_query JSON of this statement.
 	AST map[string]any `json:"ast"`
+	// RawAST, when set, is AST's JSON encoding as the parser produced it;
+	// encoding a Statement then copies it instead of re-encoding AST.
+	RawAST json.RawMessage `json:"-"`
+}
+
+// MarshalJSON encodes the statement, reusing RawAST when it is set.
+func (s Statement) MarshalJSON() ([]byte, error) {
+	type plain Statement
+	if s.RawAST == nil {
+		return json.Marshal(plain(s))
+	}
+	return json.Marshal(struct {
+		plain
+		AST json.RawMessage `json:"ast"`
+	}{plain(s), s.RawAST})
 }
 
 // Relation is a relation named by a statement.

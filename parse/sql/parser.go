@@ -56,7 +56,7 @@ func (p *Parser) Parse(query string) ([]parse.Statement, error) {
 // rawParseResult is the part of pg_query's JSON output that is used.
 type rawParseResult struct {
 	Stmts []struct {
-		Stmt map[string]any `json:"stmt"`
+		Stmt json.RawMessage `json:"stmt"`
 	} `json:"stmts"`
 }
 
@@ -75,11 +75,17 @@ func parseSQL(query string) ([]parse.Statement, error) {
 	}
 	stmts := make([]parse.Statement, 0, len(raw.Stmts))
 	for i, rs := range raw.Stmts {
-		node, body, ok := soleEntry(rs.Stmt)
+		var tree map[string]any
+		if err := json.Unmarshal(rs.Stmt, &tree); err != nil {
+			return nil, fmt.Errorf("cannot parse SQL: decoding parse tree: %w", err)
+		}
+		node, body, ok := soleEntry(tree)
 		if !ok {
 			return nil, fmt.Errorf("cannot parse SQL: statement %d has an unexpected parse tree", i+1)
 		}
-		stmts = append(stmts, buildStatement(node, body, rs.Stmt))
+		st := buildStatement(node, body, tree)
+		st.RawAST = rs.Stmt
+		stmts = append(stmts, st)
 	}
 	return stmts, nil
 }
