@@ -39,15 +39,18 @@
 // # Storage
 //
 // Open("sqlite://PATH") stores events in SQLite (modernc.org/sqlite, pure Go)
-// in WAL mode with synchronous=FULL by default: Append returns only after the
-// WAL is synced, so an acknowledged event survives a power loss as well as a
-// crash. Appends are group-committed (one writer goroutine writes everything
-// queued in one transaction, one sync per batch), which keeps FULL affordable.
-// "sqlite://PATH?synchronous=normal" trades the last transactions on power
-// loss or OS crash (never on an application crash) for fewer syncs. One
-// process should append to a database at a time; others may read it (the
-// chain head is read inside each write transaction, so a second writer
-// cannot fork the chain, but it contends for the lock).
+// in WAL mode. Appends are group-committed: one writer goroutine writes
+// everything queued in one transaction, and Append returns once that
+// transaction has committed to the WAL. By default (synchronous=NORMAL) the
+// commit is in the operating system before the command is forwarded, so a
+// crash or kill of regate loses nothing; an OS crash or power loss can lose the
+// last commits. "sqlite://PATH?synchronous=full" also syncs the WAL to disk
+// before Append returns, which survives power loss and costs one fsync per
+// batch (hundreds of microseconds on many disks, added to a statement's
+// latency when the gateway is not busy). One process should append to a
+// database at a time; others may read it (the chain head is read inside each
+// write transaction, so a second writer cannot fork the chain, but it contends
+// for the lock).
 //
 // Package recordertest has an in-memory Store for tests, sharing the chain
 // code.

@@ -39,7 +39,7 @@ func parseSQLiteURL(rest string) (sqliteOptions, error) {
 	if err != nil {
 		return sqliteOptions{}, fmt.Errorf("resolve database path %q: %w", path, err)
 	}
-	opts := sqliteOptions{path: abs, synchronous: "FULL"}
+	opts := sqliteOptions{path: abs, synchronous: "NORMAL"}
 	params, err := url.ParseQuery(query)
 	if err != nil {
 		return sqliteOptions{}, fmt.Errorf("parse query: %w", err)
