@@ -36,7 +36,7 @@ func frame(typ byte, body string) []byte {
 // server must answer or close promptly, never panic or hang.
 func FuzzStartup(f *testing.F) {
 	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"))
-	f.Add([]byte{0, 0, 0, 8, 4, 210, 22, 47})                 // SSLRequest
+	f.Add([]byte{0, 0, 0, 8, 4, 210, 22, 47})                          // SSLRequest
 	f.Add([]byte{0, 0, 0, 16, 4, 210, 22, 46, 0, 0, 0, 1, 0, 0, 0, 2}) // CancelRequest
 	f.Add([]byte{0x7f, 0xff, 0xff, 0xff})
 	f.Add(append([]byte{0, 0, 0, 23, 0, 3, 0, 0}, "user\x00u\x00\x00"...))
