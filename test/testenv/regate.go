@@ -79,6 +79,7 @@ type GatewayOptions struct {
 	Decision string // the decision path; "regate/decision" when empty
 	Labels   string // YAML flow mapping, e.g. "{env: prod}"
 	Extra    string // extra YAML appended to the target
+	Global   string // extra top-level YAML (admin:, approval:)
 }
 
 // StartGateway writes a config file as a user would and runs `regate serve`.
@@ -97,7 +98,8 @@ func StartGateway(t testing.TB, pg *Postgres, o GatewayOptions) *Gateway {
 	if o.Bundle != "" {
 		bundle = "  bundle: " + o.Bundle + "\n"
 	}
-	cfg := fmt.Sprintf(`identity:
+	cfg := fmt.Sprintf(`%s
+identity:
   oidc: {issuer: %q, audience: %q}
 policy:
 %s  decision: %s
@@ -109,7 +111,7 @@ targets:
     upstream: %s
     labels: %s
     credentials: {user: %s, password: "${TEST_APP_PASSWORD}"}
-%s`, o.Issuer, o.Audience, bundle, o.Decision, g.Store, g.Listen, pg.Addr(), o.Labels, pg.AppUser, o.Extra)
+%s`, o.Global, o.Issuer, o.Audience, bundle, o.Decision, g.Store, g.Listen, pg.Addr(), o.Labels, pg.AppUser, o.Extra)
 	g.Config = filepath.Join(dir, "regate.yaml")
 	if err := os.WriteFile(g.Config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
