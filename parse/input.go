@@ -2,6 +2,7 @@ package parse
 
 import (
 	"encoding/json"
+	"strings"
 	"time"
 )
 
@@ -111,3 +112,36 @@ const (
 	AccessWrite = "write"
 	AccessDDL   = "ddl"
 )
+
+// CommandText returns the command of a request as approvers see it: its text,
+// its parameters and a one-line summary of what it touches.
+func (in *Input) CommandText() (text string, params []string, summary string) {
+	if in.Postgres == nil {
+		return "", nil, in.Protocol + " request"
+	}
+	pg := in.Postgres
+	for _, p := range pg.Params {
+		if p == nil {
+			params = append(params, "NULL")
+		} else {
+			params = append(params, *p)
+		}
+	}
+	var parts []string
+	for _, st := range pg.Statements {
+		s := st.Command
+		for i, r := range st.Relations {
+			sep := " "
+			if i > 0 {
+				sep = ", "
+			}
+			name := r.Name
+			if r.Schema != "" {
+				name = r.Schema + "." + r.Name
+			}
+			s += sep + name + " (" + r.Access + ")"
+		}
+		parts = append(parts, s)
+	}
+	return pg.Query, params, strings.Join(parts, "; ")
+}

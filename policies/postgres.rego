@@ -109,6 +109,23 @@ mask contains {"column": column} if {
 	some column in data.regate.postgres.masked_columns
 }
 
+# Approval. On targets labelled env: prod, a statement that writes to (or
+# changes the definition of) a relation listed in
+# data.regate.postgres.protected_tables ("name" or "schema.name"; empty in
+# the shipped data.json) waits for a member of group dba to approve it.
+approval_required contains {"groups": ["dba"], "reason": reason} if {
+	input.target.labels.env == "prod"
+	some stmt in statements
+	some rel in stmt.relations
+	rel.access != "read"
+	_protected(rel)
+	reason := sprintf("%s on %s, a protected table of a prod target, needs a DBA's approval", [_verb(stmt), _relation_name(rel)])
+}
+
+_protected(rel) if rel.name in data.regate.postgres.protected_tables
+
+_protected(rel) if sprintf("%s.%s", [rel.schema, rel.name]) in data.regate.postgres.protected_tables
+
 # Helpers. Names starting with _ are internal and may change.
 
 _nested_dml := {

@@ -344,3 +344,41 @@ test_no_masks_for_other_protocols if {
 	m := postgres.mask with input as {"version": 1, "protocol": "ssh", "ssh": {"command": "ls"}}
 	count(m) == 0
 }
+
+# Approval
+
+approval_for(statements, env) := a if {
+	a := postgres.approval_required with input as {
+		"version": 1,
+		"protocol": "postgres",
+		"target": {"name": "db", "protocol": "postgres", "labels": {"env": env}},
+		"postgres": {"database": "app", "user": "app", "query": "...", "statements": statements},
+	}
+		with data.regate.postgres.protected_tables as ["public.t", "accounts"]
+}
+
+test_write_to_protected_table_on_prod_needs_dba if {
+	a := approval_for([dml("UPDATE", "UpdateStmt", true)], "prod")
+	a == {{"groups": ["dba"], "reason": "UPDATE on public.t, a protected table of a prod target, needs a DBA's approval"}}
+}
+
+test_read_of_protected_table_needs_no_approval if {
+	count(approval_for([select_t], "prod")) == 0
+}
+
+test_write_to_protected_table_off_prod_needs_no_approval if {
+	count(approval_for([dml("UPDATE", "UpdateStmt", true)], "staging")) == 0
+}
+
+test_write_to_other_table_needs_no_approval if {
+	other := json.patch(dml("INSERT", "InsertStmt", false), [{"op": "replace", "path": "/relations/0/name", "value": "logs"}])
+	count(approval_for([other], "prod")) == 0
+}
+
+test_protected_by_bare_name if {
+	acc := json.patch(dml("DELETE", "DeleteStmt", true), [
+		{"op": "replace", "path": "/relations/0/name", "value": "accounts"},
+		{"op": "replace", "path": "/relations/0/schema", "value": ""},
+	])
+	count(approval_for([acc], "prod")) == 1
+}

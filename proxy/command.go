@@ -8,6 +8,7 @@ import (
 
 	"github.com/regate/regate/parse"
 	"github.com/regate/regate/policies/decision"
+	"github.com/regate/regate/proxy/approval"
 	"github.com/regate/regate/recorder"
 )
 
@@ -23,7 +24,9 @@ type Command struct {
 	// Message is the refusal text for the client when Allowed is false, e.g.
 	// "regate: blocked by policy: DROP is not allowed".
 	Message string
-	done    bool
+	// Approval is the approval request the command waited for, if any.
+	Approval *approval.Request
+	done     bool
 }
 
 // Authorize decides in and records the command event. It returns only after
@@ -34,13 +37,16 @@ func (s *Session) Authorize(ctx context.Context, in *parse.Input) *Command {
 	c := &Command{s: s, Decision: d, Allowed: d.Allow}
 	if !d.Allow {
 		c.Message = "regate: blocked by policy: " + reasonText(d)
-	} else if why := unsupportedObligation(d); why != "" {
-		// Fail closed: an obligation regate cannot carry out yet must not be
+	} else if d.Approval != nil && s.p.Approvals == nil {
+		// Fail closed: an obligation regate cannot carry out must not be
 		// dropped silently.
 		c.Allowed = false
-		c.Message = "regate: blocked: " + why
+		c.Message = "regate: blocked: the policy requires human approval, but no approval broker is configured"
 	}
 	c.record(ctx, in)
+	if c.Allowed && d.Approval != nil {
+		c.awaitApproval(ctx, in)
+	}
 	return c
 }
 
@@ -88,16 +94,6 @@ func (c *Command) Deny(ctx context.Context, reason string) {
 	c.Message = "regate: blocked: " + reason
 	c.s.allowed.Add(-1)
 	c.s.blocked.Add(1)
-}
-
-// unsupportedObligation explains why a decision that allows cannot be honoured
-// by this version of regate, or returns "".
-func unsupportedObligation(d decision.Decision) string {
-	switch {
-	case d.Approval != nil:
-		return "the policy requires human approval, which this version of regate cannot obtain yet"
-	}
-	return ""
 }
 
 func reasonText(d decision.Decision) string {

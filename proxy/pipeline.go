@@ -14,6 +14,7 @@ import (
 
 	"github.com/regate/regate/parse"
 	"github.com/regate/regate/policies/decision"
+	"github.com/regate/regate/proxy/approval"
 	"github.com/regate/regate/recorder"
 )
 
@@ -35,6 +36,9 @@ type Pipeline struct {
 	Auth     Authenticator
 	Decider  Decider
 	Recorder recorder.Appender
+	// Approvals handles decisions that ask for human approval; when nil such
+	// decisions deny.
+	Approvals *approval.Broker
 	// Logger receives operational messages; nil discards them.
 	Logger hclog.Logger
 	// Now returns the current time; nil means time.Now.
@@ -140,6 +144,10 @@ type Session struct {
 	ClientAddr string
 	StartedAt  time.Time
 	details    recorder.SessionInfo
+
+	// OnApprovalWait, set by the engine, tells the client that its command
+	// waits for approval (a Postgres NoticeResponse, for example).
+	OnApprovalWait func(approval.Request)
 
 	commands, allowed, blocked atomic.Int64
 	pending                    sync.WaitGroup

@@ -18,6 +18,10 @@ const (
 	// TypeOutcome is written once the target answered (or the command was
 	// blocked); Ref names the command event it completes.
 	TypeOutcome = "outcome"
+	// TypeApproval is written when a command asks for human approval, when the
+	// approval is decided or the wait ends, and when an earlier approval is
+	// used; Ref names the command event.
+	TypeApproval = "approval"
 )
 
 // Event is one record. Seq, PrevHash and Hash are assigned by the store when
@@ -41,6 +45,8 @@ type Event struct {
 	Outcome *Outcome `json:"outcome,omitempty"`
 	// Session carries session details on session_start and session_end.
 	Session *SessionInfo `json:"session,omitempty"`
+	// Approval is set for approval events.
+	Approval *ApprovalInfo `json:"approval,omitempty"`
 
 	PrevHash string `json:"prev_hash"`
 	Hash     string `json:"-"`
@@ -90,4 +96,17 @@ type Appender interface {
 	// Append durably writes ev (assigning Seq, PrevHash and Hash) and returns
 	// only once it is stored, or with the error that prevented it.
 	Append(ctx context.Context, ev *Event) error
+}
+
+// ApprovalInfo is an approval event: a request, its decision or its use.
+type ApprovalInfo struct {
+	ID string `json:"id"`
+	// Step is "requested", "approved", "denied", "timed_out" or "reused".
+	Step   string   `json:"step"`
+	Groups []string `json:"groups,omitempty"`
+	Reason string   `json:"reason,omitempty"`
+	// Approver is who decided (approved or denied), and Comment their reason.
+	Approver       string `json:"approver,omitempty"`
+	ApproverIssuer string `json:"approver_issuer,omitempty"`
+	Comment        string `json:"comment,omitempty"`
 }

@@ -21,6 +21,7 @@ type devState struct {
 	Audience string `json:"audience"`
 	Store    string `json:"store"`
 	Listen   string `json:"listen"`
+	Admin    string `json:"admin,omitempty"`
 	PID      int    `json:"pid"`
 }
 
@@ -56,7 +57,7 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	upPass := fs.String("upstream-password", "", "its password (or set REGATE_DEV_UPSTREAM_PASSWORD)")
 	issuerAddr := fs.String("issuer-listen", "127.0.0.1:0", "the development OIDC issuer's address (loopback only)")
 	bundle := fs.String("bundle", "", "policy bundle directory or .tar.gz (default: the embedded library)")
-	admin := fs.String("admin", "", "admin API address, e.g. 127.0.0.1:8080 (default: none)")
+	admin := fs.String("admin", "127.0.0.1:8080", "admin API address (approvals, /healthz); \"\" for none")
 	dataDir := fs.String("data", "", "directory for the SQLite store (default: a new temp dir)")
 	labels := fs.String("labels", "env=dev", "target labels, comma-separated key=value")
 	logLevel := fs.String("log-level", "info", "log level")
@@ -96,7 +97,7 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			Credentials: config.Credentials{User: *upUser, Password: *upPass},
 		}},
 	}
-	st := devState{Issuer: idp.Issuer(), Audience: "regate", Store: cfg.Store.URL, Listen: *listen, PID: os.Getpid()}
+	st := devState{Issuer: idp.Issuer(), Audience: "regate", Store: cfg.Store.URL, Listen: *listen, Admin: *admin, PID: os.Getpid()}
 	ready := func() {
 		if err := writeDevState(st); err != nil {
 			log.Warn("cannot write the dev state file; 'regate token' will need --issuer", "error", err)

@@ -22,6 +22,9 @@ Usage:
   regate sessions [--json]              list recorded sessions
   regate replay SESSION_ID [--json]     show a session's commands with decisions and outcomes
   regate verify                         check the hash chain of every recorded event
+  regate approvals [--json]             list approval requests you made or may decide
+  regate approve ID [--reason TEXT]     approve a pending request (admin API; --token or $REGATE_TOKEN)
+  regate deny ID --reason TEXT          deny a pending request
   regate policy test [PATH...] [-v]     run Rego unit tests (the embedded library when no PATH)
   regate version
 
@@ -57,13 +60,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	cmds := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
-		"serve":    cmdServe,
-		"dev":      cmdDev,
-		"token":    cmdToken,
-		"sessions": cmdSessions,
-		"replay":   cmdReplay,
-		"verify":   cmdVerify,
-		"policy":   cmdPolicy,
+		"serve":     cmdServe,
+		"dev":       cmdDev,
+		"token":     cmdToken,
+		"sessions":  cmdSessions,
+		"replay":    cmdReplay,
+		"verify":    cmdVerify,
+		"policy":    cmdPolicy,
+		"approvals": cmdApprovals,
+		"approve":   cmdApprove,
+		"deny":      cmdDeny,
 		"version": func(context.Context, []string, io.Writer, io.Writer) error {
 			fmt.Fprintln(stdout, "regate", version)
 			return nil

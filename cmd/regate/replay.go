@@ -36,6 +36,8 @@ func printReplay(w io.Writer, events []recorder.Event) error {
 			fmt.Fprintf(w, "%s  AUTH FAILURE  target=%s: %s\n", ts, ev.Target, outcomeError(ev.Outcome))
 		case recorder.TypeCommand:
 			printCommand(w, ts, ev, outcomes[ev.ID])
+		case recorder.TypeApproval:
+			printApproval(w, ts, ev.Approval)
 		case recorder.TypeSessionEnd:
 			msg := ""
 			if ev.Outcome != nil && ev.Outcome.Error != "" {
@@ -104,4 +106,20 @@ func oneLine(s string) string {
 		s = s[:200] + "…"
 	}
 	return s
+}
+
+func printApproval(w io.Writer, ts string, a *recorder.ApprovalInfo) {
+	if a == nil {
+		return
+	}
+	switch a.Step {
+	case "requested":
+		fmt.Fprintf(w, "%s  APPROVAL requested %s (approvers: %s): %s\n", ts, a.ID, strings.Join(a.Groups, ", "), a.Reason)
+	case "approved", "denied":
+		fmt.Fprintf(w, "%s  APPROVAL %s %s by %s: %s  (issuer %s)\n", ts, a.ID, a.Step, a.Approver, a.Comment, a.ApproverIssuer)
+	case "reused":
+		fmt.Fprintf(w, "%s  APPROVAL reused %s (approved earlier by %s)\n", ts, a.ID, a.Approver)
+	default:
+		fmt.Fprintf(w, "%s  APPROVAL %s %s: no decision within the wait\n", ts, a.Step, a.ID)
+	}
 }

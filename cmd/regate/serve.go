@@ -21,6 +21,7 @@ import (
 	"github.com/regate/regate/parse/sql"
 	"github.com/regate/regate/policies"
 	"github.com/regate/regate/proxy"
+	"github.com/regate/regate/proxy/approval"
 	"github.com/regate/regate/proxy/identity"
 	"github.com/regate/regate/proxy/postgres"
 	"github.com/regate/regate/recorder"
@@ -76,6 +77,11 @@ func runGateway(ctx context.Context, cfg *config.Config, log hclog.Logger, ready
 		log.Info("policy bundle active", "bundle", name, "revision", b.Revision)
 	}
 	pipe := &proxy.Pipeline{Auth: verifier, Decider: engine, Recorder: store, Logger: log.Named("proxy")}
+	broker, err := newBroker(cfg, store, log)
+	if err != nil {
+		return err
+	}
+	pipe.Approvals = broker
 	parser := sql.NewParser(0)
 
 	var listeners []net.Listener
@@ -105,7 +111,8 @@ func runGateway(ctx context.Context, cfg *config.Config, log hclog.Logger, ready
 	var wg sync.WaitGroup
 	errs := make(chan error, len(servers)+1)
 	if cfg.Admin.Listen != "" {
-		if err := startAdmin(ctx, &wg, cfg.Admin.Listen, engine, log, errs); err != nil {
+		admin := adminHandler(engine, approval.Handler(broker, verifier, log.Named("approval")))
+		if err := startAdmin(ctx, &wg, cfg.Admin.Listen, admin, log, errs); err != nil {
 			closeAll()
 			return err
 		}
@@ -182,13 +189,37 @@ func upstreamTLS(t config.Target) (*tls.Config, error) {
 	return tc, nil
 }
 
-// startAdmin serves /healthz on the loopback admin listener.
-func startAdmin(ctx context.Context, wg *sync.WaitGroup, addr string, engine *policies.Engine, log hclog.Logger, errs chan<- error) error {
+// newBroker builds the approval broker on the store.
+func newBroker(cfg *config.Config, store recorder.Store, log hclog.Logger) (*approval.Broker, error) {
+	as, ok := any(store).(recorder.ApprovalStore)
+	if !ok {
+		log.Warn("the store cannot hold approval requests; decisions asking for approval will deny")
+		return nil, nil
+	}
+	n := &approval.Notifier{Logger: log.Named("notify")}
+	for _, h := range cfg.Approval.Notify {
+		n.Hooks = append(n.Hooks, approval.Webhook{URL: h.URL, Format: h.Format})
+	}
+	return approval.New(approval.Config{
+		Store: as, Wait: cfg.Approval.Wait, TTL: cfg.Approval.TTL,
+		Notify: n.Notify, Logger: log.Named("approval"),
+	})
+}
+
+// adminHandler serves /healthz and the approval API.
+func adminHandler(engine *policies.Engine, approvals http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(map[string]any{"status": "ok", "bundles": engine.Bundles()})
 	})
+	mux.Handle("/v1/approvals", approvals)
+	mux.Handle("/v1/approvals/", approvals)
+	return mux
+}
+
+// startAdmin serves the admin API on its loopback listener.
+func startAdmin(ctx context.Context, wg *sync.WaitGroup, addr string, mux http.Handler, log hclog.Logger, errs chan<- error) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("admin.listen: %w", err)

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"io"
 	"net"
 	"sync"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/regate/regate/parse"
 	"github.com/regate/regate/proxy"
+	"github.com/regate/regate/proxy/approval"
 )
 
 // conn is one client session after startup.
@@ -215,4 +218,19 @@ func (cn *conn) writeClient(m pgproto3.Message) error {
 	defer cn.cmu.Unlock()
 	_, err = cn.cw.Write(buf)
 	return err
+}
+
+// noticeApproval tells the client, while its command waits, who must approve.
+func (cn *conn) noticeApproval(r approval.Request) {
+	n := &pgproto3.NoticeResponse{Severity: "NOTICE", SeverityUnlocalized: "NOTICE", Code: "00000",
+		Message: fmt.Sprintf("regate: waiting for approval %s (approvers: %s) — regate approve %s",
+			r.ID, strings.Join(r.Groups, ", "), r.ID),
+		Detail: fmt.Sprintf("the statement runs once approved; this session waits up to %s", cn.s.cfg.Pipeline.Approvals.WaitDuration()),
+	}
+	cn.cmu.Lock()
+	defer cn.cmu.Unlock()
+	if buf, err := n.Encode(nil); err == nil {
+		_, _ = cn.cw.Write(buf)
+		_ = cn.cw.Flush()
+	}
 }

@@ -147,6 +147,7 @@ func (s *Server) authenticate(ctx context.Context, c net.Conn, sm *pgproto3.Star
 		return nil, err
 	}
 	cn.sess, cn.database, cn.clientUser = sess, database, user
+	sess.OnApprovalWait = cn.noticeApproval
 	if err := cn.connectUpstream(ctx, p); err != nil {
 		sess.Close(ctx, err.Error())
 		_ = writeMsg(c, fatal(codeCannotConnect, "regate: "+err.Error()))

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"time"
 )
 
 // Config is the whole configuration file.
@@ -16,6 +17,24 @@ type Config struct {
 	Policy   Policy   `yaml:"policy"`
 	Store    Store    `yaml:"store" required:"true"`
 	Targets  []Target `yaml:"targets"`
+	Approval Approval `yaml:"approval"`
+}
+
+// Approval configures human approval of requests whose decision asks for it.
+type Approval struct {
+	// Wait is how long a command waits for a decision; 60s when zero.
+	Wait time.Duration `yaml:"wait"`
+	// TTL is how long a request stays open and a late approval stays usable; 15m when zero.
+	TTL time.Duration `yaml:"ttl"`
+	// Notify lists webhooks told of every new request.
+	Notify []Notify `yaml:"notify"`
+}
+
+// Notify is one approval webhook.
+type Notify struct {
+	URL string `yaml:"url" required:"true" secret:"true"`
+	// Format is json (default) or slack.
+	Format string `yaml:"format"`
 }
 
 // Admin configures the admin API listener.
@@ -153,6 +172,14 @@ func (c *Config) validate() error {
 		}
 		if !loop && t.TLS == nil {
 			return fmt.Errorf("%s.tls: required because %s is not a loopback address", p, t.Listen)
+		}
+	}
+	for i, n := range c.Approval.Notify {
+		if n.Format != "" && n.Format != "json" && n.Format != "slack" {
+			return fmt.Errorf("approval.notify[%d].format: %q is not json or slack", i, n.Format)
+		}
+		if u, err := url.Parse(n.URL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return fmt.Errorf("approval.notify[%d].url: not an http(s) URL", i)
 		}
 	}
 	if c.Admin.Listen != "" {

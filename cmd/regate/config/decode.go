@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -149,6 +150,14 @@ func (d decoder) scalar(n *yaml.Node, v reflect.Value, name string) error {
 	s, err := expand(n.Value, d.lookup)
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
+	}
+	if v.Type() == reflect.TypeOf(time.Duration(0)) {
+		d, err := time.ParseDuration(s)
+		if err != nil || d < 0 {
+			return fmt.Errorf("%s: %q is not a duration such as 60s or 15m", name, s)
+		}
+		v.SetInt(int64(d))
+		return nil
 	}
 	switch v.Kind() {
 	case reflect.String:
