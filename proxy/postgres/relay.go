@@ -5,9 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"io"
 	"net"
+	"strings"
 	"sync"
 
 	"github.com/jackc/pgx/v5/pgproto3"
