@@ -5,7 +5,7 @@ BIN     ?= bin/regate
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 export GOFLAGS ?= -mod=mod
 
-.PHONY: build test test-deps unit e2e demo bench lint clean
+.PHONY: build test test-deps demo bench bench-micro lint clean
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/regate
@@ -24,9 +24,14 @@ test-deps:
 demo: build
 	@bash test/demo.sh $(BIN)
 
-# Micro-benchmarks of the data path (parse, decide, record).
+# pgbench -S (simple and extended, 1 and 8 clients): direct vs regate vs
+# pgbouncer in one run, with ratios and added latency (test/bench/run.sh).
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./parse/sql/ ./policies/ ./recorder/
+	@bash test/bench/run.sh
+
+# Go micro-benchmarks of the data path (parse, decide, record).
+bench-micro:
+	$(GO) test -run '^$$' -bench . -benchmem ./parse/sql/ ./policies/ ./recorder/ ./proxy/...
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt: files above need formatting'; exit 1; }
