@@ -85,7 +85,8 @@ func TestDefaultColumnMasks(t *testing.T) {
 // table.column and turns a non-text column into NULL.
 func TestCustomMasks(t *testing.T) {
 	pg := testenv.StartPostgres(t)
-	pg.Psql(t, "app", `CREATE TABLE people (id int, secret text, age int); INSERT INTO people VALUES (1, 'hunter2', 42);
+	pg.Psql(t, "app", `CREATE TABLE people (id int, secret text, age int, notes text);
+		INSERT INTO people VALUES (1, 'hunter2', 42, 'paid with 4111-1111-1111-1111, receipt to ann@example.com');
 		ALTER TABLE people OWNER TO app;`)
 	iss := testenv.StartIssuer(t)
 	dir := t.TempDir()
@@ -93,12 +94,36 @@ func TestCustomMasks(t *testing.T) {
 
 import rego.v1
 
-decision := {"allow": true, "mask": [{"column": "people.secret", "with": "[hidden]"}, {"column": "age"}]}
+decision := {"allow": true, "mask": [
+	{"column": "people.secret", "with": "[hidden]"},
+	{"column": "age"},
+	{"detector": "credit_card"},
+	{"detector": "email", "with": "<email>"},
+]}
 `)
 	gw := testenv.StartGateway(t, pg, testenv.GatewayOptions{Issuer: iss.URL(), Audience: audience, Bundle: dir})
 	tok := iss.Token(t, "agent-c", audience)
-	r := testenv.PsqlVia(t, gw.Listen, "agent-c", "app", tok, []string{"SELECT id, secret, age FROM people"})
-	if r.Out != "1|[hidden]|" {
-		t.Fatalf("got %q (err %q)", r.Out, r.Err)
+	r := testenv.PsqlVia(t, gw.Listen, "agent-c", "app", tok, []string{"SELECT id, secret, age, notes FROM people"})
+	if want := "1|[hidden]||paid with ****-****-****-1111, receipt to <email>"; r.Out != want {
+		t.Fatalf("got %q, want %q (err %q)", r.Out, want, r.Err)
+	}
+	r = testenv.PsqlVia(t, gw.Listen, "agent-c", "app", tok, []string{"COPY people (notes, secret) TO STDOUT"})
+	if want := "paid with ****-****-****-1111, receipt to <email>\t[hidden]"; r.Out != want {
+		t.Fatalf("COPY: got %q, want %q (err %q)", r.Out, want, r.Err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, connString(gw.Listen, tok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var notes string
+	var age *int
+	if err := conn.QueryRow(ctx, "SELECT notes, age FROM people WHERE id = $1", 1).Scan(&notes, &age); err != nil {
+		t.Fatal(err)
+	}
+	if notes != "paid with ****-****-****-1111, receipt to <email>" || age != nil {
+		t.Fatalf("pgx (binary results): notes %q age %v", notes, age)
 	}
 }

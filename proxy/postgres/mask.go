@@ -10,28 +10,8 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/regate/regate/policies/decision"
+	"github.com/regate/regate/proxy/mask"
 )
-
-// Until proxy/mask lands: detectors are unavailable (obligations deny) and
-// whole-value masks use a fixed replacement.
-type detectorSet interface {
-	Bytes(b []byte) ([]byte, int)
-}
-
-var maskPkg = struct {
-	New     func([]decision.Mask) (detectorSet, error)
-	Replace func(value, with string) string
-}{
-	New: func([]decision.Mask) (detectorSet, error) {
-		return nil, fmt.Errorf("detector masks are not available in this build")
-	},
-	Replace: func(_, with string) string {
-		if with != "" {
-			return with
-		}
-		return "********"
-	},
-}
 
 // Type OIDs whose values are text on the wire in both formats.
 var textualTypes = map[uint32]bool{
@@ -49,7 +29,7 @@ const (
 // CopyData are rewritten. It records how many values it masked per column.
 type resultMasker struct {
 	cols    []decision.Mask
-	det     detectorSet
+	det     *mask.Masker
 	plan    []colPlan
 	counts  map[string]int64
 	planned bool
@@ -86,7 +66,7 @@ func newResultMasker(d decision.Decision) (*resultMasker, error) {
 		}
 	}
 	if len(dets) > 0 {
-		det, err := maskPkg.New(dets)
+		det, err := mask.New(dets)
 		if err != nil {
 			return nil, err
 		}
@@ -199,7 +179,7 @@ func (m *resultMasker) value(i int, notNull bool, v []byte) ([]byte, bool) {
 		if !p.textual && !p.jsonb {
 			return nil, true
 		}
-		r := maskPkg.Replace(string(v), p.with)
+		r := mask.Replace(string(v), p.with)
 		switch {
 		case p.jsonb:
 			return append([]byte{1}, jsonString(r)...), true
