@@ -78,6 +78,10 @@ type sqliteStore struct {
 	closed bool
 	queue  chan *pending
 	done   chan struct{} // closed when the writer goroutine has exited
+
+	ckpt     *sql.DB // background WAL checkpoints (checkpoint.go)
+	ckptStop chan struct{}
+	ckptDone chan struct{}
 }
 
 func openSQLite(ctx context.Context, o sqliteOptions, logger hclog.Logger) (Store, error) {
@@ -89,13 +93,16 @@ func openSQLite(ctx context.Context, o sqliteOptions, logger hclog.Logger) (Stor
 	}
 	busy := fmt.Sprintf("_pragma=busy_timeout(%d)", busyTimeoutMillis)
 	writer, err := openDB(ctx, sqliteDSN(o.path, busy, "_pragma=journal_mode(WAL)",
-		"_pragma=synchronous("+o.synchronous+")", "_txlock=immediate"), 1)
+		"_pragma=synchronous("+o.synchronous+")", "_pragma=wal_autocheckpoint(0)", "_txlock=immediate"), 1)
 	if err != nil {
 		return nil, fmt.Errorf("recorder: open event database %q for writing: %w", o.path, err)
 	}
 	s := &sqliteStore{logger: logger, path: o.path, writer: writer,
 		queue: make(chan *pending, queueSize), done: make(chan struct{})}
 	if err := s.init(ctx, busy); err != nil {
+		return nil, errors.Join(err, s.closeDBs())
+	}
+	if err := s.startCheckpointer(ctx, busy); err != nil {
 		return nil, errors.Join(err, s.closeDBs())
 	}
 	go s.run()
@@ -212,7 +219,7 @@ func (s *sqliteStore) Close() error {
 	close(s.queue)
 	s.mu.Unlock()
 	<-s.done
-	if err := s.closeDBs(); err != nil {
+	if err := errors.Join(s.stopCheckpointer(), s.closeDBs()); err != nil {
 		return fmt.Errorf("recorder: close event database %q: %w", s.path, err)
 	}
 	s.logger.Debug("event store closed", "path", s.path)

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"sync"
 	"time"
@@ -215,6 +216,10 @@ func adminHandler(engine *policies.Engine, approvals http.Handler) http.Handler 
 	})
 	mux.Handle("/v1/approvals", approvals)
 	mux.Handle("/v1/approvals/", approvals)
+	if os.Getenv("REGATE_PPROF") == "1" { // profiling, on the loopback admin listener only
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	}
 	return mux
 }
 
