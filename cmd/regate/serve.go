@@ -159,6 +159,8 @@ func newPostgresServer(t config.Target, pipe *proxy.Pipeline, parser *sql.Parser
 			return nil, fmt.Errorf("target %q: tls: %w", t.Name, err)
 		}
 		pc.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		loop, _ := config.IsLoopback(t.Listen)
+		pc.RequireTLS = !loop
 	}
 	if t.UpstreamTLS != nil {
 		tc, err := upstreamTLS(t)

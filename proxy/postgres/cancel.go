@@ -2,7 +2,10 @@ package postgres
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
+	"fmt"
+	"io"
 	"net"
 	"time"
 
@@ -57,6 +60,17 @@ func (s *Server) cancel(ctx context.Context, body []byte) {
 	}
 	defer up.Close()
 	_ = up.SetDeadline(time.Now().Add(5 * time.Second))
+	if s.cfg.UpstreamTLS != nil {
+		// The real key must not cross the network in clear text when the
+		// target is reached over TLS: cancel over TLS too.
+		tc, err := s.upstreamTLSConn(ctx, up)
+		if err != nil {
+			s.log.Warn("cannot forward a cancel request", "session_id", cn.sess.ID, "error", err)
+			return
+		}
+		defer tc.Close()
+		up = tc
+	}
 	fwd := pgproto3.CancelRequest{ProcessID: cn.pid, SecretKey: cn.upSecret}
 	if err := writeMsg(up, &fwd); err != nil {
 		s.log.Warn("cannot forward a cancel request", "session_id", cn.sess.ID, "error", err)
@@ -66,4 +80,27 @@ func (s *Server) cancel(ctx context.Context, body []byte) {
 	var one [1]byte
 	_, _ = up.Read(one[:])
 	s.log.Info("forwarded a cancel request", "session_id", cn.sess.ID)
+}
+
+// upstreamTLSConn negotiates TLS (SSLRequest, then the handshake with the
+// target's verified configuration) on a new connection to the target.
+func (s *Server) upstreamTLSConn(ctx context.Context, up net.Conn) (net.Conn, error) {
+	var req [8]byte
+	binary.BigEndian.PutUint32(req[0:], 8)
+	binary.BigEndian.PutUint32(req[4:], codeSSLRequest)
+	if _, err := up.Write(req[:]); err != nil {
+		return nil, err
+	}
+	var answer [1]byte
+	if _, err := io.ReadFull(up, answer[:]); err != nil {
+		return nil, err
+	}
+	if answer[0] != 'S' {
+		return nil, fmt.Errorf("the target refused TLS (answered %q)", answer[0])
+	}
+	tc := tls.Client(up, s.cfg.UpstreamTLS.Clone())
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return nil, fmt.Errorf("TLS handshake with the target failed: %w", err)
+	}
+	return tc, nil
 }

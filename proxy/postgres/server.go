@@ -38,6 +38,9 @@ type Config struct {
 	// nil, SSLRequest is answered 'N' (allowed only on loopback listeners; the
 	// caller enforces that).
 	TLS *tls.Config
+	// RequireTLS refuses clients that do not negotiate TLS (the caller sets it
+	// for listeners off loopback), so no token crosses the network in clear.
+	RequireTLS bool
 	// UpstreamTLS, when set, is used to connect to the target (verify-full).
 	// When nil the target connection is plain TCP.
 	UpstreamTLS *tls.Config

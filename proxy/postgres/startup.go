@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -28,6 +30,10 @@ const (
 	codeFeatureNotSupp    = "0A000"
 	codeInvalidAuthSpec   = "28000"
 )
+
+// maxPasswordBytes bounds the password message (the token) before a client is
+// authenticated, so an anonymous client cannot make regate hold much memory.
+const maxPasswordBytes = 64 << 10
 
 // handle serves one client connection from accept to close.
 func (s *Server) handle(ctx context.Context, raw net.Conn) {
@@ -93,12 +99,30 @@ func (s *Server) negotiate(ctx context.Context, c net.Conn) (net.Conn, *pgproto3
 			s.cancel(ctx, body)
 			return c, nil, errHandled
 		case code>>16 == 3:
-			if code != codeProtocol30 {
-				return c, nil, fmt.Errorf("protocol version 3.%d is not supported; use 3.0", code&0xffff)
-			}
+			// A newer 3.x minor version or "_pq_." protocol options are
+			// answered, as Postgres does, with NegotiateProtocolVersion; the
+			// session continues with 3.0 (4-byte cancel keys).
+			binary.BigEndian.PutUint32(body, codeProtocol30)
 			var sm pgproto3.StartupMessage
 			if err := sm.Decode(body); err != nil {
 				return c, nil, fmt.Errorf("invalid startup message: %w", err)
+			}
+			var unknown []string
+			for k := range sm.Parameters {
+				if strings.HasPrefix(k, "_pq_.") {
+					unknown = append(unknown, k)
+					delete(sm.Parameters, k)
+				}
+			}
+			if _, isTLS := c.(*tls.Conn); s.cfg.RequireTLS && !isTLS {
+				_ = writeMsg(c, fatal(codeInvalidAuthSpec, "regate: this listener accepts only TLS connections (use sslmode=require or stronger)"))
+				return c, nil, errHandled
+			}
+			if code != codeProtocol30 || len(unknown) > 0 {
+				sort.Strings(unknown)
+				if err := writeMsg(c, &pgproto3.NegotiateProtocolVersion{UnrecognizedOptions: unknown}); err != nil {
+					return c, nil, err
+				}
 			}
 			return c, &sm, nil
 		default:
@@ -126,7 +150,9 @@ func (s *Server) authenticate(ctx context.Context, c net.Conn, sm *pgproto3.Star
 		return nil, err
 	}
 	cn := newConn(s, c)
+	cn.cr.maxBody = maxPasswordBytes // until authenticated
 	typ, body, err := cn.cr.next()
+	cn.cr.maxBody = s.cfg.MaxMessageSize
 	if err != nil || typ != 'p' {
 		_ = writeMsg(c, fatal(codeProtocolViolation, "regate: expected a password message carrying the OIDC token"))
 		return nil, fmt.Errorf("expected a password message (got %q): %v", typ, err)
@@ -153,7 +179,14 @@ func (s *Server) authenticate(ctx context.Context, c net.Conn, sm *pgproto3.Star
 		_ = writeMsg(c, fatal(codeCannotConnect, "regate: "+err.Error()))
 		return nil, err
 	}
-	return cn, cn.greet()
+	if err := cn.greet(); err != nil {
+		// The client left during login: release the target connection too.
+		cn.s.unregisterCancel(cn)
+		cn.up.Close()
+		sess.Close(context.WithoutCancel(ctx), "the client left during login: "+err.Error())
+		return nil, err
+	}
+	return cn, nil
 }
 
 // greet finishes the client's startup with the target's parameters.
