@@ -171,6 +171,19 @@ var migrations = [][]string{
 		)`,
 		`CREATE INDEX events_session_id ON events (session_id)`,
 	},
+	{ // approval requests (approvals_sqlite.go)
+		`CREATE TABLE approvals (
+			id          TEXT PRIMARY KEY,
+			state       TEXT NOT NULL,
+			fingerprint TEXT NOT NULL,
+			created_at  TEXT NOT NULL,
+			expires_at  TEXT NOT NULL,
+			used        INTEGER NOT NULL,
+			body        TEXT NOT NULL
+		)`,
+		`CREATE INDEX approvals_state ON approvals (state)`,
+		`CREATE INDEX approvals_fingerprint ON approvals (fingerprint)`,
+	},
 }
 
 // migrate applies the missing migrations in one transaction; it is idempotent.

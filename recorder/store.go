@@ -29,6 +29,8 @@ type Store interface {
 	// verification failure is reported in the result, not as an error; the
 	// error is for failing to read the store.
 	Verify(ctx context.Context) (VerifyResult, error)
+	// ApprovalStore keeps approval requests in the same database.
+	ApprovalStore
 	// Close writes the appends already queued, then releases the store.
 	Close() error
 }

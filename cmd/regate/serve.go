@@ -194,17 +194,12 @@ func upstreamTLS(t config.Target) (*tls.Config, error) {
 
 // newBroker builds the approval broker on the store.
 func newBroker(cfg *config.Config, store recorder.Store, log hclog.Logger) (*approval.Broker, error) {
-	as, ok := any(store).(recorder.ApprovalStore)
-	if !ok {
-		log.Warn("the store cannot hold approval requests; decisions asking for approval will deny")
-		return nil, nil
-	}
 	n := &approval.Notifier{Logger: log.Named("notify")}
 	for _, h := range cfg.Approval.Notify {
 		n.Hooks = append(n.Hooks, approval.Webhook{URL: h.URL, Format: h.Format})
 	}
 	return approval.New(approval.Config{
-		Store: as, Wait: cfg.Approval.Wait, TTL: cfg.Approval.TTL,
+		Store: store, Wait: cfg.Approval.Wait, TTL: cfg.Approval.TTL,
 		Notify: n.Notify, Logger: log.Named("approval"),
 	})
 }

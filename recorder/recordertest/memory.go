@@ -19,13 +19,15 @@ type Memory struct {
 	ids     map[string]bool
 	failErr error
 	closed  bool
+
+	approvals map[string]recorder.ApprovalRecord // approvals.go
 }
 
 var _ recorder.Store = (*Memory)(nil)
 
 // NewMemory returns an empty in-memory store.
 func NewMemory() *Memory {
-	return &Memory{ids: make(map[string]bool)}
+	return &Memory{ids: make(map[string]bool), approvals: make(map[string]recorder.ApprovalRecord)}
 }
 
 // FailAppends makes every later Append return err without storing anything;
