@@ -4,6 +4,7 @@
 # default policy library). Ctrl-C stops both.
 set -euo pipefail
 BIN=${1:-bin/regate}
+shift || true   # the rest are extra `regate dev` flags (--bundle DIR, --labels env=prod, …)
 PGBIN=${REGATE_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
 [ -x "$PGBIN/initdb" ] || { echo "PostgreSQL server binaries not found; run: make test-deps" >&2; exit 1; }
 LISTEN=${REGATE_DEMO_LISTEN:-127.0.0.1:6432}
@@ -39,4 +40,4 @@ CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL, email text NOT N
 INSERT INTO customers VALUES (1, 'Ann', 'ann@example.com'), (2, 'Bob', 'bob@example.com'), (3, 'Cy', 'cy@example.com');
 SQL
 echo "regate dev in front of it on $LISTEN (Ctrl-C to stop) ..."
-REGATE_DEV_UPSTREAM_PASSWORD="$PASS" "$BIN" dev --listen "$LISTEN" --upstream "127.0.0.1:$PORT" --upstream-user postgres
+REGATE_DEV_UPSTREAM_PASSWORD="$PASS" "$BIN" dev --listen "$LISTEN" --upstream "127.0.0.1:$PORT" --upstream-user postgres "$@"
