@@ -23,6 +23,8 @@ var detectorCases = map[string][]detCase{
 		{"a@b.io, c@d.io", "a***@b.io, c***@d.io"},
 		{"x@example.com.123", "x***@example.com.123"},
 		{"..bob@example.com", "..b***@example.com"},
+		{strings.Repeat("a", 64) + "@example.com", "a***@example.com"},
+		{strings.Repeat("a", 65) + "@example.com", ""},
 		{"no at sign here", ""},
 		{"user@localhost", ""},
 		{"a@b.c", ""},

@@ -39,12 +39,13 @@
 // '_', and is not a '.' or '-' that is itself next to a digit (so "1.5" and
 // "12-34" are one number, and nothing matches inside them).
 //
-// email: a local part of 1–64 bytes from [A-Za-z0-9._%+-] (leading dots are
-// not part of the match; it must not end with a dot), '@', then two or more
-// dot-separated labels of 1–63 bytes from [A-Za-z0-9-] not starting or ending
-// with '-', the last made of two or more letters. The domain is the longest
-// such run ("x@example.com.123" matches "x@example.com"). Default: the local
-// part's first character, "***", then "@" and the domain, as in
+// email: the run of [A-Za-z0-9._%+-] just before an '@' (at most 64 bytes;
+// leading dots are not part of the match; it must not end with a dot), the
+// '@', then two or more dot-separated labels of 1–63 bytes from [A-Za-z0-9-]
+// not starting or ending with '-', the last made of two or more letters. The
+// domain is the longest such run ("x@example.com.123" matches
+// "x@example.com"). A run longer than 64 bytes is not an address. Default:
+// the local part's first character, "***", then "@" and the domain, as in
 // "a***@example.com".
 //
 // credit_card: 13–19 digits that pass the Luhn check, either one run of

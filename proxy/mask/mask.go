@@ -157,7 +157,8 @@ func Replace(value string, with string) string {
 	if best < 0 {
 		return fixedMask
 	}
-	return string(appendDefault(nil, v, best))
+	out := appendDefault(make([]byte, 0, len(v)+24), v, best)
+	return unsafe.String(unsafe.SliceData(out), len(out))
 }
 
 // match is the span [start, end) detected by det.

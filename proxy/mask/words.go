@@ -26,19 +26,22 @@ func isLocal(c byte) bool {
 }
 
 // emailAt matches the address around the '@' at at: the local part is the
-// run of local characters before it (1–64, leading dots dropped, not ending
-// in a dot); the domain is the longest run of two or more dot-separated
+// run of local characters before it (at most 64, leading dots dropped from
+// the match, not ending in a dot); the domain is the longest run of two or more dot-separated
 // labels (1–63 letters, digits or '-', not starting or ending with '-')
 // whose last label is at least two letters.
 func emailAt(s string, at, floor int) (int, int, bool) {
 	k := at
-	for k > floor && at-k <= 64 && isLocal(s[k-1]) {
+	for k > floor && isLocal(s[k-1]) {
+		if at-k == 64 {
+			return 0, 0, false
+		}
 		k--
 	}
 	for k < at && s[k] == '.' {
 		k++
 	}
-	if k == at || at-k > 64 || s[at-1] == '.' {
+	if k == at || s[at-1] == '.' {
 		return 0, 0, false
 	}
 	end, labels := -1, 0
