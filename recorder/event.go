@@ -22,6 +22,9 @@ const (
 	// approval is decided or the wait ends, and when an earlier approval is
 	// used; Ref names the command event.
 	TypeApproval = "approval"
+	// TypeCancel is a client's cancel request: forwarded (to the session it
+	// cancels) or dropped for a wrong key (in a session of its own).
+	TypeCancel = "cancel"
 )
 
 // Event is one record. Seq, PrevHash and Hash are assigned by the store when

@@ -68,9 +68,14 @@ func (s *SessionSummarizer) Add(ev *Event) {
 		}
 	case TypeOutcome:
 		s.outcome(st, ev)
-	case TypeSessionEnd:
+	case TypeSessionEnd, TypeAuthFailure:
 		end := ev.Time
 		sum.End = &end
+	case TypeCancel:
+		if ev.Outcome != nil && ev.Outcome.Status == StatusBlocked { // a dropped cancel is its own session
+			end := ev.Time
+			sum.End = &end
+		}
 	}
 }
 

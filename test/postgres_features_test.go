@@ -575,6 +575,10 @@ func TestPostgresCancel(t *testing.T) {
 		if !strings.Contains(gw.Logs(), "dropped a cancel request with an unknown key") {
 			t.Fatal("regate did not log the dropped cancel")
 		}
+		var dropped int
+		if err := openStore(t, gw).QueryRow(`SELECT count(*) FROM events WHERE type = 'cancel' AND body LIKE '%wrong key: dropped%'`).Scan(&dropped); err != nil || dropped < 2 {
+			t.Fatalf("%d dropped cancels recorded (%v), want >= 2", dropped, err)
+		}
 	})
 }
 

@@ -36,6 +36,8 @@ func printReplay(w io.Writer, events []recorder.Event) error {
 			fmt.Fprintf(w, "%s  AUTH FAILURE  target=%s: %s\n", ts, ev.Target, outcomeError(ev.Outcome))
 		case recorder.TypeCommand:
 			printCommand(w, ts, ev, outcomes[ev.ID])
+		case recorder.TypeCancel:
+			fmt.Fprintf(w, "%s  CANCEL  %s\n", ts, outcomeError(ev.Outcome))
 		case recorder.TypeApproval:
 			printApproval(w, ts, ev.Approval)
 		case recorder.TypeSessionEnd:

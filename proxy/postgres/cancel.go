@@ -10,6 +10,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/regate/regate/proxy"
+	"github.com/regate/regate/recorder"
 )
 
 type cancelKey struct {
@@ -37,11 +40,12 @@ func (s *Server) unregisterCancel(cn *conn) {
 }
 
 // cancel forwards a client's CancelRequest to the right upstream backend with
-// the real key. A request with an unknown key is dropped and logged.
-func (s *Server) cancel(ctx context.Context, body []byte) {
+// the real key. A request with an unknown key is dropped, logged and recorded.
+func (s *Server) cancel(ctx context.Context, body []byte, client string) {
 	var req pgproto3.CancelRequest
 	if err := req.Decode(body); err != nil || len(req.SecretKey) != 4 {
-		s.log.Warn("dropped a malformed cancel request")
+		s.log.Warn("dropped a malformed cancel request", "client_addr", client)
+		s.recordCancel(ctx, "", client, recorder.StatusBlocked, "malformed cancel request")
 		return
 	}
 	k := cancelKey{pid: req.ProcessID, secret: binary.BigEndian.Uint32(req.SecretKey)}
@@ -49,9 +53,12 @@ func (s *Server) cancel(ctx context.Context, body []byte) {
 	cn := s.cancels[k]
 	s.mu.Unlock()
 	if cn == nil {
-		s.log.Warn("dropped a cancel request with an unknown key", "pid", req.ProcessID)
+		s.log.Warn("dropped a cancel request with an unknown key", "pid", req.ProcessID, "client_addr", client)
+		s.recordCancel(ctx, "", client, recorder.StatusBlocked,
+			fmt.Sprintf("cancel request for backend %d with a wrong key: dropped", req.ProcessID))
 		return
 	}
+	defer s.recordCancel(ctx, cn.sess.ID, client, recorder.StatusOK, "cancel request forwarded")
 	d := net.Dialer{Timeout: 5 * time.Second}
 	up, err := d.DialContext(ctx, "tcp", s.cfg.Upstream)
 	if err != nil {
@@ -103,4 +110,21 @@ func (s *Server) upstreamTLSConn(ctx context.Context, up net.Conn) (net.Conn, er
 		return nil, fmt.Errorf("TLS handshake with the target failed: %w", err)
 	}
 	return tc, nil
+}
+
+// recordCancel appends a cancel event: to the session it cancels, or to a
+// session of its own when the key matched none.
+func (s *Server) recordCancel(ctx context.Context, sessionID, client, status, msg string) {
+	if sessionID == "" {
+		sessionID = proxy.NewID()
+	}
+	ev := &recorder.Event{
+		ID: proxy.NewID(), Time: time.Now().UTC(), Type: recorder.TypeCancel, SessionID: sessionID,
+		Protocol: "postgres", Target: s.cfg.Target.Name,
+		Session: &recorder.SessionInfo{ClientAddr: client},
+		Outcome: &recorder.Outcome{Status: status, Error: msg},
+	}
+	if err := s.cfg.Pipeline.Recorder.Append(context.WithoutCancel(ctx), ev); err != nil {
+		s.log.Error("cannot record a cancel request", "error", err)
+	}
 }

@@ -96,7 +96,7 @@ func (s *Server) negotiate(ctx context.Context, c net.Conn) (net.Conn, *pgproto3
 				return c, nil, err
 			}
 		case code == codeCancel:
-			s.cancel(ctx, body)
+			s.cancel(ctx, body, c.RemoteAddr().String())
 			return c, nil, errHandled
 		case code>>16 == 3:
 			// A newer 3.x minor version or "_pq_." protocol options are
