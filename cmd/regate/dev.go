@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -57,7 +58,7 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	upPass := fs.String("upstream-password", "", "its password (or set REGATE_DEV_UPSTREAM_PASSWORD)")
 	issuerAddr := fs.String("issuer-listen", "127.0.0.1:0", "the development OIDC issuer's address (loopback only)")
 	bundle := fs.String("bundle", "", "policy bundle directory or .tar.gz (default: the embedded library)")
-	admin := fs.String("admin", "127.0.0.1:8080", "admin API address (approvals, /healthz); \"\" for none")
+	admin := fs.String("admin", "127.0.0.1:8080", "admin API address (approvals, /healthz); a free port when it is taken; \"\" for none")
 	dataDir := fs.String("data", "", "directory for the SQLite store (default: a new temp dir)")
 	labels := fs.String("labels", "env=dev", "target labels, comma-separated key=value")
 	logLevel := fs.String("log-level", "info", "log level")
@@ -69,6 +70,9 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	if *upPass == "" {
 		*upPass = os.Getenv("REGATE_DEV_UPSTREAM_PASSWORD")
+	}
+	if *admin != "" {
+		*admin = availableAddr(*admin)
 	}
 	log := newLogger(stderr, *logLevel, false)
 	idp, err := devidp.Start(ctx, *issuerAddr, log.Named("devidp"))
@@ -103,7 +107,7 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			log.Warn("cannot write the dev state file; 'regate token' will need --issuer", "error", err)
 		}
 		self := os.Args[0]
-		fmt.Fprintf(stderr, devReady, idp.Issuer(), cfg.Store.URL, self, hostPort(*listen), self, self, self)
+		fmt.Fprintf(stderr, devReady, idp.Issuer(), cfg.Store.URL, orNone(*admin), self, hostPort(*listen), self, self, self)
 	}
 	return runGateway(ctx, cfg, log, ready)
 }
@@ -112,6 +116,7 @@ const devReady = `
 regate dev is ready.
   issuer: %s
   store:  %s
+  admin:  %s
 Try it (in another shell):
   export PGPASSWORD="$(%s token --sub agent-7 --groups agents)"
   psql "%s dbname=postgres user=agent-7 sslmode=disable"
@@ -192,4 +197,27 @@ func cmdToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	fmt.Fprintln(stdout, tok)
 	return nil
+}
+
+// availableAddr returns addr when it can be listened on, else a free port on
+// the same host (so several `regate dev` can run side by side).
+func availableAddr(addr string) string {
+	if ln, err := net.Listen("tcp", addr); err == nil {
+		ln.Close()
+		return addr
+	}
+	host, _, _ := net.SplitHostPort(addr)
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return addr
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return "http://" + s
 }
