@@ -1,13 +1,9 @@
 package test
 
 import (
-	"context"
 	"encoding/json"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/regate/regate/test/testenv"
 )
@@ -45,13 +41,7 @@ func TestDefaultColumnMasks(t *testing.T) {
 		}
 	}
 	// The extended protocol, binary formats included.
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, connString(gw.Listen, tok))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	ctx, conn := connectPgx(t, gw.Listen, tok)
 	var email, name string
 	if err := conn.QueryRow(ctx, "SELECT email, name FROM customers WHERE id = $1", 1).Scan(&email, &name); err != nil {
 		t.Fatal(err)
@@ -111,13 +101,7 @@ decision := {"allow": true, "mask": [
 	if want := "paid with ****-****-****-1111, receipt to <email>\t[hidden]"; r.Out != want {
 		t.Fatalf("COPY: got %q, want %q (err %q)", r.Out, want, r.Err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, connString(gw.Listen, tok))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	ctx, conn := connectPgx(t, gw.Listen, tok)
 	var notes string
 	var age *int
 	if err := conn.QueryRow(ctx, "SELECT notes, age FROM people WHERE id = $1", 1).Scan(&notes, &age); err != nil {

@@ -208,6 +208,20 @@ func TestPostgresThroughPgx(t *testing.T) {
 	}
 }
 
+// connectPgx connects pgx through regate with token; the connection closes
+// when the test ends.
+func connectPgx(t *testing.T, addr, token string) (context.Context, *pgx.Conn) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	conn, err := pgx.Connect(ctx, connString(addr, token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return ctx, conn
+}
+
 func connString(addr, token string) string {
 	host, port, _ := strings.Cut(addr, ":")
 	return "host=" + host + " port=" + port + " user=agent dbname=app sslmode=disable connect_timeout=10 password=" + token
