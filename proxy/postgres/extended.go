@@ -141,14 +141,13 @@ func (cn *conn) bindMsg(body []byte) error {
 	return nil
 }
 
-var typeMap = pgtype.NewMap()
-
 // paramText renders a bound parameter in Postgres's text form. Binary values
 // of types pgx knows are converted; anything else is shown as \x<hex>.
 func paramText(oid uint32, format int16, raw []byte) string {
 	if format == pgtype.TextFormatCode {
 		return string(raw)
 	}
+	typeMap := pgtype.NewMap() // pgtype.Map caches plans without locking: one per call
 	if t, ok := typeMap.TypeForOID(oid); ok {
 		v, err := t.Codec.DecodeValue(typeMap, oid, pgtype.BinaryFormatCode, raw)
 		if err == nil {

@@ -54,6 +54,12 @@ func (cn *conn) connectUpstream(ctx context.Context, clientParams map[string]str
 	if err != nil {
 		return fmt.Errorf("cannot connect to target %q: %s", cn.s.cfg.Target.Name, upstreamError(err))
 	}
+	// Hijack needs an idle connection with no background reader left running
+	// (pgconn may start one under load), or it would eat the first answer.
+	if err := pg.SyncConn(ctx); err != nil {
+		pg.Close(ctx)
+		return fmt.Errorf("cannot take over the target connection: %w", err)
+	}
 	hc, err := pg.Hijack()
 	if err != nil {
 		pg.Close(ctx)

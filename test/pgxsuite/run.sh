@@ -15,6 +15,7 @@
 #   PGX_GO_P          go test -p (packages at once)     (1: the packages share one database)
 #   PGX_CONFIRM       re-run each regressed top-level test alone, once direct and once
 #                     through regate, to tell real regressions from flaky tests (1; 0 = off)
+#   PGX_CONFIRM_MAX   confirm at most this many top-level tests  (10)
 #   PGBIN             PostgreSQL binaries                (/usr/lib/postgresql/15/bin)
 #   REGATE_BIN        use this regate binary instead of building ./cmd/regate
 #   REGATE_REV        build this committed revision (e.g. HEAD) instead of the working tree
@@ -35,6 +36,7 @@ PGX_RUN=${PGX_RUN:-}
 PGX_TEST_TIMEOUT=${PGX_TEST_TIMEOUT:-20m}
 PGX_GO_P=${PGX_GO_P:-1}
 PGX_CONFIRM=${PGX_CONFIRM:-1}
+PGX_CONFIRM_MAX=${PGX_CONFIRM_MAX:-10}
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 PG_PASSWORD="pgx-suite-$$-$RANDOM"
 
@@ -328,7 +330,7 @@ python3 "$LOGS/compare.py" "$LOGS" | tee "$LOGS/report.txt" || REG_RC=$?
 # Confirm each regressed top-level test alone, each time on a fresh database:
 # directly (to spot flaky tests) and through regate.
 if [[ $REG_RC == 1 && "$PGX_CONFIRM" == 1 ]]; then
-	say "confirming $(wc -l <"$LOGS/regressions.tsv") regressed top-level test(s) one by one (PGX_CONFIRM=0 skips this)"
+	say "confirming $(head -n "$PGX_CONFIRM_MAX" "$LOGS/regressions.tsv" | wc -l) regressed top-level test(s) one by one (PGX_CONFIRM=0 skips this)"
 	mkdir -p "$LOGS/confirm"
 	: >"$LOGS/confirm.txt"
 	while IFS=$'\t' read -r pkg test <&3; do
@@ -348,7 +350,7 @@ if [[ $REG_RC == 1 && "$PGX_CONFIRM" == 1 ]]; then
 			line="$line $side=$r"
 		done
 		echo "$line" >>"$LOGS/confirm.txt"
-	done 3<"$LOGS/regressions.tsv"
+	done 3< <(head -n "$PGX_CONFIRM_MAX" "$LOGS/regressions.tsv")
 	echo
 	echo "Each regressed top-level test re-run alone on a fresh database (output in $LOGS/confirm/):"
 	cat "$LOGS/confirm.txt"
