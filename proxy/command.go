@@ -87,13 +87,9 @@ func (c *Command) record(ctx context.Context, in *parse.Input) {
 // forwarded), for a reason the engine found, such as a mask obligation it
 // cannot apply. The reason is recorded with the command's outcome.
 func (c *Command) Deny(ctx context.Context, reason string) {
-	if !c.Allowed {
-		return
+	if c.Allowed {
+		c.refuse("regate: blocked: " + reason)
 	}
-	c.Allowed = false
-	c.Message = "regate: blocked: " + reason
-	c.s.allowed.Add(-1)
-	c.s.blocked.Add(1)
 }
 
 func reasonText(d decision.Decision) string {

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -87,15 +88,6 @@ func upstreamError(err error) string {
 }
 
 func pgconnError(err error) (*pgconn.PgError, bool) {
-	for e := err; e != nil; {
-		if pe, ok := e.(*pgconn.PgError); ok {
-			return pe, true
-		}
-		u, ok := e.(interface{ Unwrap() error })
-		if !ok {
-			return nil, false
-		}
-		e = u.Unwrap()
-	}
-	return nil, false
+	var pe *pgconn.PgError
+	return pe, errors.As(err, &pe)
 }
