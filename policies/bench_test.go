@@ -132,7 +132,7 @@ func BenchmarkEvalInput(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := e.query.Eval(ctx, rego.EvalInput(in), rego.EvalSortSets(true)); err != nil {
+		if _, err := e.gen.Load().query.Eval(ctx, rego.EvalInput(in), rego.EvalSortSets(true)); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -3,11 +3,14 @@ package policies
 import (
 	"context"
 	"fmt"
+	"maps"
 	mrand "math/rand/v2"
 	"strings"
 
 	"github.com/google/uuid"
+	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/util"
 
 	"github.com/regate/regate/parse"
 	"github.com/regate/regate/policies/decision"
@@ -18,11 +21,19 @@ import (
 // denying decision whose Error and Reasons say what went wrong. ctx cancels
 // the evaluation.
 func (e *Engine) Decide(ctx context.Context, input *parse.Input) decision.Decision {
-	d := decision.Decision{
-		ID:      newDecisionID(),
-		Path:    e.path,
-		Bundles: e.Bundles(),
+	var value ast.Value
+	d := e.decide(ctx, input, &value)
+	e.metrics.count(&d)
+	if e.dlogs != nil && value != nil {
+		if in, err := ast.JSON(value); err == nil {
+			e.logDecision(ctx, &d, in)
+		}
 	}
+	return d
+}
+
+func (e *Engine) decide(ctx context.Context, input *parse.Input, out *ast.Value) decision.Decision {
+	d := decision.Decision{ID: newDecisionID(), Path: e.path}
 	if input == nil {
 		return deny(d, "policy evaluation failed: no input document")
 	}
@@ -33,9 +44,48 @@ func (e *Engine) Decide(ctx context.Context, input *parse.Input) decision.Decisi
 	if err != nil {
 		return deny(d, "policy evaluation failed: "+err.Error())
 	}
+	*out = value
+	return e.eval(ctx, d, value)
+}
+
+// DecideJSON evaluates the decision for an input document given as JSON, as
+// recorded in the store or in an exported decision log (what-if, replays).
+// Like Decide it never fails: a document that is not a JSON object denies.
+func (e *Engine) DecideJSON(ctx context.Context, input []byte) decision.Decision {
+	d := decision.Decision{ID: newDecisionID(), Path: e.path}
+	var doc any
+	if err := util.UnmarshalJSON(input, &doc); err != nil {
+		return deny(d, "policy evaluation failed: input is not JSON: "+err.Error())
+	}
+	if _, ok := doc.(map[string]any); !ok {
+		return deny(d, "policy evaluation failed: input is not a JSON object")
+	}
+	value, err := ast.InterfaceToValue(doc)
+	if err != nil {
+		return deny(d, "policy evaluation failed: "+err.Error())
+	}
+	return e.eval(ctx, d, value)
+}
+
+// eval evaluates the decision for an input value.
+func (e *Engine) eval(ctx context.Context, d decision.Decision, value ast.Value) decision.Decision {
 	ctx = context.WithValue(ctx, decisionIDKey{}, d.ID)
-	rs, err := e.query.Eval(ctx,
+	// The read transaction pins the store; the generation loaded under it is
+	// the one whose compiler matches the data it sees (activations swap the
+	// generation while they hold the store's write lock).
+	txn, err := e.store.NewTransaction(ctx)
+	if err != nil {
+		return deny(d, "policy evaluation failed: "+err.Error())
+	}
+	defer e.store.Abort(ctx, txn)
+	gen := e.gen.Load()
+	d.Bundles = maps.Clone(gen.bundles)
+	if len(gen.bundles) == 0 {
+		return deny(d, "no policy bundle is active yet")
+	}
+	rs, err := gen.query.Eval(ctx,
 		rego.EvalParsedInput(value),
+		rego.EvalTransaction(txn),
 		rego.EvalSortSets(true),
 		rego.EvalCopyMaps(true),
 	)

@@ -2,14 +2,26 @@ package policies
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
+	opaconfig "github.com/open-policy-agent/opa/v1/config"
+	"github.com/open-policy-agent/opa/v1/plugins"
+	bundleplugin "github.com/open-policy-agent/opa/v1/plugins/bundle"
+	"github.com/open-policy-agent/opa/v1/plugins/discovery"
+	"github.com/open-policy-agent/opa/v1/plugins/logs"
 	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
 
 	"github.com/regate/regate/bundles"
 	"github.com/regate/regate/policies/decision"
@@ -17,29 +29,59 @@ import (
 
 // Config configures an Engine.
 type Config struct {
-	// Bundle is a directory or .tar.gz; "" means the embedded default library.
+	// Bundle is a directory or .tar.gz loaded once at start. When empty, the
+	// embedded default library is loaded, unless OPA configures bundles (or
+	// discovery), in which case only those are active.
 	Bundle string
 	// Decision is the data path of the decision, "regate/decision" when empty
 	// ("data.regate.decision" and "/regate/decision" are accepted too).
 	Decision string
-	// Logger receives load messages and the output of Rego print() calls (at
-	// debug level); nil means hclog.NewNullLogger().
+	// OPA is OPA's own configuration (services, bundles, keys, labels,
+	// decision_logs, persistence_directory, ...) as JSON or YAML, passed to
+	// OPA's plugin manager as-is. Empty for none.
+	OPA []byte
+	// ID names this gateway in OPA (decision-log and status labels); "regate"
+	// when empty.
+	ID string
+	// Logger receives load and activation messages, OPA's plugin logs and the
+	// output of Rego print() calls (at debug level); nil means
+	// hclog.NewNullLogger().
 	Logger hclog.Logger
 }
 
-// Engine evaluates the decision of one compiled bundle. It is safe for
-// concurrent use: every Decide shares one prepared query.
+// Engine evaluates the decision against the active bundles. It is safe for
+// concurrent use. Bundles are activated by OPA's own plugin manager: a new
+// revision (downloaded, signature-checked and compiled by OPA's bundle
+// plugin) replaces the prepared query atomically, so the next Decide uses it
+// and no caller ever sees a half-activated policy. A bundle that fails to
+// download, verify, compile or activate leaves the previous one in force.
 type Engine struct {
-	query   rego.PreparedEvalQuery
 	ref     ast.Ref
 	path    string
-	bundles map[string]decision.Bundle
 	logger  hclog.Logger
 	cache   *valueCache
+	manager *plugins.Manager
+	store   storage.Store
+	gen     atomic.Pointer[generation]
+	dlogs   *logs.Plugin // OPA decision logs, when configured
+
+	mu       sync.Mutex
+	statuses map[string]bundleplugin.Status
+	metrics  metrics
+	stopOnce sync.Once
 }
 
-// New loads and compiles the bundle and prepares the decision query. A bundle
-// that fails to load or compile is an error naming the file and line.
+// generation is one activated policy: the prepared query compiled from the
+// active bundles, and their revisions.
+type generation struct {
+	query     rego.PreparedEvalQuery
+	bundles   map[string]decision.Bundle
+	activated time.Time
+}
+
+// New loads the configured bundles and prepares the decision query. A local
+// bundle that fails to load or compile is an error naming the file and line;
+// bundles from an OPA bundle service arrive in the background (see Ready).
 func New(ctx context.Context, cfg Config) (*Engine, error) {
 	logger := cfg.Logger
 	if logger == nil {
@@ -49,45 +91,167 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	name, b, err := loadBundle(ctx, cfg.Bundle)
-	if err != nil {
-		return nil, err
+	id := cfg.ID
+	if id == "" {
+		id = "regate"
 	}
-	query, err := rego.New(
-		rego.ParsedQuery(ast.NewBody(ast.NewExpr(ast.NewTerm(ref)))),
-		rego.ParsedBundle(name, b),
-		rego.SetRegoVersion(ast.RegoV1),
-		rego.StrictBuiltinErrors(true),
-		rego.EnablePrintStatements(true),
-		rego.PrintHook(printHook{logger: logger}),
-	).PrepareForEval(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("compile bundle %s: %w", bundleLabel(cfg.Bundle, name), err)
+	raw := cfg.OPA
+	if len(raw) == 0 {
+		raw = []byte("{}")
 	}
-	if !definesDocument(b, ref) {
-		logger.Warn("no rule defines the decision; requests are denied unless bundle data provides it",
-			"decision", ref.String(), "bundle", name)
+	parsed, err := opaconfig.ParseConfig(raw, id)
+	if err != nil {
+		return nil, fmt.Errorf("policy.opa: %w", err)
+	}
+	remote := parsed.Bundle != nil || parsed.Bundles != nil || parsed.Discovery != nil
+	oplog := newOPALogger(logger.Named("opa"))
+	opts := []func(*plugins.Manager){
+		plugins.Logger(oplog),
+		plugins.ConsoleLogger(oplog),
+		plugins.WithParserOptions(ast.ParserOptions{ProcessAnnotation: true, RegoVersion: ast.RegoV1}),
+		plugins.EnablePrintStatements(true),
+		plugins.PrintHook(printHook{logger: logger}),
+	}
+	local := map[string]*bundle.Bundle{}
+	if cfg.Bundle != "" || !remote {
+		name, b, err := loadBundle(ctx, cfg.Bundle)
+		if err != nil {
+			return nil, err
+		}
+		local[name] = b
+		opts = append(opts, plugins.InitBundles(local))
+	}
+	store := inmem.NewWithOpts(inmem.OptRoundTripOnWrite(false))
+	m, err := plugins.New(raw, id, store, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("policy.opa: %w", err)
 	}
 	e := &Engine{
-		cache:   newValueCache(8192),
-		query:   query,
-		ref:     ref,
-		path:    path,
-		bundles: map[string]decision.Bundle{name: {Revision: b.Manifest.Revision}},
-		logger:  logger,
+		ref: ref, path: path, logger: logger, cache: newValueCache(8192),
+		manager: m, store: store, statuses: map[string]bundleplugin.Status{},
 	}
-	logger.Debug("policy bundle loaded", "bundle", name, "revision", b.Manifest.Revision, "decision", path)
+	if err := m.Init(ctx); err != nil {
+		return nil, fmt.Errorf("compile bundle %s: %w", bundleLabel(cfg.Bundle, localName(local)), err)
+	}
+	// The trigger runs inside the activating transaction's commit, while the
+	// store is locked against readers, so a Decide sees either the old
+	// compiler with the old data or the new with the new.
+	m.RegisterCompilerTrigger(func(txn storage.Transaction) {
+		if err := e.activate(context.Background(), txn); err != nil {
+			e.metrics.swapFailures.Add(1)
+			e.logger.Error("cannot prepare the decision query on the new bundles; the previous ones stay in force", "error", err)
+		}
+	})
+	if err := storage.Txn(ctx, store, storage.TransactionParams{}, func(txn storage.Transaction) error {
+		return e.activate(ctx, txn)
+	}); err != nil {
+		return nil, err
+	}
+	d, err := discovery.New(m, discovery.BootConfig(bootConfig(raw)))
+	if err != nil {
+		return nil, fmt.Errorf("policy.opa: %w", err)
+	}
+	m.Register(discovery.Name, d)
+	if bp := bundleplugin.Lookup(m); bp != nil {
+		bp.Register("regate", e.bundleStatus)
+	}
+	if err := m.Start(ctx); err != nil {
+		return nil, fmt.Errorf("policy.opa: start OPA plugins: %w", err)
+	}
+	e.dlogs = logs.Lookup(m)
 	return e, nil
 }
 
-// Bundles returns the active bundle's name and revision.
+// bootConfig decodes the raw OPA configuration for discovery.
+func bootConfig(raw []byte) map[string]any {
+	var v map[string]any
+	_ = json.Unmarshal(raw, &v) // already validated by ParseConfig; YAML boot config only matters for discovery
+	return v
+}
+
+func localName(local map[string]*bundle.Bundle) string {
+	for name := range local {
+		return name
+	}
+	return ""
+}
+
+// activate prepares the decision query on the manager's current compiler
+// and the bundles recorded in txn, and makes it the active generation.
+func (e *Engine) activate(ctx context.Context, txn storage.Transaction) error {
+	compiler := e.manager.GetCompiler()
+	if compiler == nil {
+		return errors.New("no compiler")
+	}
+	names, err := bundle.ReadBundleNamesFromStore(ctx, e.store, txn)
+	if err != nil && !storage.IsNotFound(err) {
+		return fmt.Errorf("read active bundles: %w", err)
+	}
+	active := make(map[string]decision.Bundle, len(names))
+	for _, name := range names {
+		rev, err := bundle.ReadBundleRevisionFromStore(ctx, e.store, txn, name)
+		if err != nil && !storage.IsNotFound(err) {
+			return fmt.Errorf("read revision of bundle %q: %w", name, err)
+		}
+		active[name] = decision.Bundle{Revision: rev}
+	}
+	query, err := rego.New(
+		rego.ParsedQuery(ast.NewBody(ast.NewExpr(ast.NewTerm(e.ref)))),
+		rego.Compiler(compiler),
+		rego.Store(e.store),
+		rego.Transaction(txn),
+		rego.SetRegoVersion(ast.RegoV1),
+		rego.StrictBuiltinErrors(true),
+		rego.EnablePrintStatements(true),
+		rego.PrintHook(printHook{logger: e.logger}),
+	).PrepareForEval(ctx)
+	if err != nil {
+		return fmt.Errorf("prepare %s: %w", e.ref, err)
+	}
+	if len(active) > 0 && !definesDocument(compiler, e.ref) {
+		e.logger.Warn("no rule defines the decision; requests are denied unless bundle data provides it",
+			"decision", e.ref.String(), "bundles", names)
+	}
+	prev := e.gen.Swap(&generation{query: query, bundles: active, activated: time.Now()})
+	e.metrics.activations.Add(1)
+	if prev != nil && !maps.Equal(prev.bundles, active) {
+		for name, b := range active {
+			if prev.bundles[name] != b {
+				e.logger.Info("policy bundle activated", "bundle", name, "revision", b.Revision,
+					"previous_revision", prev.bundles[name].Revision)
+			}
+		}
+	}
+	return nil
+}
+
+// bundleStatus keeps the bundle plugin's latest status per bundle.
+func (e *Engine) bundleStatus(s bundleplugin.Status) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if s.Code != "" {
+		e.metrics.bundleFailures.Add(1)
+	}
+	e.statuses[s.Name] = s
+}
+
+// Bundles returns the active bundles' names and revisions.
 func (e *Engine) Bundles() map[string]decision.Bundle {
-	return maps.Clone(e.bundles)
+	return maps.Clone(e.gen.Load().bundles)
 }
 
 // Path returns the decision's data path in slash form, e.g. "regate/decision".
 func (e *Engine) Path() string {
 	return e.path
+}
+
+// Close stops OPA's plugins (bundle polling, decision-log uploads).
+func (e *Engine) Close() {
+	e.stopOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		e.manager.Stop(ctx)
+	})
 }
 
 // loadBundle reads the configured bundle, or the embedded default library
@@ -111,15 +275,12 @@ func loadBundle(ctx context.Context, path string) (string, *bundle.Bundle, error
 	return filepath.Base(filepath.Clean(path)), b, nil
 }
 
-// definesDocument tells whether a rule of b defines the document at ref, a
-// document inside it or one of its parents.
-func definesDocument(b *bundle.Bundle, ref ast.Ref) bool {
-	for _, mf := range b.Modules {
-		if mf.Parsed == nil {
-			continue
-		}
-		for _, rule := range mf.Parsed.Rules {
-			p := mf.Parsed.Package.Path.Extend(rule.Head.Ref().GroundPrefix())
+// definesDocument tells whether a rule of the compiled modules defines the
+// document at ref, a document inside it or one of its parents.
+func definesDocument(c *ast.Compiler, ref ast.Ref) bool {
+	for _, mod := range c.Modules {
+		for _, rule := range mod.Rules {
+			p := mod.Package.Path.Extend(rule.Head.Ref().GroundPrefix())
 			if p.HasPrefix(ref) || ref.HasPrefix(p) {
 				return true
 			}

@@ -14,7 +14,7 @@ import (
 
 func TestDefaultLibraryRegoTests(t *testing.T) {
 	var out bytes.Buffer
-	passed, failed, err := Test(context.Background(), nil, &out, testing.Verbose())
+	passed, failed, err := Test(context.Background(), nil, &out, TestOptions{Verbose: testing.Verbose()})
 	if err != nil {
 		t.Fatalf("Test: %v", err)
 	}
@@ -63,7 +63,7 @@ test_bad if p.x == 2
 test_error if 1 / 0 == 1
 `)
 	var out bytes.Buffer
-	passed, failed, err := Test(context.Background(), []string{dir}, &out, false)
+	passed, failed, err := Test(context.Background(), []string{dir}, &out, TestOptions{})
 	if err != nil {
 		t.Fatalf("Test: %v", err)
 	}
@@ -80,11 +80,11 @@ test_error if 1 / 0 == 1
 func TestTestLoadErrors(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "broken.rego"), "package p\n\nx if {\n")
-	_, _, err := Test(context.Background(), []string{dir}, &bytes.Buffer{}, false)
+	_, _, err := Test(context.Background(), []string{dir}, &bytes.Buffer{}, TestOptions{})
 	if err == nil || !strings.Contains(err.Error(), "broken.rego:") {
 		t.Errorf("Test on a syntax error: %v", err)
 	}
-	_, _, err = Test(context.Background(), []string{filepath.Join(dir, "missing")}, &bytes.Buffer{}, false)
+	_, _, err = Test(context.Background(), []string{filepath.Join(dir, "missing")}, &bytes.Buffer{}, TestOptions{})
 	if err == nil {
 		t.Error("Test on a missing path succeeded")
 	}

@@ -8,12 +8,22 @@ import (
 	"slices"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/cover"
 	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/tester"
 
 	"github.com/regate/regate/bundles"
 )
+
+// TestOptions configures Test.
+type TestOptions struct {
+	// Verbose prints every test, with traces of failures.
+	Verbose bool
+	// Coverage prints OPA's coverage report (JSON, as `opa test --coverage`)
+	// instead of the test results.
+	Coverage bool
+}
 
 // Test runs the Rego unit tests (rules named test_*) found in paths, files
 // and directories loaded the way `opa test` loads them, or in the embedded
@@ -25,7 +35,8 @@ import (
 //
 // As in Decide, builtin errors (a division by zero, a bad sprintf) fail the
 // test instead of making the expression undefined.
-func Test(ctx context.Context, paths []string, w io.Writer, verbose bool) (passed, failed int, err error) {
+func Test(ctx context.Context, paths []string, w io.Writer, opts TestOptions) (passed, failed int, err error) {
+	verbose := opts.Verbose
 	modules, store, err := loadTests(paths)
 	if err != nil {
 		return 0, 0, err
@@ -36,7 +47,13 @@ func Test(ctx context.Context, paths []string, w io.Writer, verbose bool) (passe
 	}
 	defer store.Abort(ctx, txn)
 
-	ch, err := tester.NewRunner().
+	var cov *cover.Cover
+	runner := tester.NewRunner()
+	if opts.Coverage {
+		cov = cover.New()
+		runner = runner.SetCoverageQueryTracer(cov)
+	}
+	ch, err := runner.
 		SetStore(store).
 		SetModules(modules).
 		CapturePrintOutput(true).
@@ -54,6 +71,12 @@ func Test(ctx context.Context, paths []string, w io.Writer, verbose bool) (passe
 		case r.Fail || r.Error != nil:
 			failed++
 		}
+	}
+	if cov != nil {
+		if err := (tester.JSONCoverageReporter{Cover: cov, Modules: modules, Output: w}).Report(resultsChan(results)); err != nil {
+			return passed, failed, fmt.Errorf("policy tests: coverage report: %w", err)
+		}
+		return passed, failed, nil
 	}
 	if err := report(w, verbose, results); err != nil {
 		return passed, failed, fmt.Errorf("policy tests: report: %w", err)
@@ -107,10 +130,14 @@ func location(r *tester.Result) ast.Location {
 
 // report prints results with OPA's own reporter.
 func report(w io.Writer, verbose bool, results []*tester.Result) error {
+	return tester.PrettyReporter{Output: w, Verbose: verbose}.Report(resultsChan(results))
+}
+
+func resultsChan(results []*tester.Result) chan *tester.Result {
 	ch := make(chan *tester.Result, len(results))
 	for _, r := range results {
 		ch <- r
 	}
 	close(ch)
-	return tester.PrettyReporter{Output: w, Verbose: verbose}.Report(ch)
+	return ch
 }

@@ -25,6 +25,9 @@ type Store interface {
 	// Events returns the session's events in chain order (by Seq), with Hash
 	// set. A session without events gives an empty slice.
 	Events(ctx context.Context, sessionID string) ([]Event, error)
+	// Commands calls fn for every command event f selects, in chain order, and
+	// stops at fn's first error, returning it.
+	Commands(ctx context.Context, f CommandFilter, fn func(*Event) error) error
 	// Verify walks the chain up to its first bad event, if any. A
 	// verification failure is reported in the result, not as an error; the
 	// error is for failing to read the store.

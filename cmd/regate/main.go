@@ -27,6 +27,10 @@ Usage:
   regate approve ID [--reason TEXT]     approve a pending request (admin API; --token or $REGATE_TOKEN)
   regate deny ID --reason TEXT          deny a pending request
   regate policy test [PATH...] [-v]     run Rego unit tests (the embedded library when no PATH)
+  regate policy build PATH... -o B      build an OPA bundle (.tar.gz), optionally signed
+  regate policy what-if --bundle B      re-decide recorded inputs with a candidate bundle; list changes
+  regate policy fixture SESSION_ID      write a session's recorded inputs as a Rego test file
+  regate export decisions [--since 24h] write recorded decisions as OPA decision-log events (NDJSON)
   regate version
 
 Commands that read the store take --config FILE (uses store.url) or --store URL;
@@ -73,6 +77,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"replay":    cmdReplay,
 		"verify":    cmdVerify,
 		"policy":    cmdPolicy,
+		"export":    cmdExport,
 		"approvals": cmdApprovals,
 		"approve":   cmdApprove,
 		"deny":      cmdDeny,

@@ -68,15 +68,11 @@ func runGateway(ctx context.Context, cfg *config.Config, log hclog.Logger, ready
 	if err != nil {
 		return fmt.Errorf("identity: %w", err)
 	}
-	engine, err := policies.New(ctx, policies.Config{
-		Bundle: cfg.Policy.Bundle, Decision: cfg.Policy.Decision, Logger: log.Named("policy"),
-	})
+	engine, err := newEngine(ctx, cfg, log)
 	if err != nil {
-		return fmt.Errorf("policy: %w", err)
+		return err
 	}
-	for name, b := range engine.Bundles() {
-		log.Info("policy bundle active", "bundle", name, "revision", b.Revision)
-	}
+	defer engine.Close()
 	pipe := &proxy.Pipeline{Auth: verifier, Decider: engine, Recorder: store, Logger: log.Named("proxy")}
 	broker, err := newBroker(cfg, store, log)
 	if err != nil {
@@ -192,6 +188,38 @@ func upstreamTLS(t config.Target) (*tls.Config, error) {
 	return tc, nil
 }
 
+// newEngine starts the policy engine and, when policy.opa configures bundles,
+// waits up to policy.ready_timeout for them to be activated. Until one is,
+// every request is denied ("no policy bundle is active yet").
+func newEngine(ctx context.Context, cfg *config.Config, log hclog.Logger) (*policies.Engine, error) {
+	var opa []byte
+	if cfg.Policy.OPA != nil {
+		var err error
+		if opa, err = json.Marshal(cfg.Policy.OPA); err != nil {
+			return nil, fmt.Errorf("policy.opa: %w", err)
+		}
+	}
+	engine, err := policies.New(ctx, policies.Config{
+		Bundle: cfg.Policy.Bundle, Decision: cfg.Policy.Decision, OPA: opa, Logger: log.Named("policy"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	wait := cfg.Policy.ReadyTimeout
+	if wait == 0 {
+		wait = 30 * time.Second
+	}
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	if err := engine.WaitReady(wctx); err != nil {
+		log.Warn("serving before the policy is ready: requests are denied until a bundle is active", "error", err)
+	}
+	for name, b := range engine.Bundles() {
+		log.Info("policy bundle active", "bundle", name, "revision", b.Revision)
+	}
+	return engine, nil
+}
+
 // newBroker builds the approval broker on the store.
 func newBroker(cfg *config.Config, store recorder.Store, log hclog.Logger) (*approval.Broker, error) {
 	n := &approval.Notifier{Logger: log.Named("notify")}
@@ -204,12 +232,22 @@ func newBroker(cfg *config.Config, store recorder.Store, log hclog.Logger) (*app
 	})
 }
 
-// adminHandler serves /healthz and the approval API.
+// adminHandler serves /healthz, /v1/status, /metrics and the approval API.
 func adminHandler(engine *policies.Engine, approvals http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(map[string]any{"status": "ok", "bundles": engine.Bundles()})
+	})
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(map[string]any{"policy": engine.Status()})
+	})
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		_ = engine.WriteMetrics(w)
 	})
 	mux.Handle("/v1/approvals", approvals)
 	mux.Handle("/v1/approvals/", approvals)

@@ -151,3 +151,20 @@ func (m *Memory) Close() error {
 	m.closed = true
 	return nil
 }
+
+// Commands calls fn for every command event f selects, in chain order.
+func (m *Memory) Commands(ctx context.Context, f recorder.CommandFilter, fn func(*recorder.Event) error) error {
+	events, err := m.decode(ctx, func(r recorder.Record) bool { return r.Type == recorder.TypeCommand })
+	if err != nil {
+		return err
+	}
+	for i := range events {
+		if !f.Match(&events[i]) {
+			continue
+		}
+		if err := fn(&events[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}

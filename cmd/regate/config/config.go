@@ -60,6 +60,13 @@ type Policy struct {
 	Bundle string `yaml:"bundle"`
 	// Decision is the decision's data path; "regate/decision" when empty.
 	Decision string `yaml:"decision"`
+	// OPA is OPA's own configuration (services, bundles, keys, labels,
+	// decision_logs, persistence_directory, ...), passed to OPA as-is.
+	OPA map[string]any `yaml:"opa" secret:"true"`
+	// ReadyTimeout is how long serve waits at start for the bundles of
+	// policy.opa to be activated before it opens the listeners anyway
+	// (denying every request until a bundle is active); 30s when zero.
+	ReadyTimeout time.Duration `yaml:"ready_timeout"`
 }
 
 // Store is where events are recorded.

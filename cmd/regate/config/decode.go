@@ -67,6 +67,15 @@ func (d decoder) value(n *yaml.Node, v reflect.Value, path string) error {
 		return nil
 	case reflect.Map:
 		return d.mapping(n, v, path, name)
+	case reflect.Interface:
+		x, err := d.free(n, path, name)
+		if err != nil {
+			return err
+		}
+		if x != nil {
+			v.Set(reflect.ValueOf(x))
+		}
+		return nil
 	default:
 		return d.scalar(n, v, name)
 	}
@@ -141,6 +150,52 @@ func (d decoder) mapping(n *yaml.Node, v reflect.Value, path, name string) error
 		v.SetMapIndex(reflect.ValueOf(key), ev)
 	}
 	return nil
+}
+
+// free decodes a free-form value (such as policy.opa, passed to OPA as-is):
+// mappings with string keys, lists and scalars, expanding ${VAR} in strings.
+func (d decoder) free(n *yaml.Node, path, name string) (any, error) {
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	switch n.Kind {
+	case yaml.MappingNode:
+		m := make(map[string]any, len(n.Content)/2)
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			key := n.Content[i].Value
+			v, err := d.free(n.Content[i+1], join(path, key), join(path, key))
+			if err != nil {
+				return nil, err
+			}
+			m[key] = v
+		}
+		return m, nil
+	case yaml.SequenceNode:
+		list := make([]any, 0, len(n.Content))
+		for i, item := range n.Content {
+			p := fmt.Sprintf("%s[%d]", path, i)
+			v, err := d.free(item, p, p)
+			if err != nil {
+				return nil, err
+			}
+			list = append(list, v)
+		}
+		return list, nil
+	case yaml.ScalarNode:
+		if n.Tag == "!!str" || n.Style != 0 {
+			s, err := expand(n.Value, d.lookup)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", name, err)
+			}
+			return s, nil
+		}
+		var v any
+		if err := n.Decode(&v); err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		return v, nil
+	}
+	return nil, fmt.Errorf("%s: unsupported YAML node", name)
 }
 
 func (d decoder) scalar(n *yaml.Node, v reflect.Value, name string) error {

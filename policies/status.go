@@ -1,0 +1,203 @@
+package policies
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/plugins"
+	"github.com/open-policy-agent/opa/v1/server"
+
+	"github.com/regate/regate/policies/decision"
+)
+
+// metrics are the engine's counters, exported on /metrics.
+type metrics struct {
+	allowed, denied, failed atomic.Int64 // decisions; failed = Error set (also counted as denied)
+	activations             atomic.Int64 // generations made active (including the first)
+	swapFailures            atomic.Int64 // activations whose query could not be prepared
+	bundleFailures          atomic.Int64 // bundle plugin reports with an error code
+}
+
+func (m *metrics) count(d *decision.Decision) {
+	switch {
+	case d.Allow:
+		m.allowed.Add(1)
+	default:
+		m.denied.Add(1)
+		if d.Error != "" {
+			m.failed.Add(1)
+		}
+	}
+}
+
+// Status is the state of the policy engine, served on /v1/status.
+type Status struct {
+	// Decision is the data path evaluated.
+	Decision string `json:"decision"`
+	// Active names the bundles and revisions deciding now.
+	Active map[string]decision.Bundle `json:"active"`
+	// ActivatedAt is when the active set took effect.
+	ActivatedAt time.Time `json:"activated_at"`
+	// Bundles is OPA's bundle plugin status per configured remote bundle:
+	// the last request, download and activation, and the last error (a
+	// refused signature, a compile error, an unreachable service), if any.
+	Bundles []BundleStatus `json:"bundles,omitempty"`
+	// Plugins is the state of each OPA plugin (OK, NOT_READY, ERROR, WARN).
+	Plugins map[string]string `json:"plugins,omitempty"`
+	// Ready is true once every configured bundle has been activated once.
+	Ready bool `json:"ready"`
+}
+
+// BundleStatus is one remote bundle's status, as OPA's bundle plugin reports it.
+type BundleStatus struct {
+	Name                     string    `json:"name"`
+	ActiveRevision           string    `json:"active_revision,omitempty"`
+	LastRequest              time.Time `json:"last_request,omitzero"`
+	LastSuccessfulRequest    time.Time `json:"last_successful_request,omitzero"`
+	LastSuccessfulDownload   time.Time `json:"last_successful_download,omitzero"`
+	LastSuccessfulActivation time.Time `json:"last_successful_activation,omitzero"`
+	// Code and Message describe the last failure ("" when the last attempt succeeded).
+	Code    string   `json:"code,omitempty"`
+	Message string   `json:"message,omitempty"`
+	Errors  []string `json:"errors,omitempty"`
+}
+
+// Status returns the engine's current status.
+func (e *Engine) Status() Status {
+	gen := e.gen.Load()
+	st := Status{Decision: e.path, Active: maps.Clone(gen.bundles), ActivatedAt: gen.activated.UTC(), Ready: true}
+	e.mu.Lock()
+	for _, s := range e.statuses {
+		bs := BundleStatus{
+			Name: s.Name, ActiveRevision: s.ActiveRevision, LastRequest: s.LastRequest,
+			LastSuccessfulRequest: s.LastSuccessfulRequest, LastSuccessfulDownload: s.LastSuccessfulDownload,
+			LastSuccessfulActivation: s.LastSuccessfulActivation, Code: s.Code, Message: s.Message,
+		}
+		for _, err := range s.Errors {
+			bs.Errors = append(bs.Errors, err.Error())
+		}
+		st.Bundles = append(st.Bundles, bs)
+	}
+	e.mu.Unlock()
+	sort.Slice(st.Bundles, func(i, j int) bool { return st.Bundles[i].Name < st.Bundles[j].Name })
+	ps := e.manager.PluginStatus()
+	if len(ps) > 0 {
+		st.Plugins = map[string]string{}
+		for name, s := range ps {
+			if s == nil {
+				continue
+			}
+			st.Plugins[name] = string(s.State)
+			if name == "bundle" && s.State != plugins.StateOK {
+				st.Ready = false
+			}
+		}
+	}
+	if len(gen.bundles) == 0 {
+		st.Ready = false
+	}
+	return st
+}
+
+// WaitReady waits until every configured bundle has been activated once, or
+// ctx is done. It returns nil at once when only local bundles are configured.
+func (e *Engine) WaitReady(ctx context.Context) error {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if e.Status().Ready {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			var waiting []string
+			for _, b := range e.Status().Bundles {
+				if b.LastSuccessfulActivation.IsZero() {
+					msg := b.Name
+					if b.Message != "" {
+						msg += " (" + b.Message + ")"
+					}
+					waiting = append(waiting, msg)
+				}
+			}
+			return fmt.Errorf("policy bundles not activated yet: %s", strings.Join(waiting, ", "))
+		case <-tick.C:
+		}
+	}
+}
+
+// WriteMetrics writes the engine's metrics in the Prometheus text format.
+func (e *Engine) WriteMetrics(w io.Writer) error {
+	st := e.Status()
+	var b strings.Builder
+	metric := func(name, typ, help string) {
+		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
+	}
+	metric("regate_policy_decisions_total", "counter", "Policy decisions made, by result (error: evaluation failed or the result broke the contract; also counted as deny).")
+	fmt.Fprintf(&b, "regate_policy_decisions_total{result=\"allow\"} %d\n", e.metrics.allowed.Load())
+	fmt.Fprintf(&b, "regate_policy_decisions_total{result=\"deny\"} %d\n", e.metrics.denied.Load())
+	fmt.Fprintf(&b, "regate_policy_decisions_total{result=\"error\"} %d\n", e.metrics.failed.Load())
+	metric("regate_policy_activations_total", "counter", "Sets of bundles made active, including the first.")
+	fmt.Fprintf(&b, "regate_policy_activations_total %d\n", e.metrics.activations.Load())
+	metric("regate_policy_activation_failures_total", "counter", "Bundle downloads, signature checks, compilations or activations that failed (the previous bundles stayed active).")
+	fmt.Fprintf(&b, "regate_policy_activation_failures_total %d\n", e.metrics.bundleFailures.Load()+e.metrics.swapFailures.Load())
+	metric("regate_policy_bundle_info", "gauge", "Active bundles (value 1) with their revision.")
+	for _, name := range slices.Sorted(maps.Keys(st.Active)) {
+		fmt.Fprintf(&b, "regate_policy_bundle_info{bundle=%q,revision=%q} 1\n", name, st.Active[name].Revision)
+	}
+	metric("regate_policy_bundle_ok", "gauge", "1 when the bundle's last download and activation succeeded, 0 when it failed.")
+	metric("regate_policy_bundle_last_activation_timestamp_seconds", "gauge", "When the bundle was last activated (Unix time).")
+	metric("regate_policy_bundle_last_request_timestamp_seconds", "gauge", "When the bundle service was last asked for the bundle (Unix time).")
+	for _, s := range st.Bundles {
+		ok := 1
+		if s.Code != "" {
+			ok = 0
+		}
+		fmt.Fprintf(&b, "regate_policy_bundle_ok{bundle=%q} %d\n", s.Name, ok)
+		if !s.LastSuccessfulActivation.IsZero() {
+			fmt.Fprintf(&b, "regate_policy_bundle_last_activation_timestamp_seconds{bundle=%q} %d\n", s.Name, s.LastSuccessfulActivation.Unix())
+		}
+		if !s.LastRequest.IsZero() {
+			fmt.Fprintf(&b, "regate_policy_bundle_last_request_timestamp_seconds{bundle=%q} %d\n", s.Name, s.LastRequest.Unix())
+		}
+	}
+	metric("regate_policy_ready", "gauge", "1 once every configured bundle has been activated.")
+	ready := 0
+	if st.Ready {
+		ready = 1
+	}
+	fmt.Fprintf(&b, "regate_policy_ready %d\n", ready)
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// logDecision hands the decision to OPA's decision-log plugin, when the OPA
+// configuration enables one (decision_logs), which masks, drops, buffers and
+// uploads it as OPA would.
+func (e *Engine) logDecision(ctx context.Context, d *decision.Decision, input any) {
+	if e.dlogs == nil {
+		return
+	}
+	bundles := make(map[string]server.BundleInfo, len(d.Bundles))
+	for name, b := range d.Bundles {
+		bundles[name] = server.BundleInfo{Revision: b.Revision}
+	}
+	var result any = d.Result
+	info := &server.Info{
+		DecisionID: d.ID, Path: d.Path, Input: &input, Results: &result,
+		Bundles: bundles, Timestamp: time.Now().UTC(),
+	}
+	if d.Error != "" {
+		info.Error = fmt.Errorf("%s", d.Error)
+	}
+	if err := e.dlogs.Log(ctx, info); err != nil {
+		e.logger.Warn("decision log failed", "decision_id", d.ID, "error", err)
+	}
+}

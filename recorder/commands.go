@@ -1,0 +1,73 @@
+package recorder
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// CommandFilter selects command events (what-if, fixtures, decision export).
+// The zero value selects every command.
+type CommandFilter struct {
+	// Since and Until bound the event time: Since <= time < Until (zero: unbounded).
+	Since, Until time.Time
+	// Target keeps one target's commands ("" for all).
+	Target string
+	// SessionID keeps one session's commands ("" for all).
+	SessionID string
+}
+
+// Match tells whether ev is a command event selected by f.
+func (f CommandFilter) Match(ev *Event) bool {
+	return ev.Type == TypeCommand &&
+		(f.Since.IsZero() || !ev.Time.Before(f.Since)) &&
+		(f.Until.IsZero() || ev.Time.Before(f.Until)) &&
+		(f.Target == "" || ev.Target == f.Target) &&
+		(f.SessionID == "" || ev.SessionID == f.SessionID)
+}
+
+// Commands calls fn for every command event f selects, in chain order,
+// reading in one snapshot while appends continue. It stops at fn's first error
+// and returns it.
+func (s *sqliteStore) Commands(ctx context.Context, f CommandFilter, fn func(*Event) error) error {
+	q := selectRecords + ` WHERE type = ?`
+	args := []any{TypeCommand}
+	if !f.Since.IsZero() {
+		q += ` AND time >= ?`
+		args = append(args, f.Since.UTC().Format(TimeFormat))
+	}
+	if !f.Until.IsZero() {
+		q += ` AND time < ?`
+		args = append(args, f.Until.UTC().Format(TimeFormat))
+	}
+	if f.Target != "" {
+		q += ` AND target = ?`
+		args = append(args, f.Target)
+	}
+	if f.SessionID != "" {
+		q += ` AND session_id = ?`
+		args = append(args, f.SessionID)
+	}
+	rows, err := s.reader.QueryContext(ctx, q+` ORDER BY seq`, args...)
+	if err != nil {
+		return fmt.Errorf("recorder: query commands: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var r Record
+		if err := scanRecord(rows, &r, &r.Body); err != nil {
+			return fmt.Errorf("recorder: read commands: %w", err)
+		}
+		ev, err := r.Event()
+		if err != nil {
+			return err
+		}
+		if err := fn(&ev); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("recorder: read commands: %w", err)
+	}
+	return nil
+}
