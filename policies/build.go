@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
@@ -41,8 +42,15 @@ func Build(ctx context.Context, opts BuildOptions, w io.Writer) error {
 	if len(opts.Paths) == 0 {
 		return errors.New("policy build: no path to bundle")
 	}
-	c := compile.New().
-		WithPaths(opts.Paths...).
+	c := compile.New()
+	if info, err := os.Stat(opts.Paths[0]); len(opts.Paths) == 1 && err == nil && info.IsDir() {
+		// One directory is the bundle's root: its files are stored as
+		// /policy.rego, not /path/to/dir/policy.rego.
+		c = c.WithFS(os.DirFS(opts.Paths[0])).WithPaths(".")
+	} else {
+		c = c.WithPaths(opts.Paths...)
+	}
+	c = c.
 		WithAsBundle(true).
 		WithRevision(opts.Revision).
 		WithRegoVersion(ast.RegoV1).

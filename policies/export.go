@@ -3,7 +3,6 @@ package policies
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -91,7 +90,7 @@ func (l *DecisionLog) Write(ctx context.Context, r Recorded) (int, error) {
 		Bundles: bundles, Timestamp: r.Time.UTC(),
 	}
 	if r.Error != "" {
-		info.Error = errors.New(r.Error)
+		info.Error = evalError(r.Error)
 	}
 	before := l.sink.written()
 	if err := l.plugin.Log(ctx, info); err != nil {
@@ -101,6 +100,16 @@ func (l *DecisionLog) Write(ctx context.Context, r Recorded) (int, error) {
 		return 0, err
 	}
 	return l.sink.written() - before, nil
+}
+
+// evalError is a recorded evaluation error, encoded in the event as OPA
+// encodes its own errors: {"code": ..., "message": ...}.
+type evalError string
+
+func (e evalError) Error() string { return string(e) }
+
+func (e evalError) MarshalJSON() ([]byte, error) {
+	return json.Marshal(map[string]string{"code": "regate_policy_error", "message": string(e)})
 }
 
 // ndjsonSink is a decision_logs "plugin" (logs.Logger) that writes each

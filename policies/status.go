@@ -195,7 +195,7 @@ func (e *Engine) logDecision(ctx context.Context, d *decision.Decision, input an
 		Bundles: bundles, Timestamp: time.Now().UTC(),
 	}
 	if d.Error != "" {
-		info.Error = fmt.Errorf("%s", d.Error)
+		info.Error = evalError(d.Error)
 	}
 	if err := e.dlogs.Log(ctx, info); err != nil {
 		e.logger.Warn("decision log failed", "decision_id", d.ID, "error", err)

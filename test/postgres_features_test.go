@@ -27,8 +27,9 @@ type recEvent struct {
 		} `json:"postgres"`
 	} `json:"input"`
 	Decision *struct {
-		Allow   bool     `json:"allow"`
-		Reasons []string `json:"reasons"`
+		Allow   bool                                 `json:"allow"`
+		Reasons []string                             `json:"reasons"`
+		Bundles map[string]struct{ Revision string } `json:"bundles"`
 	} `json:"decision"`
 	Outcome *struct {
 		Status string   `json:"status"`

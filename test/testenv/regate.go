@@ -80,6 +80,7 @@ type GatewayOptions struct {
 	Labels   string // YAML flow mapping, e.g. "{env: prod}"
 	Extra    string // extra YAML appended to the target
 	Global   string // extra top-level YAML (admin:, approval:)
+	Policy   string // extra YAML under policy:, indented by two spaces (opa:, ready_timeout:)
 }
 
 // StartGateway writes a config file as a user would and runs `regate serve`.
@@ -103,6 +104,7 @@ identity:
   oidc: {issuer: %q, audience: %q}
 policy:
 %s  decision: %s
+%s
 store: {url: %q}
 targets:
   - name: app-db
@@ -111,7 +113,7 @@ targets:
     upstream: %s
     labels: %s
     credentials: {user: %s, password: "${TEST_APP_PASSWORD}"}
-%s`, o.Global, o.Issuer, o.Audience, bundle, o.Decision, g.Store, g.Listen, pg.Addr(), o.Labels, pg.AppUser, o.Extra)
+%s`, o.Global, o.Issuer, o.Audience, bundle, o.Decision, o.Policy, g.Store, g.Listen, pg.Addr(), o.Labels, pg.AppUser, o.Extra)
 	g.Config = filepath.Join(dir, "regate.yaml")
 	if err := os.WriteFile(g.Config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
