@@ -19,8 +19,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -356,6 +358,49 @@ mask contains "/input/identity/claims"
 	if out, _, code := testenv.Run(t, "policy", "test", filepath.Join(v1, "policy.rego"), fixture); code != 1 || !strings.Contains(out, "FAIL") {
 		t.Errorf("fixture tests on v1 should fail: %d\n%s", code, out)
 	}
+
+	// The CI example: a policy repository with tests; what-if over the
+	// exported window stops the publication of a changing revision, and
+	// ALLOW_CHANGES=1 publishes it, signed; the gateway picks it up.
+	repo := policyDir(t, work, "repo", policyV2)
+	writeFile(t, repo, "policy_test.rego", `package regate
+
+test_update_frozen if {
+	not decision.allow with input as {"postgres": {"statements": [{"command": "UPDATE"}]}}
+}
+`)
+	ci := func(extra ...string) (string, int) {
+		t.Helper()
+		cmd := exec.Command("bash", filepath.Join(repoRoot(t), "policies", "ci", "policy-ci.sh"))
+		cmd.Env = append(os.Environ(), "REGATE="+testenv.Binary(t), "POLICY_DIR="+repo, "DECISIONS="+exported,
+			"SIGNING_KEY="+keyFile, "KEY_ID=ci", "REVISION=v4", "PUBLISH_DIR="+srvDir, "OUT="+filepath.Join(work, "dist", "bundle.tar.gz"))
+		cmd.Env = append(cmd.Env, extra...)
+		out, err := cmd.CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return string(out), code
+	}
+	if out, code := ci(); code == 0 || !strings.Contains(out, "allow->deny") && !strings.Contains(out, "deny->allow") {
+		t.Fatalf("policy-ci.sh published a revision that changes decisions: %d\n%s", code, out)
+	}
+	time.Sleep(1500 * time.Millisecond) // more than a polling interval
+	if got := activeRevision(t, admin); got != "v2" {
+		t.Fatalf("after a stopped CI run the gateway runs %q", got)
+	}
+	if out, code := ci("ALLOW_CHANGES=1"); code != 0 || !strings.Contains(out, "revision v4 ready") {
+		t.Fatalf("policy-ci.sh with ALLOW_CHANGES=1: %d\n%s", code, out)
+	}
+	waitStatus(t, admin, func(s policyStatus) bool { return s.Active["authz"].Revision == "v4" })
+}
+
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..")
 }
 
 func policyDir(t *testing.T, parent, name, rego string) string {
