@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
@@ -64,7 +65,7 @@ func Build(ctx context.Context, opts BuildOptions, w io.Writer) error {
 			WithBundleVerificationKeyID(keyID)
 	}
 	if err := c.Build(ctx); err != nil {
-		return fmt.Errorf("policy build: %w", err)
+		return fmt.Errorf("policy build %s: %w", strings.Join(opts.Paths, " "), err)
 	}
 	return nil
 }

@@ -91,3 +91,41 @@ func TestExpand(t *testing.T) {
 		t.Fatalf("expand = %q, %v", got, err)
 	}
 }
+
+// TestPolicyOPAFreeForm: policy.opa is passed to OPA as written, with its
+// scalar types kept and ${VAR} expanded in strings.
+func TestPolicyOPAFreeForm(t *testing.T) {
+	doc := strings.Replace(good, "  decision: regate/decision\n", `  decision: regate/decision
+  ready_timeout: 5s
+  opa:
+    services:
+      ci: {url: "https://bundles.example", credentials: {bearer: {token: "${TOKEN}"}}}
+    bundles:
+      authz: {service: ci, resource: b.tar.gz, persist: true, polling: {min_delay_seconds: 10}}
+    labels: {region: eu}
+    list: [1, "two", null]
+`, 1)
+	cfg, err := Parse([]byte(doc), env(map[string]string{"APP_DB_PASSWORD": "x", "TOKEN": "t0k"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opa := cfg.Policy.OPA
+	ci := opa["services"].(map[string]any)["ci"].(map[string]any)
+	if ci["credentials"].(map[string]any)["bearer"].(map[string]any)["token"] != "t0k" {
+		t.Fatalf("token not expanded: %v", ci)
+	}
+	authz := opa["bundles"].(map[string]any)["authz"].(map[string]any)
+	if authz["persist"] != true || authz["polling"].(map[string]any)["min_delay_seconds"] != 10 {
+		t.Fatalf("scalar types lost: %#v", authz)
+	}
+	if l := opa["list"].([]any); len(l) != 3 || l[0] != 1 || l[1] != "two" || l[2] != nil {
+		t.Fatalf("list: %#v", l)
+	}
+	if cfg.Policy.ReadyTimeout.String() != "5s" {
+		t.Fatalf("ready_timeout = %v", cfg.Policy.ReadyTimeout)
+	}
+	_, err = Parse([]byte(strings.Replace(doc, "${TOKEN}", "${UNSET_TOKEN}", 1)), env(map[string]string{"APP_DB_PASSWORD": "x"}))
+	if err == nil || !strings.Contains(err.Error(), "policy.opa.services.ci.credentials.bearer.token") {
+		t.Fatalf("unset variable in policy.opa: %v", err)
+	}
+}

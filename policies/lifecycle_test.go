@@ -1,0 +1,414 @@
+package policies
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/regate/regate/policies/decision"
+)
+
+// bundleFiles serves bundle tarballs by name; Set replaces one atomically.
+type bundleFiles struct {
+	mu    sync.Mutex
+	files map[string][]byte
+}
+
+func (b *bundleFiles) Set(name string, data []byte) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.files[name] = data
+}
+
+func (b *bundleFiles) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	b.mu.Lock()
+	data, ok := b.files[strings.TrimPrefix(r.URL.Path, "/")]
+	b.mu.Unlock()
+	if !ok {
+		http.NotFound(w, r)
+		return
+	}
+	_, _ = w.Write(data)
+}
+
+// buildBundle builds a bundle of files with Build.
+func buildBundle(t *testing.T, rev string, files map[string]string) []byte {
+	t.Helper()
+	dir := bundleDir(t, "src", files)
+	var out bytes.Buffer
+	if err := Build(context.Background(), BuildOptions{Paths: []string{dir}, Revision: rev}, &out); err != nil {
+		t.Fatal(err)
+	}
+	return out.Bytes()
+}
+
+// revisionPolicy decides allow and reports, as its reason, the revision it
+// was built as, so a test can tell which policy made a decision.
+func revisionPolicy(rev string) map[string]string {
+	return map[string]string{
+		".manifest":   `{"roots": ["app"]}`,
+		"policy.rego": fmt.Sprintf("package app\n\ndecision := {\"allow\": true, \"reasons\": [%q]}\n", rev),
+	}
+}
+
+func startEngine(t *testing.T, cfg Config) *Engine {
+	t.Helper()
+	e, err := New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	return e
+}
+
+func opaConfig(url string, bundles map[string]string) []byte {
+	cfg := map[string]any{"services": map[string]any{"s": map[string]any{"url": url}}}
+	bs := map[string]any{}
+	for name, resource := range bundles {
+		bs[name] = map[string]any{"service": "s", "resource": resource,
+			"polling": map[string]any{"min_delay_seconds": 1, "max_delay_seconds": 1}}
+	}
+	cfg["bundles"] = bs
+	out, _ := json.Marshal(cfg)
+	return out
+}
+
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); !ok(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// TestHotSwapIsAtomic hammers Decide from several goroutines while bundle
+// revisions change under it: every decision must name the revision whose
+// policy made it, and no decision may fail.
+func TestHotSwapIsAtomic(t *testing.T) {
+	files := &bundleFiles{files: map[string][]byte{"app.tar.gz": buildBundle(t, "r0", revisionPolicy("r0"))}}
+	srv := httptest.NewServer(files)
+	defer srv.Close()
+	e := startEngine(t, Config{OPA: opaConfig(srv.URL, map[string]string{"app": "app.tar.gz"}), Decision: "app/decision"})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := e.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	var stop atomic.Bool
+	var decided, mismatched atomic.Int64
+	var firstBad atomic.Value
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; !stop.Load() && i < 200000; i++ {
+				d := e.Decide(ctx, pgInput(selectStmt))
+				decided.Add(1)
+				if !d.Allow || len(d.Reasons) != 1 || d.Bundles["app"].Revision != d.Reasons[0] {
+					mismatched.Add(1)
+					firstBad.CompareAndSwap(nil, fmt.Sprintf("%+v", d))
+				}
+			}
+		}()
+	}
+	for i := 1; i <= 3; i++ {
+		rev := fmt.Sprintf("r%d", i)
+		files.Set("app.tar.gz", buildBundle(t, rev, revisionPolicy(rev)))
+		waitFor(t, "revision "+rev, func() bool { return e.Bundles()["app"].Revision == rev })
+	}
+	stop.Store(true)
+	wg.Wait()
+	if decided.Load() < 100 {
+		t.Fatalf("only %d decisions during the swaps", decided.Load())
+	}
+	if mismatched.Load() > 0 {
+		t.Fatalf("%d of %d decisions named another revision than the one that decided; first: %v",
+			mismatched.Load(), decided.Load(), firstBad.Load())
+	}
+	if got := e.metrics.activations.Load(); got < 4 {
+		t.Fatalf("activations = %d, want at least 4", got)
+	}
+}
+
+// TestBundlesActiveTogetherAndRefused: two bundles with distinct roots are
+// active together; a bundle that does not compile, and one whose roots
+// overlap, are refused with the previous revision kept, visible in Status
+// and metrics.
+func TestBundlesActiveTogetherAndRefused(t *testing.T) {
+	main := map[string]string{
+		".manifest":   `{"roots": ["gate"]}`,
+		"policy.rego": "package gate\n\ndecision := {\"allow\": input.postgres.database in data.lists.allowed_dbs}\n",
+	}
+	lists := map[string]string{
+		".manifest": `{"roots": ["lists"]}`,
+		"data.json": `{"lists": {"allowed_dbs": ["app"]}}`,
+	}
+	files := &bundleFiles{files: map[string][]byte{
+		"main.tar.gz":  buildBundle(t, "m1", main),
+		"lists.tar.gz": buildBundle(t, "l1", lists),
+	}}
+	srv := httptest.NewServer(files)
+	defer srv.Close()
+	var logs bytes.Buffer
+	var logMu sync.Mutex
+	logger := hclog.New(&hclog.LoggerOptions{Output: &lockedWriter{w: &logs, mu: &logMu}, Level: hclog.Info})
+	e := startEngine(t, Config{
+		OPA:      opaConfig(srv.URL, map[string]string{"main": "main.tar.gz", "lists": "lists.tar.gz"}),
+		Decision: "gate/decision", Logger: logger,
+	})
+	ctx := context.Background()
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := e.WaitReady(wctx); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]decision.Bundle{"main": {Revision: "m1"}, "lists": {Revision: "l1"}}
+	if d := e.Decide(ctx, pgInput(selectStmt)); !d.Allow || fmt.Sprint(d.Bundles) != fmt.Sprint(want) {
+		t.Fatalf("with both bundles: %+v", d)
+	}
+
+	// Data-only update of one bundle swaps in its data.
+	files.Set("lists.tar.gz", buildBundle(t, "l2", map[string]string{
+		".manifest": `{"roots": ["lists"]}`, "data.json": `{"lists": {"allowed_dbs": ["other"]}}`,
+	}))
+	waitFor(t, "lists l2", func() bool { return e.Bundles()["lists"].Revision == "l2" })
+	if d := e.Decide(ctx, pgInput(selectStmt)); d.Allow {
+		t.Fatalf("after lists l2 the database is no longer allowed: %+v", d)
+	}
+
+	// A non-compiling revision is refused; m1 keeps deciding.
+	files.Set("main.tar.gz", brokenBundle(t))
+	waitFor(t, "compile error in status", func() bool { return bundleError(e, "main") != "" })
+	if msg := bundleError(e, "main"); !strings.Contains(msg, "rego_parse_error") && !strings.Contains(msg, "rego_compile_error") {
+		t.Fatalf("status error for a broken bundle: %s", msg)
+	}
+	if got := e.Bundles()["main"].Revision; got != "m1" {
+		t.Fatalf("broken bundle changed the revision to %q", got)
+	}
+	// A revision that claims the other bundle's root is refused too.
+	files.Set("main.tar.gz", buildBundle(t, "m3", map[string]string{
+		".manifest":   `{"roots": ["gate", "lists"]}`,
+		"policy.rego": "package gate\n\ndecision := {\"allow\": true}\n",
+	}))
+	waitFor(t, "root conflict in status", func() bool { return strings.Contains(bundleError(e, "main"), "overlap") })
+	if got := e.Bundles()["main"].Revision; got != "m1" {
+		t.Fatalf("conflicting bundle changed the revision to %q", got)
+	}
+	var m bytes.Buffer
+	if err := e.WriteMetrics(&m); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{`regate_policy_bundle_ok{bundle="main"} 0`, `regate_policy_bundle_ok{bundle="lists"} 1`,
+		`regate_policy_bundle_info{bundle="main",revision="m1"} 1`} {
+		if !strings.Contains(m.String(), w) {
+			t.Errorf("metrics lack %s:\n%s", w, m.String())
+		}
+	}
+	if !strings.Contains(m.String(), "regate_policy_activation_failures_total ") ||
+		strings.Contains(m.String(), "regate_policy_activation_failures_total 0\n") {
+		t.Errorf("failures not counted:\n%s", m.String())
+	}
+	logMu.Lock()
+	defer logMu.Unlock()
+	if !strings.Contains(logs.String(), "[ERROR]") || !strings.Contains(logs.String(), "overlap") {
+		t.Errorf("refusals not logged at ERROR:\n%s", logs.String())
+	}
+}
+
+// TestNoBundleYetDenies: before a configured bundle has been activated,
+// every decision denies with a reason saying so, and WaitReady says which
+// bundle is missing.
+func TestNoBundleYetDenies(t *testing.T) {
+	srv := httptest.NewServer(http.NotFoundHandler())
+	defer srv.Close()
+	e := startEngine(t, Config{OPA: opaConfig(srv.URL, map[string]string{"authz": "missing.tar.gz"})})
+	d := e.Decide(context.Background(), pgInput(selectStmt))
+	if d.Allow || !strings.Contains(d.Error, "no policy bundle is active yet") {
+		t.Fatalf("decision before any bundle: %+v", d)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := e.WaitReady(ctx); err == nil || !strings.Contains(err.Error(), "authz") {
+		t.Fatalf("WaitReady: %v", err)
+	}
+	if e.Status().Ready {
+		t.Fatal("status ready without a bundle")
+	}
+}
+
+// TestBadOPAConfig: a policy.opa that OPA rejects is an error at start.
+func TestBadOPAConfig(t *testing.T) {
+	_, err := New(context.Background(), Config{OPA: []byte(`{"bundles": {"x": {"service": "nope"}}}`)})
+	if err == nil || !strings.Contains(err.Error(), "policy.opa") || !strings.Contains(err.Error(), "nope") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestDecisionLogMasking: exported events go through OPA's decision-log
+// plugin, so data.system.log.mask erases and upserts, and drop drops.
+func TestDecisionLogMasking(t *testing.T) {
+	dir := bundleDir(t, "b", map[string]string{
+		"policy.rego": "package regate\n\ndecision := {\"allow\": true}\n",
+		"log.rego": `package system.log
+
+mask contains "/input/identity/claims"
+
+mask contains {"op": "upsert", "path": "/input/session/client_addr", "value": "x.x.x.x"}
+
+drop if input.input.postgres.database == "secret"
+`,
+	})
+	e := startEngine(t, Config{Bundle: dir})
+	var out bytes.Buffer
+	dl, err := e.NewDecisionLog(&out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, _ := json.Marshal(pgInput(selectStmt))
+	ctx := context.Background()
+	n, err := dl.Write(ctx, Recorded{DecisionID: "d1", Path: "regate/decision", Input: in,
+		Result: map[string]any{"allow": true}, Bundles: map[string]decision.Bundle{"b": {Revision: "7"}}, Time: time.Unix(0, 0)})
+	if err != nil || n != 1 {
+		t.Fatalf("write: %d %v", n, err)
+	}
+	secret := pgInput(selectStmt)
+	secret.Postgres.Database = "secret"
+	in2, _ := json.Marshal(secret)
+	if n, err := dl.Write(ctx, Recorded{DecisionID: "d2", Path: "regate/decision", Input: in2, Time: time.Unix(0, 0)}); err != nil || n != 0 {
+		t.Fatalf("dropped event written: %d %v", n, err)
+	}
+	var ev map[string]any
+	if err := json.Unmarshal(out.Bytes(), &ev); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	input := ev["input"].(map[string]any)
+	if _, ok := input["identity"].(map[string]any)["claims"]; ok {
+		t.Errorf("claims not erased: %s", out.String())
+	}
+	if got := input["session"].(map[string]any)["client_addr"]; got != "x.x.x.x" {
+		t.Errorf("client_addr = %v", got)
+	}
+	if fmt.Sprint(ev["erased"]) != "[/input/identity/claims]" || fmt.Sprint(ev["masked"]) != "[/input/session/client_addr]" {
+		t.Errorf("erased %v masked %v", ev["erased"], ev["masked"])
+	}
+	if ev["decision_id"] != "d1" || ev["path"] != "regate/decision" || fmt.Sprint(ev["bundles"]) != "map[b:map[revision:7]]" {
+		t.Errorf("event: %s", out.String())
+	}
+}
+
+// TestBuildSignedBundleVerifies: a bundle signed by Build is accepted by a
+// gateway configured with the public key and refused with another key.
+func TestBuildSignedBundleVerifies(t *testing.T) {
+	dir := bundleDir(t, "src", revisionPolicy("s1"))
+	var signed bytes.Buffer
+	if err := Build(context.Background(), BuildOptions{Paths: []string{dir}, Revision: "s1",
+		SigningKey: "secret-one", SigningAlg: "HS256", KeyID: "k"}, &signed); err != nil {
+		t.Fatal(err)
+	}
+	files := &bundleFiles{files: map[string][]byte{"app.tar.gz": signed.Bytes()}}
+	srv := httptest.NewServer(files)
+	defer srv.Close()
+	for _, tc := range []struct {
+		secret string
+		ok     bool
+	}{{"secret-one", true}, {"secret-two", false}} {
+		cfg := map[string]any{
+			"services": map[string]any{"s": map[string]any{"url": srv.URL}},
+			"bundles": map[string]any{"app": map[string]any{"service": "s", "resource": "app.tar.gz",
+				"signing": map[string]any{"keyid": "k"}}},
+			"keys": map[string]any{"k": map[string]any{"algorithm": "HS256", "key": tc.secret}},
+		}
+		raw, _ := json.Marshal(cfg)
+		e := startEngine(t, Config{OPA: raw, Decision: "app/decision"})
+		if tc.ok {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			err := e.WaitReady(ctx)
+			cancel()
+			if err != nil || e.Bundles()["app"].Revision != "s1" {
+				t.Fatalf("right key: %v %v", err, e.Bundles())
+			}
+			continue
+		}
+		waitFor(t, "signature error", func() bool { return bundleError(e, "app") != "" })
+		if len(e.Bundles()) != 0 || !strings.Contains(bundleError(e, "app"), "signature") {
+			t.Fatalf("wrong key: %v %q", e.Bundles(), bundleError(e, "app"))
+		}
+	}
+}
+
+// TestBuildNamesBrokenFile: a build of a non-compiling policy fails naming
+// the file and line.
+func TestBuildNamesBrokenFile(t *testing.T) {
+	dir := bundleDir(t, "src", map[string]string{"x.rego": "package x\n\np if {\n"})
+	err := Build(context.Background(), BuildOptions{Paths: []string{dir}}, &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), "x.rego:") || !strings.Contains(err.Error(), "rego_parse_error") ||
+		!strings.Contains(err.Error(), dir) {
+		t.Fatalf("err = %v", err)
+	}
+	if err := Build(context.Background(), BuildOptions{Paths: []string{filepath.Join(dir, "missing")}}, &bytes.Buffer{}); err == nil {
+		t.Fatal("missing path built")
+	}
+}
+
+func bundleError(e *Engine, name string) string {
+	for _, b := range e.Status().Bundles {
+		if b.Name == name && b.Code != "" {
+			return b.Message + " " + strings.Join(b.Errors, " ")
+		}
+	}
+	return ""
+}
+
+// brokenBundle is a tarball whose policy does not parse (Build refuses to
+// make one, so it is written by hand).
+func brokenBundle(t *testing.T) []byte {
+	t.Helper()
+	var out bytes.Buffer
+	zw := gzip.NewWriter(&out)
+	tw := tar.NewWriter(zw)
+	for _, f := range []struct{ name, body string }{
+		{"/.manifest", `{"revision": "m2", "roots": ["gate"]}`},
+		{"/policy.rego", "package gate\n\ndecision := {\n"},
+	} {
+		if err := tw.WriteHeader(&tar.Header{Name: f.name, Mode: 0o644, Size: int64(len(f.body))}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write([]byte(f.body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return out.Bytes()
+}
+
+type lockedWriter struct {
+	w  *bytes.Buffer
+	mu *sync.Mutex
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
