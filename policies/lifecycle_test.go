@@ -412,3 +412,22 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(p)
 }
+
+// TestOPADecisionLogsConfigured: with decision_logs in the OPA
+// configuration, every decision reaches OPA's decision-log plugin (here its
+// console output, which goes to regate's logger).
+func TestOPADecisionLogsConfigured(t *testing.T) {
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	logger := hclog.New(&hclog.LoggerOptions{Output: &lockedWriter{w: &logs, mu: &mu}, Level: hclog.Info})
+	e := startEngine(t, Config{OPA: []byte(`{"decision_logs": {"console": true}}`), Logger: logger})
+	d := e.Decide(context.Background(), pgInput(dropStmt))
+	if d.Allow {
+		t.Fatal("DROP allowed")
+	}
+	waitFor(t, "the console decision log", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.Contains(logs.String(), d.ID)
+	})
+}
