@@ -22,7 +22,7 @@ test-deps:
 	@bash test/install-deps.sh
 
 demo: build
-	@bash test/demo.sh $(BIN)
+	@bash test/demo.sh $(BIN) $(DEMO_FLAGS)
 
 # pgbench -S (simple and extended, 1 and 8 clients): direct vs regate vs
 # pgbouncer in one run, with ratios and added latency (test/bench/run.sh).

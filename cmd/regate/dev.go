@@ -58,6 +58,8 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	upPass := fs.String("upstream-password", "", "its password (or set REGATE_DEV_UPSTREAM_PASSWORD)")
 	issuerAddr := fs.String("issuer-listen", "127.0.0.1:0", "the development OIDC issuer's address (loopback only)")
 	bundle := fs.String("bundle", "", "policy bundle directory or .tar.gz (default: the embedded library)")
+	opaFile := fs.String("opa", "", "OPA configuration file (YAML or JSON: services, bundles, keys, ...), as policy.opa of serve")
+	decisionPath := fs.String("decision", "", "data path of the decision (default regate/decision)")
 	admin := fs.String("admin", "127.0.0.1:8080", "admin API address (approvals, /healthz); a free port when it is taken; \"\" for none")
 	dataDir := fs.String("data", "", "directory for the SQLite store (default: a new temp dir)")
 	labels := fs.String("labels", "env=dev", "target labels, comma-separated key=value")
@@ -91,10 +93,16 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return fmt.Errorf("dev: --labels: %w", err)
 	}
+	var opa map[string]any
+	if *opaFile != "" {
+		if opa, err = config.LoadOPA(*opaFile); err != nil {
+			return fmt.Errorf("dev: --opa: %w", err)
+		}
+	}
 	cfg := &config.Config{
 		Admin:    config.Admin{Listen: *admin},
 		Identity: config.Identity{OIDC: config.OIDC{Issuer: idp.Issuer(), Audience: "regate"}},
-		Policy:   config.Policy{Bundle: *bundle},
+		Policy:   config.Policy{Bundle: *bundle, OPA: opa, Decision: *decisionPath},
 		Store:    config.Store{URL: "sqlite://" + filepath.Join(dir, "regate.db")},
 		Targets: []config.Target{{
 			Name: "dev-db", Protocol: "postgres", Listen: *listen, Upstream: *upstream, Labels: lbl,

@@ -231,3 +231,26 @@ func IsLoopback(addr string) (bool, error) {
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback(), nil
 }
+
+// LoadOPA reads a file of OPA configuration (YAML or JSON), as given under
+// policy.opa, expanding ${VAR}.
+func LoadOPA(path string) (map[string]any, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read OPA configuration: %w", err)
+	}
+	var out struct {
+		OPA map[string]any `yaml:"opa"`
+	}
+	// Decode the file as the value of an "opa" key, so errors name the same
+	// key paths as in a configuration file.
+	var wrapped strings.Builder
+	wrapped.WriteString("opa:\n")
+	for _, line := range strings.Split(string(data), "\n") {
+		wrapped.WriteString("  " + line + "\n")
+	}
+	if err := decode([]byte(wrapped.String()), &out, os.LookupEnv); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return out.OPA, nil
+}
