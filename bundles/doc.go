@@ -17,7 +17,16 @@
 // no revision, has the revision "" (empty): callers that show revisions should
 // say so rather than invent one.
 //
-// Signed bundles (.signatures.json) are not supported: OPA refuses to read one
-// without a verification key, and regate configures none, so Load fails for
-// them rather than silently skipping verification.
+// Load reads local bundles. A signed local bundle (.signatures.json) fails to
+// load, because Load has no verification key: OPA refuses to read one
+// without, and regate does not skip verification silently. Signed bundles
+// come from bundle services (Source), where the OPA configuration names the
+// keys.
+//
+// Source is where the active bundles come from at run time: OPA's plugin
+// manager with the local bundles activated at start and, when the OPA
+// configuration asks for it, OPA's bundle plugin downloading, verifying,
+// compiling and activating bundles from bundle services. Source reports each
+// activation (OnActivate) and each bundle's status; it never evaluates a
+// decision (package policies does).
 package bundles

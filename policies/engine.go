@@ -2,7 +2,6 @@ package policies
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -14,14 +13,9 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
-	opaconfig "github.com/open-policy-agent/opa/v1/config"
-	"github.com/open-policy-agent/opa/v1/plugins"
-	bundleplugin "github.com/open-policy-agent/opa/v1/plugins/bundle"
-	"github.com/open-policy-agent/opa/v1/plugins/discovery"
 	"github.com/open-policy-agent/opa/v1/plugins/logs"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage"
-	"github.com/open-policy-agent/opa/v1/storage/inmem"
 
 	"github.com/regate/regate/bundles"
 	"github.com/regate/regate/policies/decision"
@@ -50,23 +44,22 @@ type Config struct {
 }
 
 // Engine evaluates the decision against the active bundles. It is safe for
-// concurrent use. Bundles are activated by OPA's own plugin manager: a new
-// revision (downloaded, signature-checked and compiled by OPA's bundle
-// plugin) replaces the prepared query atomically, so the next Decide uses it
-// and no caller ever sees a half-activated policy. A bundle that fails to
-// download, verify, compile or activate leaves the previous one in force.
+// concurrent use. Bundles come from a bundles.Source (OPA's plugin manager):
+// when it activates a new revision (downloaded, signature-checked and
+// compiled by OPA's bundle plugin), the engine prepares the decision query
+// on it and swaps it in atomically, so the next Decide uses it and no caller
+// ever sees a half-activated policy. A bundle that fails to download,
+// verify, compile or activate leaves the previous one in force.
 type Engine struct {
-	ref     ast.Ref
-	path    string
-	logger  hclog.Logger
-	cache   *valueCache
-	manager *plugins.Manager
-	store   storage.Store
-	gen     atomic.Pointer[generation]
-	dlogs   *logs.Plugin // OPA decision logs, when configured
+	ref    ast.Ref
+	path   string
+	logger hclog.Logger
+	cache  *valueCache
+	source *bundles.Source
+	store  storage.Store
+	gen    atomic.Pointer[generation]
+	dlogs  *logs.Plugin // OPA decision logs, when configured
 
-	mu       sync.Mutex
-	statuses map[string]bundleplugin.Status
 	metrics  metrics
 	stopOnce sync.Once
 }
@@ -81,7 +74,7 @@ type generation struct {
 
 // New loads the configured bundles and prepares the decision query. A local
 // bundle that fails to load or compile is an error naming the file and line;
-// bundles from an OPA bundle service arrive in the background (see Ready).
+// bundles from an OPA bundle service arrive in the background (see WaitReady).
 func New(ctx context.Context, cfg Config) (*Engine, error) {
 	logger := cfg.Logger
 	if logger == nil {
@@ -95,104 +88,62 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	if id == "" {
 		id = "regate"
 	}
-	raw := cfg.OPA
-	if len(raw) == 0 {
-		raw = []byte("{}")
-	}
-	parsed, err := opaconfig.ParseConfig(raw, id)
+	remote, err := bundles.RemoteBundles(cfg.OPA, id)
 	if err != nil {
 		return nil, fmt.Errorf("policy.opa: %w", err)
 	}
-	remote := parsed.Bundle != nil || parsed.Bundles != nil || parsed.Discovery != nil
-	oplog := newOPALogger(logger.Named("opa"))
-	opts := []func(*plugins.Manager){
-		plugins.Logger(oplog),
-		plugins.ConsoleLogger(oplog),
-		plugins.WithParserOptions(ast.ParserOptions{ProcessAnnotation: true, RegoVersion: ast.RegoV1}),
-		plugins.EnablePrintStatements(true),
-		plugins.PrintHook(printHook{logger: logger}),
-	}
 	local := map[string]*bundle.Bundle{}
+	label := ""
 	if cfg.Bundle != "" || !remote {
 		name, b, err := loadBundle(ctx, cfg.Bundle)
 		if err != nil {
 			return nil, err
 		}
-		local[name] = b
-		opts = append(opts, plugins.InitBundles(local))
+		local[name], label = b, bundleLabel(cfg.Bundle, name)
 	}
-	store := inmem.NewWithOpts(inmem.OptRoundTripOnWrite(false))
-	m, err := plugins.New(raw, id, store, opts...)
+	src, err := bundles.NewSource(ctx, bundles.SourceConfig{
+		Local: local, OPA: cfg.OPA, ID: id, Logger: logger.Named("opa"), PrintHook: printHook{logger: logger},
+	})
 	if err != nil {
-		return nil, fmt.Errorf("policy.opa: %w", err)
+		if label != "" {
+			return nil, fmt.Errorf("compile bundle %s: %w", label, err)
+		}
+		return nil, err
 	}
-	e := &Engine{
-		ref: ref, path: path, logger: logger, cache: newValueCache(8192),
-		manager: m, store: store, statuses: map[string]bundleplugin.Status{},
-	}
-	if err := m.Init(ctx); err != nil {
-		return nil, fmt.Errorf("compile bundle %s: %w", bundleLabel(cfg.Bundle, localName(local)), err)
-	}
-	// The trigger runs inside the activating transaction's commit, while the
-	// store is locked against readers, so a Decide sees either the old
-	// compiler with the old data or the new with the new.
-	m.RegisterCompilerTrigger(func(txn storage.Transaction) {
-		if err := e.activate(context.Background(), txn); err != nil {
+	e := &Engine{ref: ref, path: path, logger: logger, cache: newValueCache(8192), source: src, store: src.Store()}
+	src.OnActivate(func(ctx context.Context, txn storage.Transaction) {
+		if err := e.activate(ctx, txn); err != nil {
 			e.metrics.swapFailures.Add(1)
 			e.logger.Error("cannot prepare the decision query on the new bundles; the previous ones stay in force", "error", err)
 		}
 	})
-	if err := storage.Txn(ctx, store, storage.TransactionParams{}, func(txn storage.Transaction) error {
+	if err := storage.Txn(ctx, e.store, storage.TransactionParams{}, func(txn storage.Transaction) error {
 		return e.activate(ctx, txn)
 	}); err != nil {
+		src.Close()
 		return nil, err
 	}
-	d, err := discovery.New(m, discovery.BootConfig(bootConfig(raw)))
-	if err != nil {
-		return nil, fmt.Errorf("policy.opa: %w", err)
+	if err := src.Start(ctx); err != nil {
+		src.Close()
+		return nil, err
 	}
-	m.Register(discovery.Name, d)
-	if bp := bundleplugin.Lookup(m); bp != nil {
-		bp.Register("regate", e.bundleStatus)
-	}
-	if err := m.Start(ctx); err != nil {
-		return nil, fmt.Errorf("policy.opa: start OPA plugins: %w", err)
-	}
-	e.dlogs = logs.Lookup(m)
+	e.dlogs = logs.Lookup(src.Manager())
 	return e, nil
 }
 
-// bootConfig decodes the raw OPA configuration for discovery.
-func bootConfig(raw []byte) map[string]any {
-	var v map[string]any
-	_ = json.Unmarshal(raw, &v) // already validated by ParseConfig; YAML boot config only matters for discovery
-	return v
-}
-
-func localName(local map[string]*bundle.Bundle) string {
-	for name := range local {
-		return name
-	}
-	return ""
-}
-
-// activate prepares the decision query on the manager's current compiler
-// and the bundles recorded in txn, and makes it the active generation.
+// activate prepares the decision query on the source's current compiler and
+// the bundles recorded in txn, and makes it the active generation.
 func (e *Engine) activate(ctx context.Context, txn storage.Transaction) error {
-	compiler := e.manager.GetCompiler()
+	compiler := e.source.Compiler()
 	if compiler == nil {
 		return errors.New("no compiler")
 	}
-	names, err := bundle.ReadBundleNamesFromStore(ctx, e.store, txn)
-	if err != nil && !storage.IsNotFound(err) {
-		return fmt.Errorf("read active bundles: %w", err)
+	revs, err := e.source.Active(ctx, txn)
+	if err != nil {
+		return err
 	}
-	active := make(map[string]decision.Bundle, len(names))
-	for _, name := range names {
-		rev, err := bundle.ReadBundleRevisionFromStore(ctx, e.store, txn, name)
-		if err != nil && !storage.IsNotFound(err) {
-			return fmt.Errorf("read revision of bundle %q: %w", name, err)
-		}
+	active := make(map[string]decision.Bundle, len(revs))
+	for name, rev := range revs {
 		active[name] = decision.Bundle{Revision: rev}
 	}
 	query, err := rego.New(
@@ -210,11 +161,11 @@ func (e *Engine) activate(ctx context.Context, txn storage.Transaction) error {
 	}
 	if len(active) > 0 && !definesDocument(compiler, e.ref) {
 		e.logger.Warn("no rule defines the decision; requests are denied unless bundle data provides it",
-			"decision", e.ref.String(), "bundles", names)
+			"decision", e.ref.String(), "bundles", active)
 	}
 	prev := e.gen.Swap(&generation{query: query, bundles: active, activated: time.Now()})
 	e.metrics.activations.Add(1)
-	if prev != nil && !maps.Equal(prev.bundles, active) {
+	if prev != nil {
 		for name, b := range active {
 			if prev.bundles[name] != b {
 				e.logger.Info("policy bundle activated", "bundle", name, "revision", b.Revision,
@@ -223,16 +174,6 @@ func (e *Engine) activate(ctx context.Context, txn storage.Transaction) error {
 		}
 	}
 	return nil
-}
-
-// bundleStatus keeps the bundle plugin's latest status per bundle.
-func (e *Engine) bundleStatus(s bundleplugin.Status) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if s.Code != "" {
-		e.metrics.bundleFailures.Add(1)
-	}
-	e.statuses[s.Name] = s
 }
 
 // Bundles returns the active bundles' names and revisions.
@@ -247,11 +188,7 @@ func (e *Engine) Path() string {
 
 // Close stops OPA's plugins (bundle polling, decision-log uploads).
 func (e *Engine) Close() {
-	e.stopOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		e.manager.Stop(ctx)
-	})
+	e.stopOnce.Do(e.source.Close)
 }
 
 // loadBundle reads the configured bundle, or the embedded default library

@@ -59,16 +59,16 @@ const exportPluginName = "regate_export"
 // engine's active policy.
 func (e *Engine) NewDecisionLog(w io.Writer) (*DecisionLog, error) {
 	sink := &ndjsonSink{enc: json.NewEncoder(w)}
-	e.manager.Register(exportPluginName, sink)
+	e.source.Manager().Register(exportPluginName, sink)
 	cfg, err := logs.NewConfigBuilder().
 		WithBytes([]byte(`{"plugin": "` + exportPluginName + `"}`)).
-		WithServices(e.manager.Services()).
+		WithServices(e.source.Manager().Services()).
 		WithPlugins([]string{exportPluginName}).
 		Parse()
 	if err != nil {
 		return nil, fmt.Errorf("decision log: %w", err)
 	}
-	return &DecisionLog{plugin: logs.New(cfg, e.manager), sink: sink}, nil
+	return &DecisionLog{plugin: logs.New(cfg, e.source.Manager()), sink: sink}, nil
 }
 
 // Write exports one decision. It returns how many events were written (0

@@ -6,14 +6,13 @@ import (
 	"io"
 	"maps"
 	"slices"
-	"sort"
 	"strings"
 	"sync/atomic"
 	"time"
 
-	"github.com/open-policy-agent/opa/v1/plugins"
 	"github.com/open-policy-agent/opa/v1/server"
 
+	"github.com/regate/regate/bundles"
 	"github.com/regate/regate/policies/decision"
 )
 
@@ -22,7 +21,6 @@ type metrics struct {
 	allowed, denied, failed atomic.Int64 // decisions; failed = Error set (also counted as denied)
 	activations             atomic.Int64 // generations made active (including the first)
 	swapFailures            atomic.Int64 // activations whose query could not be prepared
-	bundleFailures          atomic.Int64 // bundle plugin reports with an error code
 }
 
 func (m *metrics) count(d *decision.Decision) {
@@ -56,50 +54,14 @@ type Status struct {
 }
 
 // BundleStatus is one remote bundle's status, as OPA's bundle plugin reports it.
-type BundleStatus struct {
-	Name                     string    `json:"name"`
-	ActiveRevision           string    `json:"active_revision,omitempty"`
-	LastRequest              time.Time `json:"last_request,omitzero"`
-	LastSuccessfulRequest    time.Time `json:"last_successful_request,omitzero"`
-	LastSuccessfulDownload   time.Time `json:"last_successful_download,omitzero"`
-	LastSuccessfulActivation time.Time `json:"last_successful_activation,omitzero"`
-	// Code and Message describe the last failure ("" when the last attempt succeeded).
-	Code    string   `json:"code,omitempty"`
-	Message string   `json:"message,omitempty"`
-	Errors  []string `json:"errors,omitempty"`
-}
+type BundleStatus = bundles.Status
 
 // Status returns the engine's current status.
 func (e *Engine) Status() Status {
 	gen := e.gen.Load()
-	st := Status{Decision: e.path, Active: maps.Clone(gen.bundles), ActivatedAt: gen.activated.UTC(), Ready: true}
-	e.mu.Lock()
-	for _, s := range e.statuses {
-		bs := BundleStatus{
-			Name: s.Name, ActiveRevision: s.ActiveRevision, LastRequest: s.LastRequest,
-			LastSuccessfulRequest: s.LastSuccessfulRequest, LastSuccessfulDownload: s.LastSuccessfulDownload,
-			LastSuccessfulActivation: s.LastSuccessfulActivation, Code: s.Code, Message: s.Message,
-		}
-		for _, err := range s.Errors {
-			bs.Errors = append(bs.Errors, err.Error())
-		}
-		st.Bundles = append(st.Bundles, bs)
-	}
-	e.mu.Unlock()
-	sort.Slice(st.Bundles, func(i, j int) bool { return st.Bundles[i].Name < st.Bundles[j].Name })
-	ps := e.manager.PluginStatus()
-	if len(ps) > 0 {
-		st.Plugins = map[string]string{}
-		for name, s := range ps {
-			if s == nil {
-				continue
-			}
-			st.Plugins[name] = string(s.State)
-			if name == "bundle" && s.State != plugins.StateOK {
-				st.Ready = false
-			}
-		}
-	}
+	st := Status{Decision: e.path, Active: maps.Clone(gen.bundles), ActivatedAt: gen.activated.UTC(),
+		Bundles: e.source.Statuses()}
+	st.Plugins, st.Ready = e.source.Plugins()
 	if len(gen.bundles) == 0 {
 		st.Ready = false
 	}
@@ -117,17 +79,7 @@ func (e *Engine) WaitReady(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			var waiting []string
-			for _, b := range e.Status().Bundles {
-				if b.LastSuccessfulActivation.IsZero() {
-					msg := b.Name
-					if b.Message != "" {
-						msg += " (" + b.Message + ")"
-					}
-					waiting = append(waiting, msg)
-				}
-			}
-			return fmt.Errorf("policy bundles not activated yet: %s", strings.Join(waiting, ", "))
+			return fmt.Errorf("policy bundles not activated yet: %s", e.source.NotActivated())
 		case <-tick.C:
 		}
 	}
@@ -147,7 +99,7 @@ func (e *Engine) WriteMetrics(w io.Writer) error {
 	metric("regate_policy_activations_total", "counter", "Sets of bundles made active, including the first.")
 	fmt.Fprintf(&b, "regate_policy_activations_total %d\n", e.metrics.activations.Load())
 	metric("regate_policy_activation_failures_total", "counter", "Bundle downloads, signature checks, compilations or activations that failed (the previous bundles stayed active).")
-	fmt.Fprintf(&b, "regate_policy_activation_failures_total %d\n", e.metrics.bundleFailures.Load()+e.metrics.swapFailures.Load())
+	fmt.Fprintf(&b, "regate_policy_activation_failures_total %d\n", e.source.Failures()+e.metrics.swapFailures.Load())
 	metric("regate_policy_bundle_info", "gauge", "Active bundles (value 1) with their revision.")
 	for _, name := range slices.Sorted(maps.Keys(st.Active)) {
 		fmt.Fprintf(&b, "regate_policy_bundle_info{bundle=%q,revision=%q} 1\n", name, st.Active[name].Revision)
