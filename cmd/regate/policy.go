@@ -401,15 +401,11 @@ func cmdPolicyFixture(ctx context.Context, args []string, stdout, stderr io.Writ
 		fs.Usage()
 		return &exitError{code: 2, err: errors.New("policy fixture: give one session id")}
 	}
-	store, err := sf.open(ctx)
+	store, id, err := sf.openSession(ctx, pos[0])
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	id, err := resolveSession(ctx, store, pos[0])
-	if err != nil {
-		return err
-	}
 	var cmds []policies.FixtureCommand
 	var target, subject string
 	err = store.Commands(ctx, recorder.CommandFilter{SessionID: id}, func(ev *recorder.Event) error {

@@ -130,15 +130,11 @@ func cmdReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fs.Usage()
 		return &exitError{code: 2, err: errors.New("replay: exactly one SESSION_ID is required")}
 	}
-	store, err := sf.open(ctx)
+	store, id, err := sf.openSession(ctx, pos[0])
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	id, err := resolveSession(ctx, store, pos[0])
-	if err != nil {
-		return err
-	}
 	events, err := store.Events(ctx, id)
 	if err != nil {
 		return err
@@ -147,6 +143,20 @@ func cmdReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return writeJSON(stdout, events)
 	}
 	return printReplay(stdout, events)
+}
+
+// openSession opens the store and resolves a session id or unique prefix.
+func (sf storeFlags) openSession(ctx context.Context, prefix string) (recorder.Store, string, error) {
+	store, err := sf.open(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	id, err := resolveSession(ctx, store, prefix)
+	if err != nil {
+		store.Close()
+		return nil, "", err
+	}
+	return store, id, nil
 }
 
 // resolveSession accepts a full session id or a unique prefix of one.
