@@ -3,6 +3,7 @@ package policies
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -97,5 +98,25 @@ func writeFile(t *testing.T, path, content string) {
 	}
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestCoverageReport: --coverage prints OPA's JSON coverage report of the
+// library's tests.
+func TestCoverageReport(t *testing.T) {
+	var out bytes.Buffer
+	passed, failed, err := Test(context.Background(), nil, &out, TestOptions{Coverage: true})
+	if err != nil || failed != 0 || passed == 0 {
+		t.Fatalf("passed %d failed %d err %v", passed, failed, err)
+	}
+	var report struct {
+		Files    map[string]any `json:"files"`
+		Coverage float64        `json:"coverage"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &report); err != nil {
+		t.Fatalf("not a JSON coverage report: %v\n%s", err, out.String())
+	}
+	if report.Coverage < 50 || report.Files["postgres.rego"] == nil {
+		t.Fatalf("coverage %.1f%% over %d files", report.Coverage, len(report.Files))
 	}
 }
