@@ -431,3 +431,80 @@ func TestOPADecisionLogsConfigured(t *testing.T) {
 		return strings.Contains(logs.String(), d.ID)
 	})
 }
+
+// longPollServer serves one bundle as an OPA bundle service that supports
+// long polling: a request carrying the current ETag and "Prefer: wait=N"
+// is held until the bundle changes (or N seconds pass).
+type longPollServer struct {
+	mu      sync.Mutex
+	data    []byte
+	etag    string
+	changed chan struct{}
+	held    atomic.Int64
+}
+
+func (s *longPollServer) Set(data []byte, etag string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.data, s.etag = data, etag
+	if s.changed != nil {
+		close(s.changed)
+	}
+	s.changed = make(chan struct{})
+}
+
+func (s *longPollServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	data, etag, changed := s.data, s.etag, s.changed
+	s.mu.Unlock()
+	if r.Header.Get("If-None-Match") == etag {
+		if !strings.Contains(r.Header.Get("Prefer"), "wait=") {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		s.held.Add(1)
+		select {
+		case <-changed:
+			s.mu.Lock()
+			data, etag = s.data, s.etag
+			s.mu.Unlock()
+		case <-time.After(10 * time.Second):
+			w.Header().Set("Content-Type", "application/vnd.openpolicyagent.bundles")
+			w.WriteHeader(http.StatusNotModified)
+			return
+		case <-r.Context().Done():
+			return
+		}
+	}
+	w.Header().Set("Content-Type", "application/vnd.openpolicyagent.bundles")
+	w.Header().Set("ETag", etag)
+	_, _ = w.Write(data)
+}
+
+// TestLongPolling: with long_polling_timeout_seconds and a service that
+// supports it, a new revision is active right after it is published, not
+// after the (here one minute) polling delay.
+func TestLongPolling(t *testing.T) {
+	lp := &longPollServer{}
+	lp.Set(buildBundle(t, "r1", revisionPolicy("r1")), `"1"`)
+	srv := httptest.NewServer(lp)
+	t.Cleanup(srv.Close) // after the engine's cleanup, which ends the held request
+	raw, _ := json.Marshal(map[string]any{
+		"services": map[string]any{"s": map[string]any{"url": srv.URL}},
+		"bundles": map[string]any{"app": map[string]any{"service": "s", "resource": "app.tar.gz",
+			"polling": map[string]any{"min_delay_seconds": 60, "max_delay_seconds": 120, "long_polling_timeout_seconds": 10}}},
+	})
+	e := startEngine(t, Config{OPA: raw, Decision: "app/decision"})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a held long-poll request", func() bool { return lp.held.Load() > 0 })
+	published := time.Now()
+	lp.Set(buildBundle(t, "r2", revisionPolicy("r2")), `"2"`)
+	waitFor(t, "r2", func() bool { return e.Bundles()["app"].Revision == "r2" })
+	if d := time.Since(published); d > 5*time.Second {
+		t.Fatalf("r2 took %v to activate: not long polling", d)
+	}
+}
