@@ -24,6 +24,16 @@ var ErrNotBundle = errors.New("not a directory or .tar.gz file")
 // The revision is the one in the bundle's .manifest, or "" when there is no
 // .manifest or it carries no revision.
 func Load(ctx context.Context, path string) (*bundle.Bundle, error) {
+	return load(ctx, path, false)
+}
+
+// LoadUnverified is Load for a bundle that is only evaluated locally (a
+// what-if candidate): a .signatures.json, if any, is not checked.
+func LoadUnverified(ctx context.Context, path string) (*bundle.Bundle, error) {
+	return load(ctx, path, true)
+}
+
+func load(ctx context.Context, path string, skipVerify bool) (*bundle.Bundle, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("bundle %s: %w", path, err)
 	}
@@ -42,7 +52,7 @@ func Load(ctx context.Context, path string) (*bundle.Bundle, error) {
 	}
 	// AsBundle prefixes its errors with "bundle <path>: ", and names parse
 	// errors by file and line.
-	b, err := newLoader().AsBundle(path)
+	b, err := newLoader().WithSkipBundleVerification(skipVerify).AsBundle(path)
 	if err != nil {
 		return nil, err
 	}

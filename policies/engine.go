@@ -27,6 +27,9 @@ type Config struct {
 	// embedded default library is loaded, unless OPA configures bundles (or
 	// discovery), in which case only those are active.
 	Bundle string
+	// Unverified loads Bundle without checking a .signatures.json it may
+	// have; for candidates evaluated locally (what-if), never for serving.
+	Unverified bool
 	// Decision is the data path of the decision, "regate/decision" when empty
 	// ("data.regate.decision" and "/regate/decision" are accepted too).
 	Decision string
@@ -95,7 +98,7 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	local := map[string]*bundle.Bundle{}
 	label := ""
 	if cfg.Bundle != "" || !remote {
-		name, b, err := loadBundle(ctx, cfg.Bundle)
+		name, b, err := loadBundle(ctx, cfg.Bundle, cfg.Unverified)
 		if err != nil {
 			return nil, err
 		}
@@ -193,7 +196,7 @@ func (e *Engine) Close() {
 
 // loadBundle reads the configured bundle, or the embedded default library
 // when path is empty, and returns it with its name.
-func loadBundle(ctx context.Context, path string) (string, *bundle.Bundle, error) {
+func loadBundle(ctx context.Context, path string, unverified bool) (string, *bundle.Bundle, error) {
 	if path == "" {
 		rev, err := defaultRevision()
 		if err != nil {
@@ -205,7 +208,11 @@ func loadBundle(ctx context.Context, path string) (string, *bundle.Bundle, error
 		}
 		return DefaultBundleName, b, nil
 	}
-	b, err := bundles.Load(ctx, path)
+	load := bundles.Load
+	if unverified {
+		load = bundles.LoadUnverified
+	}
+	b, err := load(ctx, path)
 	if err != nil {
 		return "", nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -506,5 +507,40 @@ func TestLongPolling(t *testing.T) {
 	waitFor(t, "r2", func() bool { return e.Bundles()["app"].Revision == "r2" })
 	if d := time.Since(published); d > 5*time.Second {
 		t.Fatalf("r2 took %v to activate: not long polling", d)
+	}
+}
+
+// TestSignedLocalBundle: a signed .tar.gz given as a local bundle is refused
+// (no key to verify it with; serve it through policy.opa with a file://
+// resource and signing instead), and loads unverified only for local
+// evaluation (what-if candidates).
+func TestSignedLocalBundle(t *testing.T) {
+	dir := bundleDir(t, "src", revisionPolicy("s1"))
+	path := filepath.Join(t.TempDir(), "signed.tar.gz")
+	var signed bytes.Buffer
+	if err := Build(context.Background(), BuildOptions{Paths: []string{dir}, Revision: "s1",
+		SigningKey: "secret", SigningAlg: "HS256", KeyID: "k"}, &signed); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, signed.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(context.Background(), Config{Bundle: path, Decision: "app/decision"}); err == nil || !strings.Contains(err.Error(), "verification") {
+		t.Fatalf("signed local bundle loaded without a key: %v", err)
+	}
+	e := startEngine(t, Config{Bundle: path, Decision: "app/decision", Unverified: true})
+	if d := e.Decide(context.Background(), pgInput(selectStmt)); !d.Allow || d.Reasons[0] != "s1" {
+		t.Fatalf("unverified candidate: %+v", d)
+	}
+	// The same file through OPA's file:// loader, with the key, is verified.
+	raw, _ := json.Marshal(map[string]any{
+		"bundles": map[string]any{"app": map[string]any{"resource": "file://" + path, "signing": map[string]any{"keyid": "k"}}},
+		"keys":    map[string]any{"k": map[string]any{"algorithm": "HS256", "key": "secret"}},
+	})
+	e = startEngine(t, Config{OPA: raw, Decision: "app/decision"})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.WaitReady(ctx); err != nil || e.Bundles()["app"].Revision != "s1" {
+		t.Fatalf("file:// signed bundle: %v %v", err, e.Bundles())
 	}
 }

@@ -300,7 +300,7 @@ func cmdPolicyWhatIf(ctx context.Context, args []string, stdout, stderr io.Write
 		if e := engines[p]; e != nil {
 			return e, nil
 		}
-		e, err := policies.New(ctx, policies.Config{Bundle: *candidate, Decision: p})
+		e, err := policies.New(ctx, policies.Config{Bundle: *candidate, Decision: p, Unverified: true})
 		if err != nil {
 			return nil, fmt.Errorf("candidate bundle: %w", err)
 		}
