@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -16,6 +17,10 @@ const (
 	queueSize = 4096
 	// maxBatch bounds the events written in one transaction.
 	maxBatch = 1024
+	// maxDefer is how long the writer holds back a batch of deferred appends
+	// only (AppendDeferred), waiting for an append that must be written now to
+	// share their commit.
+	maxDefer = 5 * time.Millisecond
 )
 
 const (
@@ -27,9 +32,20 @@ const (
 
 // pending is one queued append.
 type pending struct {
-	draft Draft
-	ev    *Event
-	done  chan error // buffered: the writer never blocks on it
+	draft    Draft
+	ev       *Event
+	done     chan error  // buffered: the writer never blocks on it
+	then     func(error) // instead of done, for AppendDeferred
+	deferred bool        // may wait up to maxDefer for company (AppendDeferred)
+}
+
+// finish reports the result of the append.
+func (p *pending) finish(err error) {
+	if p.then != nil {
+		p.then(err)
+		return
+	}
+	p.done <- err
 }
 
 // Append queues ev for the writer goroutine and waits until its batch is
@@ -37,6 +53,33 @@ type pending struct {
 // so that encoding runs in parallel; the writer only splices in Seq and
 // PrevHash and hashes.
 func (s *sqliteStore) Append(ctx context.Context, ev *Event) error {
+	return s.append(ctx, ev, false)
+}
+
+// AppendDeferred queues ev for an append that nobody waits on to go ahead
+// (the outcome of a command already forwarded) and returns; then is called
+// with the append's result, exactly once, from the writer goroutine (so it
+// must be quick), or before AppendDeferred returns when ev cannot be queued.
+// The writer may hold the event back up to maxDefer so that it shares the
+// commit of the next Append rather than costing one of its own. Events enter
+// the chain in the order they are queued.
+func (s *sqliteStore) AppendDeferred(ctx context.Context, ev *Event, then func(error)) {
+	if err := ctx.Err(); err != nil {
+		then(fmt.Errorf("recorder: append: %w", err))
+		return
+	}
+	draft, err := Encode(ev)
+	if err != nil {
+		then(err)
+		return
+	}
+	p := &pending{draft: draft, ev: ev, then: then, deferred: true}
+	if err := s.enqueue(ctx, p); err != nil {
+		then(err)
+	}
+}
+
+func (s *sqliteStore) append(ctx context.Context, ev *Event, deferred bool) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("recorder: append: %w", err)
 	}
@@ -44,7 +87,7 @@ func (s *sqliteStore) Append(ctx context.Context, ev *Event) error {
 	if err != nil {
 		return err
 	}
-	p := &pending{draft: draft, ev: ev, done: make(chan error, 1)}
+	p := &pending{draft: draft, ev: ev, done: make(chan error, 1), deferred: deferred}
 	if err := s.enqueue(ctx, p); err != nil {
 		return err
 	}
@@ -66,12 +109,16 @@ func (s *sqliteStore) enqueue(ctx context.Context, p *pending) error {
 }
 
 // run is the writer goroutine: it takes what is queued, up to maxBatch, and
-// writes it in one transaction, until the queue is closed and drained.
+// writes it in one transaction, until the queue is closed and drained. A
+// batch of deferred appends only waits up to maxDefer for an undeferred one
+// (which is then written at once, with them).
 func (s *sqliteStore) run() {
 	defer close(s.done)
 	batch := make([]*pending, 0, maxBatch)
+	var timer *time.Timer
 	for p := range s.queue {
 		batch = append(batch[:0], p)
+		urgent := !p.deferred
 	fill:
 		for len(batch) < maxBatch {
 			select {
@@ -80,9 +127,33 @@ func (s *sqliteStore) run() {
 					break fill
 				}
 				batch = append(batch, p)
+				urgent = urgent || !p.deferred
 			default:
 				break fill
 			}
+		}
+		if !urgent && len(batch) < maxBatch {
+			if timer == nil {
+				timer = time.NewTimer(maxDefer)
+			} else {
+				timer.Reset(maxDefer)
+			}
+		wait:
+			for len(batch) < maxBatch {
+				select {
+				case p, ok := <-s.queue:
+					if !ok {
+						break wait
+					}
+					batch = append(batch, p)
+					if !p.deferred {
+						break wait
+					}
+				case <-timer.C:
+					break wait
+				}
+			}
+			timer.Stop()
 		}
 		s.commitBatch(batch)
 		clear(batch)
@@ -99,19 +170,19 @@ func (s *sqliteStore) commitBatch(batch []*pending) {
 		if err == nil {
 			for i, p := range batch {
 				p.ev.Seq, p.ev.PrevHash, p.ev.Hash = recs[i].Seq, recs[i].PrevHash, recs[i].Hash
-				p.done <- nil
+				p.finish(nil)
 			}
 			return
 		}
 		if bad >= 0 && isConstraint(err) {
 			s.logger.Warn("event rejected", "id", batch[bad].draft.ID(), "error", err)
-			batch[bad].done <- err
+			batch[bad].finish(err)
 			batch = slices.Delete(batch, bad, bad+1)
 			continue
 		}
 		s.logger.Error("append failed", "events", len(batch), "error", err)
 		for _, p := range batch {
-			p.done <- err
+			p.finish(err)
 		}
 		return
 	}
