@@ -81,8 +81,9 @@ type Statement struct {
 	Functions []string `json:"functions"`
 	// AST is the pg_query JSON of this statement.
 	AST map[string]any `json:"ast"`
-	// RawAST, when set, is AST's JSON encoding as the parser produced it;
-	// encoding a Statement then copies it instead of re-encoding AST.
+	// RawAST, when set, is AST's JSON encoding as the parser produced it,
+	// in encoding/json's form (compact, with <, > and & escaped); encoding a
+	// Statement then copies it instead of re-encoding AST.
 	RawAST json.RawMessage `json:"-"`
 }
 

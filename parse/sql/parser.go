@@ -84,7 +84,13 @@ func parseSQL(query string) ([]parse.Statement, error) {
 			return nil, fmt.Errorf("cannot parse SQL: statement %d has an unexpected parse tree", i+1)
 		}
 		st := buildStatement(node, body, tree)
-		st.RawAST = rs.Stmt
+		// As encoding/json writes it (compact, <, > and & escaped), so that
+		// encoders can copy it as it is (parse.InputEncoder).
+		canon, err := json.Marshal(rs.Stmt)
+		if err != nil {
+			return nil, fmt.Errorf("cannot parse SQL: encoding parse tree: %w", err)
+		}
+		st.RawAST = canon
 		stmts = append(stmts, st)
 	}
 	return stmts, nil
