@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"strconv"
 	"sync"
 	"time"
 	"unsafe"
@@ -25,6 +26,15 @@ type valueCache struct {
 	m     map[unsafe.Pointer]cached
 	order []unsafe.Pointer
 	next  int
+
+	// targets caches the values of targets (a handful per gateway), keyed
+	// by their fields with the labels map by identity.
+	targets map[targetKey]cached
+}
+
+type targetKey struct {
+	name, protocol string
+	labels         unsafe.Pointer
 }
 
 type cached struct {
@@ -90,7 +100,7 @@ func (e *Engine) fastInputValue(in *parse.Input) (ast.Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	target, err := viaJSON(in.Target)
+	target, err := e.cache.target(in.Target)
 	if err != nil {
 		return nil, err
 	}
@@ -100,7 +110,7 @@ func (e *Engine) fastInputValue(in *parse.Input) (ast.Value, error) {
 		item("started_at", ast.String(in.Session.StartedAt.Format(time.RFC3339Nano))),
 	)
 	return ast.NewObject(
-		item("version", ast.Number(json.Number(fmt.Sprint(in.Version)))),
+		item("version", ast.Number(json.Number(strconv.Itoa(in.Version)))),
 		item("protocol", ast.String(in.Protocol)),
 		item("time", ast.String(in.Time.Format(time.RFC3339Nano))),
 		item("identity", ident),
@@ -108,6 +118,32 @@ func (e *Engine) fastInputValue(in *parse.Input) (ast.Value, error) {
 		item("session", session),
 		item("postgres", pg),
 	), nil
+}
+
+// target returns the value of t, cached when t has labels (a nil map has no
+// identity to key by).
+func (c *valueCache) target(t parse.Target) (ast.Value, error) {
+	if t.Labels == nil {
+		return viaJSON(t)
+	}
+	k := targetKey{name: t.Name, protocol: t.Protocol, labels: reflect.ValueOf(t.Labels).UnsafePointer()}
+	c.mu.Lock()
+	e, ok := c.targets[k]
+	c.mu.Unlock()
+	if ok {
+		return e.value, nil
+	}
+	v, err := viaJSON(t)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.targets == nil || len(c.targets) >= 1024 {
+		c.targets = make(map[targetKey]cached)
+	}
+	c.targets[k] = cached{keep: t.Labels, value: v}
+	return v, nil
 }
 
 func item(k string, v ast.Value) [2]*ast.Term {
