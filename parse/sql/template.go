@@ -278,6 +278,7 @@ func (t *template) fill(q string, lits []literal) []parse.Statement {
 		st := &out[lt.stmt]
 		if !copied[lt.stmt] {
 			st.RawAST = bytes.Clone(st.RawAST)
+			st.Base = &t.stmts[lt.stmt]
 			copied[lt.stmt] = true
 		}
 		digits := q[l.off:l.end]
@@ -285,6 +286,7 @@ func (t *template) fill(q string, lits []literal) []parse.Statement {
 		v, _ := strconv.ParseInt(digits, 10, 64)
 		body := map[string]any{"ival": map[string]any{"ival": float64(v)}, "location": float64(l.off)}
 		st.AST = withPath(st.AST, lt.path, body).(map[string]any)
+		st.Patches = append(st.Patches, parse.Patch{Path: lt.path, Value: body})
 	}
 	return out
 }

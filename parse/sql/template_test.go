@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/regate/regate/parse"
 )
 
 var templateQueries = []string{
@@ -78,6 +80,10 @@ func TestTemplatesExact(t *testing.T) {
 			if (werr != nil) != (gerr != nil) {
 				t.Fatalf("%q: parse error %v, through the parser %v", v, werr, gerr)
 			}
+			for i := range got {
+				checkPatches(t, got[i])
+				got[i].Base, got[i].Patches = nil, nil
+			}
 			if !reflect.DeepEqual(got, want) {
 				t.Fatalf("%q (variant %d of %q):\n got %+v\nwant %+v", v, i, q, got, want)
 			}
@@ -91,6 +97,25 @@ func TestTemplatesExact(t *testing.T) {
 	t.Logf("%d of %d texts templated", templated, len(queries))
 	if templated < 10 {
 		t.Errorf("only %d of %d texts templated", templated, len(queries))
+	}
+}
+
+// checkPatches checks that a templated statement's AST is its Base's with
+// its Patches applied.
+func checkPatches(t *testing.T, st parse.Statement) {
+	t.Helper()
+	if st.Base == nil {
+		if st.Patches != nil {
+			t.Fatalf("patches without a base")
+		}
+		return
+	}
+	ast := st.Base.AST
+	for _, p := range st.Patches {
+		ast = withPath(ast, p.Path, p.Value).(map[string]any)
+	}
+	if !reflect.DeepEqual(ast, st.AST) {
+		t.Fatalf("base with patches:\n got %v\nwant %v", ast, st.AST)
 	}
 }
 
