@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"time"
 
@@ -21,6 +22,9 @@ const (
 	// only (AppendDeferred), waiting for an append that must be written now to
 	// share their commit.
 	maxDefer = 5 * time.Millisecond
+	// yieldRounds bounds how often the writer yields to let more appends
+	// join a batch (see run).
+	yieldRounds = 2
 )
 
 const (
@@ -154,6 +158,30 @@ func (s *sqliteStore) run() {
 				}
 			}
 			timer.Stop()
+		}
+		// Before committing, let goroutines that are ready to run (sessions
+		// about to append a command) run first, and take what they queue:
+		// commits have a high fixed cost (transaction, chain head, WAL
+		// header pages), and on a busy gateway this makes batches larger.
+		// When nothing else is runnable, Gosched returns at once.
+		for range yieldRounds {
+			n := len(batch)
+			runtime.Gosched()
+		more:
+			for len(batch) < maxBatch {
+				select {
+				case p, ok := <-s.queue:
+					if !ok {
+						break more
+					}
+					batch = append(batch, p)
+				default:
+					break more
+				}
+			}
+			if len(batch) == n {
+				break
+			}
 		}
 		s.commitBatch(batch)
 		clear(batch)
