@@ -69,10 +69,9 @@ func sqliteDSN(path string, params ...string) string {
 type sqliteStore struct {
 	logger hclog.Logger
 	path   string
-	writer *sql.DB // MaxOpenConns(1): owned by the writer goroutine
-	reader *sql.DB // query_only connections for Sessions, Events, Verify
-	insert *sql.Stmt
-	head   *sql.Stmt
+	writer *sql.DB  // MaxOpenConns(1): owned by the writer goroutine
+	reader *sql.DB  // query_only connections for Sessions, Events, Verify
+	raw    rawStmts // the writer goroutine's statements (rawtx.go)
 
 	mu     sync.RWMutex // guards closed and sending on queue
 	closed bool
@@ -129,12 +128,6 @@ func (s *sqliteStore) init(ctx context.Context, busy string) error {
 		return fmt.Errorf("recorder: open event database %q for reading: %w", s.path, err)
 	}
 	s.reader = reader
-	if s.insert, err = s.writer.PrepareContext(ctx, insertSQL); err != nil {
-		return fmt.Errorf("recorder: prepare event insert: %w", err)
-	}
-	if s.head, err = s.writer.PrepareContext(ctx, headSQL); err != nil {
-		return fmt.Errorf("recorder: prepare chain head query: %w", err)
-	}
 	return nil
 }
 
@@ -241,9 +234,13 @@ func (s *sqliteStore) Close() error {
 
 func (s *sqliteStore) closeDBs() error {
 	var errs []error
-	for _, st := range []*sql.Stmt{s.insert, s.head} {
-		if st != nil {
-			errs = append(errs, st.Close())
+	if s.raw.conn != nil && s.writer != nil {
+		// The writer goroutine has exited: its statements are closed on
+		// their connection.
+		if conn, err := s.writer.Conn(context.Background()); err != nil {
+			errs = append(errs, err)
+		} else {
+			errs = append(errs, conn.Raw(func(any) error { return s.raw.close() }), conn.Close())
 		}
 	}
 	for _, db := range []*sql.DB{s.reader, s.writer} {

@@ -2,11 +2,12 @@ package recorder
 
 import (
 	"context"
-	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"runtime"
 	"slices"
+	"strings"
 	"time"
 
 	"modernc.org/sqlite"
@@ -218,46 +219,81 @@ func (s *sqliteStore) commitBatch(batch []*pending) {
 
 // writeTx writes batch in one transaction after the current chain head. On an
 // insert error it returns the index of the failing event, else -1.
-func (s *sqliteStore) writeTx(batch []*pending) ([]Record, int, error) {
+func (s *sqliteStore) writeTx(batch []*pending) (recs []Record, bad int, err error) {
 	// The writer serves many callers, so no caller's context applies here.
 	ctx := context.Background()
-	tx, err := s.writer.BeginTx(ctx, nil)
+	bad = -1
+	conn, err := s.writer.Conn(ctx)
 	if err != nil {
+		return nil, -1, fmt.Errorf("recorder: append %d events: %w", len(batch), err)
+	}
+	defer conn.Close()
+	rerr := conn.Raw(func(dc any) error {
+		c, ok := dc.(driver.Conn)
+		if !ok {
+			return fmt.Errorf("recorder: append: driver connection %T", dc)
+		}
+		if err := s.raw.prepare(ctx, c); err != nil {
+			return fmt.Errorf("recorder: append %d events: %w", len(batch), err)
+		}
+		recs, bad, err = s.writeRaw(ctx, batch)
+		return nil
+	})
+	if rerr != nil {
+		return nil, -1, rerr
+	}
+	return recs, bad, err
+}
+
+// writeRaw is writeTx on the prepared statements of s.raw.
+func (s *sqliteStore) writeRaw(ctx context.Context, batch []*pending) ([]Record, int, error) {
+	st := &s.raw
+	if err := execRaw(ctx, st.begin, nil); err != nil {
 		return nil, -1, fmt.Errorf("recorder: append %d events: begin transaction: %w", len(batch), err)
 	}
-	var seq int64
-	prev := GenesisPrevHash
-	err = tx.StmtContext(ctx, s.head).QueryRowContext(ctx).Scan(&seq, &prev)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return nil, -1, rollback(tx, fmt.Errorf("recorder: append %d events: read chain head: %w", len(batch), err))
+	seq, prev, err := headRaw(ctx, st.head)
+	if err != nil {
+		return nil, -1, s.rollbackRaw(ctx, fmt.Errorf("recorder: append %d events: read chain head: %w", len(batch), err))
 	}
-	insert := tx.StmtContext(ctx, s.insert)
 	recs := make([]Record, len(batch))
+	args := make([]driver.NamedValue, 11)
+	for i := range args {
+		args[i].Ordinal = i + 1
+	}
 	for i, p := range batch {
 		seq++
 		r, err := p.draft.Seal(seq, prev)
 		if err == nil {
-			_, err = insert.ExecContext(ctx, r.Seq, r.ID, r.Time, r.Type, r.SessionID,
-				r.Target, r.Subject, r.Ref, string(r.Body), r.PrevHash, r.Hash) // TEXT, not BLOB
+			for j, v := range []any{r.Seq, r.ID, r.Time, r.Type, r.SessionID,
+				r.Target, r.Subject, r.Ref, string(r.Body), r.PrevHash, r.Hash} { // body: TEXT, not BLOB
+				args[j].Value = v
+			}
+			err = execRaw(ctx, st.insert, args)
 		}
 		if err != nil {
-			return nil, i, rollback(tx, fmt.Errorf("recorder: append event %q (seq %d): %w", p.draft.ID(), seq, err))
+			return nil, i, s.rollbackRaw(ctx, fmt.Errorf("recorder: append event %q (seq %d): %w", p.draft.ID(), seq, err))
 		}
 		recs[i], prev = r, r.Hash
 	}
-	if err := tx.Commit(); err != nil {
-		return nil, -1, rollback(tx, fmt.Errorf("recorder: append %d events: commit: %w", len(batch), err))
+	if err := execRaw(ctx, st.commit, nil); err != nil {
+		return nil, -1, s.rollbackRaw(ctx, fmt.Errorf("recorder: append %d events: commit: %w", len(batch), err))
 	}
 	return recs, -1, nil
 }
 
-// rollback rolls tx back and returns cause, joined with a rollback failure
-// other than "already done".
-func rollback(tx *sql.Tx, cause error) error {
-	if err := tx.Rollback(); err != nil && !errors.Is(err, sql.ErrTxDone) {
+// rollbackRaw rolls the open transaction back and returns cause, joined with
+// a rollback failure other than "no transaction is active" (a failed COMMIT
+// may have ended it already).
+func (s *sqliteStore) rollbackRaw(ctx context.Context, cause error) error {
+	if err := execRaw(ctx, s.raw.rollback, nil); err != nil && !noTransaction(err) {
 		return errors.Join(cause, fmt.Errorf("rollback: %w", err))
 	}
 	return cause
+}
+
+// noTransaction reports whether err says that no transaction was open.
+func noTransaction(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "no transaction is active")
 }
 
 // isConstraint reports whether err is an SQLite constraint violation.
