@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -423,5 +424,55 @@ func TestDeferredAppends(t *testing.T) {
 	}
 	if res := mustVerify(t, s); !res.OK || res.Events != 4 {
 		t.Errorf("Verify = %+v", res)
+	}
+}
+
+// TestCloseDrainsDeferred closes the store while sessions append commands
+// and deferred outcomes: every append reports exactly once, and exactly the
+// events reported stored are in the chain.
+func TestCloseDrainsDeferred(t *testing.T) {
+	s, path := openTemp(t, "")
+	var wg, outs sync.WaitGroup
+	var stored atomic.Int64
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 200 {
+				id := fmt.Sprintf("%d-%d", w, i)
+				err := s.Append(context.Background(), &Event{ID: id, Type: TypeCommand})
+				if errors.Is(err, ErrClosed) {
+					return
+				}
+				if err != nil {
+					t.Errorf("Append: %v", err)
+					return
+				}
+				stored.Add(1)
+				outs.Add(1)
+				var once atomic.Bool
+				s.AppendDeferred(context.Background(), &Event{ID: id + "-out", Type: TypeOutcome, Ref: id}, func(err error) {
+					defer outs.Done()
+					if once.Swap(true) {
+						t.Errorf("outcome of %s reported twice", id)
+					}
+					if err == nil {
+						stored.Add(1)
+					} else if !errors.Is(err, ErrClosed) {
+						t.Errorf("AppendDeferred: %v", err)
+					}
+				})
+			}
+		}()
+	}
+	time.Sleep(30 * time.Millisecond)
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	wg.Wait()
+	outs.Wait()
+	res := mustVerify(t, openPath(t, path, ""))
+	if !res.OK || res.Events != stored.Load() {
+		t.Fatalf("after reopen Verify = %+v, want OK with %d events", res, stored.Load())
 	}
 }

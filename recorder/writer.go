@@ -15,16 +15,13 @@ import (
 )
 
 const (
-	// queueSize bounds the appends waiting for the writer.
-	queueSize = 4096
 	// maxBatch bounds the events written in one transaction.
 	maxBatch = 1024
-	// maxDefer is how long the writer holds back a batch of deferred appends
-	// only (AppendDeferred), waiting for an append that must be written now to
-	// share their commit.
+	// maxDefer is how long deferred appends (AppendDeferred) are held back,
+	// waiting for an append that must be written now to share their commit.
 	maxDefer = 5 * time.Millisecond
-	// yieldRounds bounds how often the writer yields to let more appends
-	// join a batch (see run).
+	// yieldRounds bounds how often a leader yields to let more appends join
+	// its batch (see lead).
 	yieldRounds = 2
 )
 
@@ -53,21 +50,53 @@ func (p *pending) finish(err error) {
 	p.done <- err
 }
 
-// Append queues ev for the writer goroutine and waits until its batch is
-// committed (or failed). The body is encoded here, on the caller's goroutine,
-// so that encoding runs in parallel; the writer only splices in Seq and
-// PrevHash and hashes.
+// Appends are group-committed without a writer goroutine: the appender that
+// finds no commit in progress becomes the leader and commits, on its own
+// goroutine, everything queued (its own event included); appenders arriving
+// meanwhile queue and wait. When the leader's batch is done and undeferred
+// appends are waiting, it hands the lead to the oldest of them (whose own
+// event is then in the next batch), so that no caller serves the others for
+// long. On an idle gateway an append thus costs no hand-off between
+// goroutines. Deferred appends alone never start a commit: a timer commits
+// them after maxDefer unless an undeferred append takes them along first.
+
+// errLead, sent to a waiting appender, makes it the leader.
+var errLead = errors.New("recorder: internal: lead")
+
+// Append queues ev and waits until its batch is committed (or failed),
+// committing it itself when no commit is in progress. The body is encoded on
+// the caller's goroutine before the event is queued.
 func (s *sqliteStore) Append(ctx context.Context, ev *Event) error {
-	return s.append(ctx, ev, false)
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("recorder: append: %w", err)
+	}
+	draft, err := Encode(ev)
+	if err != nil {
+		return err
+	}
+	p := &pending{draft: draft, ev: ev, done: make(chan error, 1)}
+	lead, err := s.enqueue(p)
+	if err != nil {
+		return err
+	}
+	for {
+		if lead {
+			s.lead(false)
+		}
+		err := <-p.done
+		if err != errLead {
+			return err
+		}
+		lead = true
+	}
 }
 
 // AppendDeferred queues ev for an append that nobody waits on to go ahead
 // (the outcome of a command already forwarded) and returns; then is called
-// with the append's result, exactly once, from the writer goroutine (so it
-// must be quick), or before AppendDeferred returns when ev cannot be queued.
-// The writer may hold the event back up to maxDefer so that it shares the
-// commit of the next Append rather than costing one of its own. Events enter
-// the chain in the order they are queued.
+// with the append's result, exactly once, from the goroutine that commits it
+// (so it must be quick), or before AppendDeferred returns when ev cannot be
+// queued. The event is held back up to maxDefer so that it shares the commit
+// of the next Append rather than costing one of its own.
 func (s *sqliteStore) AppendDeferred(ctx context.Context, ev *Event, then func(error)) {
 	if err := ctx.Err(); err != nil {
 		then(fmt.Errorf("recorder: append: %w", err))
@@ -78,115 +107,154 @@ func (s *sqliteStore) AppendDeferred(ctx context.Context, ev *Event, then func(e
 		then(err)
 		return
 	}
-	p := &pending{draft: draft, ev: ev, then: then, deferred: true}
-	if err := s.enqueue(ctx, p); err != nil {
+	if _, err := s.enqueue(&pending{draft: draft, ev: ev, then: then, deferred: true}); err != nil {
 		then(err)
 	}
 }
 
-func (s *sqliteStore) append(ctx context.Context, ev *Event, deferred bool) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("recorder: append: %w", err)
-	}
-	draft, err := Encode(ev)
-	if err != nil {
-		return err
-	}
-	p := &pending{draft: draft, ev: ev, done: make(chan error, 1), deferred: deferred}
-	if err := s.enqueue(ctx, p); err != nil {
-		return err
-	}
-	return <-p.done
-}
-
-func (s *sqliteStore) enqueue(ctx context.Context, p *pending) error {
+// enqueue queues p and reports whether the caller must lead (p is undeferred
+// and no commit is in progress).
+func (s *sqliteStore) enqueue(p *pending) (lead bool, err error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
-		return ErrClosed
+		return false, ErrClosed
 	}
-	select {
-	case s.queue <- p:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("recorder: append event %q: %w", p.draft.ID(), ctx.Err())
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	s.q = append(s.q, p)
+	if p.deferred {
+		if !s.writing && !s.timerArmed {
+			s.armTimer()
+		}
+		return false, nil
+	}
+	s.urgent++
+	if s.writing {
+		return false, nil
+	}
+	s.writing = true
+	return true, nil
+}
+
+// armTimer makes sure the deferred appends are committed within maxDefer.
+// s.qmu is held.
+func (s *sqliteStore) armTimer() {
+	s.timerArmed = true
+	if s.timer == nil {
+		s.timer = time.AfterFunc(maxDefer, s.flushDeferred)
+	} else {
+		s.timer.Reset(maxDefer)
 	}
 }
 
-// run is the writer goroutine: it takes what is queued, up to maxBatch, and
-// writes it in one transaction, until the queue is closed and drained. A
-// batch of deferred appends only waits up to maxDefer for an undeferred one
-// (which is then written at once, with them).
-func (s *sqliteStore) run() {
-	defer close(s.done)
-	batch := make([]*pending, 0, maxBatch)
-	var timer *time.Timer
-	for p := range s.queue {
-		batch = append(batch[:0], p)
-		urgent := !p.deferred
-	fill:
-		for len(batch) < maxBatch {
-			select {
-			case p, ok := <-s.queue:
-				if !ok {
-					break fill
-				}
-				batch = append(batch, p)
-				urgent = urgent || !p.deferred
-			default:
-				break fill
-			}
-		}
-		if !urgent && len(batch) < maxBatch {
-			if timer == nil {
-				timer = time.NewTimer(maxDefer)
-			} else {
-				timer.Reset(maxDefer)
-			}
-		wait:
-			for len(batch) < maxBatch {
-				select {
-				case p, ok := <-s.queue:
-					if !ok {
-						break wait
-					}
-					batch = append(batch, p)
-					if !p.deferred {
-						break wait
-					}
-				case <-timer.C:
-					break wait
-				}
-			}
-			timer.Stop()
-		}
-		// Before committing, let goroutines that are ready to run (sessions
-		// about to append a command) run first, and take what they queue:
-		// commits have a high fixed cost (transaction, chain head, WAL
-		// header pages), and on a busy gateway this makes batches larger.
-		// When nothing else is runnable, Gosched returns at once.
-		for range yieldRounds {
-			n := len(batch)
-			runtime.Gosched()
-		more:
-			for len(batch) < maxBatch {
-				select {
-				case p, ok := <-s.queue:
-					if !ok {
-						break more
-					}
-					batch = append(batch, p)
-				default:
-					break more
-				}
-			}
-			if len(batch) == n {
-				break
-			}
-		}
-		s.commitBatch(batch)
-		clear(batch)
+// flushDeferred commits what is queued unless a commit is in progress (whose
+// leader then sees to the deferred appends).
+func (s *sqliteStore) flushDeferred() {
+	s.qmu.Lock()
+	s.timerArmed = false
+	if s.writing || len(s.q) == 0 {
+		s.qmu.Unlock()
+		return
 	}
+	s.writing = true
+	s.qmu.Unlock()
+	s.lead(true)
+}
+
+// take removes up to maxBatch-len(batch) queued appends and adds them to
+// batch. s.qmu is held.
+func (s *sqliteStore) take(batch []*pending) []*pending {
+	n := min(len(s.q), maxBatch-len(batch))
+	for _, p := range s.q[:n] {
+		if !p.deferred {
+			s.urgent--
+		}
+	}
+	batch = append(batch, s.q[:n]...)
+	clear(s.q[:n])
+	s.q = s.q[n:]
+	if len(s.q) == 0 {
+		s.q = nil
+	}
+	return batch
+}
+
+// lead commits one batch of what is queued (force: even when it holds only
+// deferred appends), then hands the lead to the oldest waiting undeferred
+// append or, when there is none, stops leading (arming the timer for the
+// deferred appends left).
+func (s *sqliteStore) lead(force bool) {
+	s.qmu.Lock()
+	if s.urgent == 0 && !force || len(s.q) == 0 {
+		s.stopLeading()
+		return
+	}
+	batch := s.take(make([]*pending, 0, min(len(s.q), maxBatch)))
+	s.qmu.Unlock()
+	// Before committing, let goroutines that are ready to run (sessions
+	// about to append a command) run first, and take what they queue:
+	// commits have a high fixed cost (transaction, chain head, WAL header
+	// pages), and on a busy gateway this makes batches larger. When nothing
+	// else is runnable, Gosched returns at once.
+	for range yieldRounds {
+		if len(batch) == maxBatch {
+			break
+		}
+		runtime.Gosched()
+		s.qmu.Lock()
+		n := len(batch)
+		batch = s.take(batch)
+		s.qmu.Unlock()
+		if len(batch) == n {
+			break
+		}
+	}
+	s.commitBatch(batch)
+	s.qmu.Lock()
+	for _, p := range s.q {
+		if !p.deferred {
+			// The lead passes to p, which stays queued: its own event is
+			// in the next batch.
+			s.qmu.Unlock()
+			p.done <- errLead
+			return
+		}
+	}
+	s.stopLeading()
+}
+
+// stopLeading ends the lead; s.qmu is held and is released.
+func (s *sqliteStore) stopLeading() {
+	s.writing = false
+	if len(s.q) > 0 && !s.timerArmed {
+		s.armTimer()
+	}
+	s.idle.Broadcast()
+	s.qmu.Unlock()
+}
+
+// flushAll commits everything queued; Close uses it after refusing new
+// appends.
+func (s *sqliteStore) flushAll() {
+	s.qmu.Lock()
+	for {
+		for s.writing {
+			s.idle.Wait()
+		}
+		if len(s.q) == 0 {
+			break
+		}
+		s.writing = true
+		s.qmu.Unlock()
+		s.lead(true)
+		s.qmu.Lock()
+	}
+	if s.timer != nil {
+		s.timer.Stop()
+		s.timerArmed = false
+	}
+	s.qmu.Unlock()
 }
 
 // commitBatch writes batch and tells every waiter the result. An event that
