@@ -81,9 +81,23 @@ type Statement struct {
 	Functions []string `json:"functions"`
 	// AST is the pg_query JSON of this statement.
 	AST map[string]any `json:"ast"`
-	// RawAST, when set, is AST's JSON encoding as the parser produced it;
-	// encoding a Statement then copies it instead of re-encoding AST.
+	// RawAST, when set, is AST's JSON encoding as the parser produced it,
+	// in encoding/json's form (compact, with <, > and & escaped); encoding a
+	// Statement then copies it instead of re-encoding AST.
 	RawAST json.RawMessage `json:"-"`
+	// Base, when set, is a statement whose AST equals this one's but for the
+	// values at Patches: consumers that derived something from Base.AST can
+	// update it instead of deriving it again (parse/sql sets it on statements
+	// made from a template).
+	Base    *Statement `json:"-"`
+	Patches []Patch    `json:"-"`
+}
+
+// Patch replaces the value at Path (map keys as strings, array indices as
+// ints, from the root of an AST) with Value.
+type Patch struct {
+	Path  []any
+	Value any
 }
 
 // MarshalJSON encodes the statement, reusing RawAST when it is set.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"strconv"
 	"sync"
 	"time"
 	"unsafe"
@@ -25,6 +26,15 @@ type valueCache struct {
 	m     map[unsafe.Pointer]cached
 	order []unsafe.Pointer
 	next  int
+
+	// targets caches the values of targets (a handful per gateway), keyed
+	// by their fields with the labels map by identity.
+	targets map[targetKey]cached
+}
+
+type targetKey struct {
+	name, protocol string
+	labels         unsafe.Pointer
 }
 
 type cached struct {
@@ -90,7 +100,7 @@ func (e *Engine) fastInputValue(in *parse.Input) (ast.Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	target, err := viaJSON(in.Target)
+	target, err := e.cache.target(in.Target)
 	if err != nil {
 		return nil, err
 	}
@@ -100,7 +110,7 @@ func (e *Engine) fastInputValue(in *parse.Input) (ast.Value, error) {
 		item("started_at", ast.String(in.Session.StartedAt.Format(time.RFC3339Nano))),
 	)
 	return ast.NewObject(
-		item("version", ast.Number(json.Number(fmt.Sprint(in.Version)))),
+		item("version", ast.Number(json.Number(strconv.Itoa(in.Version)))),
 		item("protocol", ast.String(in.Protocol)),
 		item("time", ast.String(in.Time.Format(time.RFC3339Nano))),
 		item("identity", ident),
@@ -108,6 +118,32 @@ func (e *Engine) fastInputValue(in *parse.Input) (ast.Value, error) {
 		item("session", session),
 		item("postgres", pg),
 	), nil
+}
+
+// target returns the value of t, cached when t has labels (a nil map has no
+// identity to key by).
+func (c *valueCache) target(t parse.Target) (ast.Value, error) {
+	if t.Labels == nil {
+		return viaJSON(t)
+	}
+	k := targetKey{name: t.Name, protocol: t.Protocol, labels: reflect.ValueOf(t.Labels).UnsafePointer()}
+	c.mu.Lock()
+	e, ok := c.targets[k]
+	c.mu.Unlock()
+	if ok {
+		return e.value, nil
+	}
+	v, err := viaJSON(t)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.targets == nil || len(c.targets) >= 1024 {
+		c.targets = make(map[targetKey]cached)
+	}
+	c.targets[k] = cached{keep: t.Labels, value: v}
+	return v, nil
 }
 
 func item(k string, v ast.Value) [2]*ast.Term {
@@ -150,7 +186,7 @@ func (e *Engine) postgresValue(p *parse.Postgres) (ast.Value, error) {
 }
 
 func (e *Engine) statementValue(s *parse.Statement) (ast.Value, error) {
-	tree, err := e.cache.get(mapKey(s.AST), s.AST, func() (ast.Value, error) { return jsonValue(s.AST) })
+	tree, err := e.treeValue(s)
 	if err != nil {
 		return nil, err
 	}
@@ -171,6 +207,83 @@ func (e *Engine) statementValue(s *parse.Statement) (ast.Value, error) {
 		item("functions", stringsValue(s.Functions)),
 		item("ast", tree),
 	), nil
+}
+
+// treeValue returns the value of s.AST. A statement made from a template
+// (s.Base) gets its base's cached value with the patched values replaced:
+// only the objects and arrays on the way to them are new. It is not cached
+// itself: its tree is never seen again.
+func (e *Engine) treeValue(s *parse.Statement) (ast.Value, error) {
+	convert := func(m map[string]any) func() (ast.Value, error) {
+		return func() (ast.Value, error) { return jsonValue(m) }
+	}
+	b := s.Base
+	if b == nil || len(s.Patches) == 0 || b.Base != nil || s.AST == nil || b.AST == nil {
+		return e.cache.get(mapKey(s.AST), s.AST, convert(s.AST))
+	}
+	v, err := e.cache.get(mapKey(b.AST), b.AST, convert(b.AST))
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range s.Patches {
+		x, err := jsonValue(p.Value)
+		if err != nil {
+			return nil, err
+		}
+		if v, err = patchValue(v, p.Path, x); err != nil {
+			return nil, err
+		}
+	}
+	return v, nil
+}
+
+// patchValue returns v with the value at path replaced by x, copying the
+// objects and arrays along path (their other members are shared).
+func patchValue(v ast.Value, path []any, x ast.Value) (ast.Value, error) {
+	if len(path) == 0 {
+		return x, nil
+	}
+	switch p := path[0].(type) {
+	case string:
+		obj, ok := v.(ast.Object)
+		if !ok {
+			return nil, fmt.Errorf("convert input: patch: %q of a %s", p, ast.ValueName(v))
+		}
+		key := ast.StringTerm(p)
+		old := obj.Get(key)
+		if old == nil {
+			return nil, fmt.Errorf("convert input: patch: no member %q", p)
+		}
+		nv, err := patchValue(old.Value, path[1:], x)
+		if err != nil {
+			return nil, err
+		}
+		kvs := make([][2]*ast.Term, 0, obj.Len())
+		obj.Foreach(func(k, t *ast.Term) {
+			if k.Equal(key) {
+				t = ast.NewTerm(nv)
+			}
+			kvs = append(kvs, [2]*ast.Term{k, t})
+		})
+		return ast.NewObject(kvs...), nil
+	case int:
+		arr, ok := v.(*ast.Array)
+		if !ok || p < 0 || p >= arr.Len() {
+			return nil, fmt.Errorf("convert input: patch: [%d] of a %s", p, ast.ValueName(v))
+		}
+		nv, err := patchValue(arr.Elem(p).Value, path[1:], x)
+		if err != nil {
+			return nil, err
+		}
+		terms := make([]*ast.Term, arr.Len())
+		for i := range terms {
+			terms[i] = arr.Elem(i)
+		}
+		terms[p] = ast.NewTerm(nv)
+		return ast.NewArray(terms...), nil
+	default:
+		return nil, fmt.Errorf("convert input: patch: path element %v", p)
+	}
 }
 
 func stringsValue(ss []string) ast.Value {

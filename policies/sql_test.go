@@ -70,3 +70,39 @@ func TestDefaultLibraryOnRealSQL(t *testing.T) {
 		})
 	}
 }
+
+// TestTemplatedStatementValues checks that statements parse/sql makes from a
+// template (patched base trees) convert exactly like a fresh parse.
+func TestTemplatedStatementValues(t *testing.T) {
+	e := &Engine{cache: newValueCache(64)}
+	parser := sql.NewParser(0)
+	for _, q := range []string{
+		"SELECT abalance FROM pgbench_accounts WHERE aid = 1234",
+		"SELECT abalance FROM pgbench_accounts WHERE aid = 5678",
+		"SELECT a[1], 2 FROM t WHERE b IN (3, 4) LIMIT 5; UPDATE t SET c = 6 WHERE d = 7",
+		"SELECT a[8], 9 FROM t WHERE b IN (1, 2) LIMIT 3; UPDATE t SET c = 4 WHERE d = 5",
+	} {
+		stmts, err := parser.Parse(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range stmts {
+			got, err := e.statementValue(&stmts[i])
+			if err != nil {
+				t.Fatal(err)
+			}
+			plain := stmts[i]
+			plain.Base, plain.Patches = nil, nil
+			want, err := (&Engine{cache: newValueCache(4)}).statementValue(&plain)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Compare(want) != 0 || got.String() != want.String() {
+				t.Errorf("%q statement %d:\n got %v\nwant %v", q, i, got, want)
+			}
+		}
+		if q[len(q)-1] == '8' && stmts[0].Base == nil {
+			t.Errorf("%q was not made from a template", q)
+		}
+	}
+}

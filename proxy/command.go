@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 
@@ -65,9 +64,11 @@ func (c *Command) record(ctx context.Context, in *parse.Input) {
 	ev := s.event(recorder.TypeCommand, in.Time)
 	c.EventID = ev.ID
 	ev.Decision = &c.Decision
-	raw, err := json.Marshal(in)
+	s.encMu.Lock()
+	raw, err := s.enc.Encode(in)
+	s.encMu.Unlock()
 	if err == nil {
-		ev.Input = raw
+		ev.SetCanonicalInput(raw)
 		err = s.p.Recorder.Append(ctx, ev)
 	}
 	if err != nil {
@@ -112,11 +113,25 @@ func (c *Command) Done(ctx context.Context, out recorder.Outcome) {
 	ev.Ref = c.EventID
 	ev.Outcome = &out
 	s.pending.Add(1)
-	go func() {
+	then := func(err error) {
 		defer s.pending.Done()
-		if err := s.p.Recorder.Append(context.WithoutCancel(ctx), ev); err != nil {
+		if err != nil {
 			s.p.logger().Error("cannot record a command outcome", "session_id", s.ID,
 				"decision_id", c.Decision.ID, "error", err)
 		}
-	}()
+	}
+	ctx = context.WithoutCancel(ctx)
+	if d, ok := s.p.Recorder.(deferredAppender); ok {
+		d.AppendDeferred(ctx, ev, then)
+		return
+	}
+	go func() { then(s.p.Recorder.Append(ctx, ev)) }()
+}
+
+// deferredAppender is implemented by stores that append without making the
+// caller wait and may hold an append back briefly so that it shares the
+// commit of the next one (recorder's SQLite store): an outcome needs no
+// commit of its own, nothing waits on it to go ahead.
+type deferredAppender interface {
+	AppendDeferred(ctx context.Context, ev *recorder.Event, then func(error))
 }

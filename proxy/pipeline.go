@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -149,6 +150,11 @@ type Session struct {
 	// waits for approval (a Postgres NoticeResponse, for example).
 	OnApprovalWait func(approval.Request)
 
+	// enc encodes the session's input documents for the record (it keeps
+	// the encoding of the parts every request shares).
+	encMu sync.Mutex
+	enc   parse.InputEncoder
+
 	commands, allowed, blocked atomic.Int64
 	pending                    sync.WaitGroup
 	closeOnce                  sync.Once
@@ -169,7 +175,7 @@ func (s *Session) Input() parse.Input {
 
 func (s *Session) event(typ string, t time.Time) *recorder.Event {
 	return &recorder.Event{
-		ID: NewID(), Time: t, Type: typ, SessionID: s.ID,
+		ID: newEventID(), Time: t, Type: typ, SessionID: s.ID,
 		Protocol: s.Target.Protocol, Target: s.Target.Name, Subject: s.Identity.Subject,
 	}
 }
@@ -195,6 +201,19 @@ func (s *Session) Close(ctx context.Context, reason string) {
 		s.p.logger().Info("session ended", "session_id", s.ID, "commands", info.Commands,
 			"blocked", info.Blocked, "reason", reason)
 	})
+}
+
+// newEventID returns a 128-bit event identifier in hex: the current time in
+// nanoseconds (64 bits), then 64 random bits. Events created one after the
+// other get increasing IDs, so the store's unique index on event IDs grows at
+// its end (one page written per commit) instead of at a random page per event.
+func newEventID() string {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(time.Now().UnixNano()))
+	if _, err := rand.Read(b[8:]); err != nil {
+		return NewID()
+	}
+	return hex.EncodeToString(b[:])
 }
 
 // NewID returns a random 128-bit identifier in hex.

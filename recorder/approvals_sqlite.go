@@ -27,10 +27,10 @@ const (
 )
 
 // Approval writes go straight to the write connection pool (s.writer, one
-// connection). The writer goroutine takes that connection only for the
-// duration of one batch transaction and never waits on anything an approval
-// write holds, so an approval write just queues for the connection between
-// batches. s.mu is read-locked around the write so that Close cannot close
+// connection). An appender committing a batch (writer.go) takes that
+// connection only for the duration of one batch transaction and never waits on
+// anything an approval write holds, so an approval write just queues for the
+// connection between batches. s.mu is read-locked around the write so that Close cannot close
 // the database underneath it; Close waits for it instead.
 
 // CreateApproval stores a new request. A request whose ID is already stored

@@ -59,6 +59,9 @@ var (
 	tplHead = []byte(`{"seq":0,`)
 	tplTail = []byte(`"prev_hash":""}`)
 	seqKey  = []byte(`{"seq":`)
+
+	inputKey         = []byte(`,"input":`)
+	inputPlaceholder = json.RawMessage(`0`)
 )
 
 // Encode validates ev and encodes it for the chain. It sets a zero ev.Time to
@@ -80,9 +83,26 @@ func Encode(ev *Event) (Draft, error) {
 	ev.Time = ev.Time.UTC()
 	tmp := *ev
 	tmp.Seq, tmp.PrevHash, tmp.Hash = 0, GenesisPrevHash, ""
+	splice := ev.canonicalInput()
+	if splice {
+		tmp.Input = inputPlaceholder
+	}
 	tpl, err := json.Marshal(&tmp)
 	if err != nil {
 		return Draft{}, fmt.Errorf("recorder: encode event %q: %w", ev.ID, err)
+	}
+	if splice {
+		// The first `,"input":` is the key: the fields before it are strings,
+		// in which a quote is always escaped.
+		i := bytes.Index(tpl, inputKey)
+		if i < 0 {
+			return Draft{}, fmt.Errorf("recorder: encode event %q: no input in %.40q", ev.ID, tpl)
+		}
+		at := i + len(inputKey)
+		out := make([]byte, 0, len(tpl)+len(ev.Input))
+		out = append(out, tpl[:at]...)
+		out = append(out, ev.Input...)
+		tpl = append(out, tpl[at+len(inputPlaceholder):]...)
 	}
 	if !bytes.HasPrefix(tpl, tplHead) || !bytes.HasSuffix(tpl, tplTail) {
 		return Draft{}, fmt.Errorf("recorder: encode event %q: unexpected canonical form %.40q", ev.ID, tpl)

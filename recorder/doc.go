@@ -39,9 +39,10 @@
 // # Storage
 //
 // Open("sqlite://PATH") stores events in SQLite (modernc.org/sqlite, pure Go)
-// in WAL mode. Appends are group-committed: one writer goroutine writes
-// everything queued in one transaction, and Append returns once that
-// transaction has committed to the WAL. By default (synchronous=NORMAL) the
+// in WAL mode. Appends are group-committed: the appender that finds no commit
+// in progress writes everything queued in one transaction (then hands on to
+// the oldest waiting appender, if any), and Append returns once the
+// transaction holding its event has committed to the WAL. By default (synchronous=NORMAL) the
 // commit is in the operating system before the command is forwarded, so a
 // crash or kill of regate loses nothing; an OS crash or power loss can lose the
 // last commits. "sqlite://PATH?synchronous=full" also syncs the WAL to disk

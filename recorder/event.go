@@ -53,6 +53,25 @@ type Event struct {
 
 	PrevHash string `json:"prev_hash"`
 	Hash     string `json:"-"`
+
+	// canonInput is Input when SetCanonicalInput set it: Encode then copies
+	// it instead of compacting it again.
+	canonInput []byte
+}
+
+// SetCanonicalInput sets Input to raw, which must be as json.Marshal writes
+// it (json.Marshal's own output, or an encoder's that matches it byte for
+// byte, like parse.InputEncoder's): Encode copies it into the body as it is
+// instead of validating and compacting it again. raw must not be modified
+// afterwards.
+func (ev *Event) SetCanonicalInput(raw []byte) {
+	ev.Input = raw
+	ev.canonInput = raw
+}
+
+// canonicalInput reports whether Input is still what SetCanonicalInput set.
+func (ev *Event) canonicalInput() bool {
+	return len(ev.Input) > 0 && len(ev.canonInput) == len(ev.Input) && &ev.canonInput[0] == &ev.Input[0]
 }
 
 // Outcome is what happened to a command, or why a session or login ended.

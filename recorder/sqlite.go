@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
@@ -64,20 +65,27 @@ func sqliteDSN(path string, params ...string) string {
 	return "file:" + esc + "?" + strings.Join(params, "&")
 }
 
-// sqliteStore is the SQLite Store: one writer goroutine owning the single
-// write connection (see writer.go) and a pool of query-only connections.
+// sqliteStore is the SQLite Store: a single write connection, used by one
+// committing appender at a time (see writer.go), and a pool of query-only
+// connections.
 type sqliteStore struct {
 	logger hclog.Logger
 	path   string
-	writer *sql.DB // MaxOpenConns(1): owned by the writer goroutine
-	reader *sql.DB // query_only connections for Sessions, Events, Verify
-	insert *sql.Stmt
-	head   *sql.Stmt
+	writer *sql.DB  // MaxOpenConns(1): batches (one leader at a time) and approvals
+	reader *sql.DB  // query_only connections for Sessions, Events, Verify
+	raw    rawStmts // the batch statements, used by the leader (rawtx.go)
 
-	mu     sync.RWMutex // guards closed and sending on queue
+	mu     sync.RWMutex // guards closed; read-held while queueing
 	closed bool
-	queue  chan *pending
-	done   chan struct{} // closed when the writer goroutine has exited
+
+	// The append queue and its group commit (writer.go).
+	qmu        sync.Mutex
+	q          []*pending // queued appends, in order
+	urgent     int        // undeferred appends in q
+	writing    bool       // a leader is committing
+	idle       *sync.Cond // on qmu: signalled when a leader stops
+	timer      *time.Timer
+	timerArmed bool
 
 	ckpt     *sql.DB // background WAL checkpoints (checkpoint.go)
 	ckptStop chan struct{}
@@ -97,15 +105,14 @@ func openSQLite(ctx context.Context, o sqliteOptions, logger hclog.Logger) (Stor
 	if err != nil {
 		return nil, fmt.Errorf("recorder: open event database %q for writing: %w", o.path, err)
 	}
-	s := &sqliteStore{logger: logger, path: o.path, writer: writer,
-		queue: make(chan *pending, queueSize), done: make(chan struct{})}
+	s := &sqliteStore{logger: logger, path: o.path, writer: writer}
+	s.idle = sync.NewCond(&s.qmu)
 	if err := s.init(ctx, busy); err != nil {
 		return nil, errors.Join(err, s.closeDBs())
 	}
 	if err := s.startCheckpointer(ctx, busy); err != nil {
 		return nil, errors.Join(err, s.closeDBs())
 	}
-	go s.run()
 	logger.Info("event store open", "path", o.path, "synchronous", o.synchronous,
 		"schema_version", len(migrations))
 	return s, nil
@@ -129,12 +136,6 @@ func (s *sqliteStore) init(ctx context.Context, busy string) error {
 		return fmt.Errorf("recorder: open event database %q for reading: %w", s.path, err)
 	}
 	s.reader = reader
-	if s.insert, err = s.writer.PrepareContext(ctx, insertSQL); err != nil {
-		return fmt.Errorf("recorder: prepare event insert: %w", err)
-	}
-	if s.head, err = s.writer.PrepareContext(ctx, headSQL); err != nil {
-		return fmt.Errorf("recorder: prepare chain head query: %w", err)
-	}
 	return nil
 }
 
@@ -229,9 +230,8 @@ func (s *sqliteStore) Close() error {
 		return nil
 	}
 	s.closed = true
-	close(s.queue)
 	s.mu.Unlock()
-	<-s.done
+	s.flushAll()
 	if err := errors.Join(s.stopCheckpointer(), s.closeDBs()); err != nil {
 		return fmt.Errorf("recorder: close event database %q: %w", s.path, err)
 	}
@@ -241,9 +241,13 @@ func (s *sqliteStore) Close() error {
 
 func (s *sqliteStore) closeDBs() error {
 	var errs []error
-	for _, st := range []*sql.Stmt{s.insert, s.head} {
-		if st != nil {
-			errs = append(errs, st.Close())
+	if s.raw.conn != nil && s.writer != nil {
+		// Every batch is done: the statements are closed on their
+		// connection.
+		if conn, err := s.writer.Conn(context.Background()); err != nil {
+			errs = append(errs, err)
+		} else {
+			errs = append(errs, conn.Raw(func(any) error { return s.raw.close() }), conn.Close())
 		}
 	}
 	for _, db := range []*sql.DB{s.reader, s.writer} {

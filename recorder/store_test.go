@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -343,5 +344,135 @@ func TestCanonicalBody(t *testing.T) {
 	}
 	if got := evs[len(evs)-1].Time.Location(); got != time.UTC {
 		t.Errorf("Encode left time in %v, want UTC", got)
+	}
+}
+
+// TestCanonicalInputSplice checks that an input set with SetCanonicalInput
+// gives the same body as the same input set as a plain RawMessage, and that
+// replacing Input afterwards falls back to compacting it.
+func TestCanonicalInputSplice(t *testing.T) {
+	inputs := []any{
+		map[string]any{"q": "SELECT '<&>' \u2028", "input": 0, "n": []any{1.5, nil}},
+		"just a string",
+		[]any{},
+	}
+	for i, in := range inputs {
+		raw, err := json.Marshal(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mk := func() *Event {
+			return &Event{ID: fmt.Sprintf("e%d", i), Type: TypeCommand, Time: t0, SessionID: "s\",\"input\":1",
+				Subject: `"input":`, Ref: ",\"input\":", Outcome: &Outcome{Status: StatusOK}}
+		}
+		plain, spliced, replaced := mk(), mk(), mk()
+		plain.Input = raw
+		spliced.SetCanonicalInput(raw)
+		replaced.SetCanonicalInput(raw)
+		replaced.Input = json.RawMessage(" [ 1 , 2 ] ")
+		var bodies [3][]byte
+		for j, ev := range []*Event{plain, spliced, replaced} {
+			d, err := Encode(ev)
+			if err != nil {
+				t.Fatalf("Encode: %v", err)
+			}
+			r, err := d.Seal(3, "ab")
+			if err != nil {
+				t.Fatalf("Seal: %v", err)
+			}
+			bodies[j] = r.Body
+		}
+		if string(bodies[0]) != string(bodies[1]) {
+			t.Errorf("input %d spliced:\n got %s\nwant %s", i, bodies[1], bodies[0])
+		}
+		replaced.Seq, replaced.PrevHash = 3, "ab"
+		if want, _ := json.Marshal(replaced); string(bodies[2]) != string(want) {
+			t.Errorf("input %d replaced:\n got %s\nwant %s", i, bodies[2], want)
+		}
+	}
+}
+
+// TestDeferredAppends checks that deferred appends are committed on their own
+// (after at most maxDefer) and together with a later undeferred append, in
+// queue order.
+func TestDeferredAppends(t *testing.T) {
+	s, _ := openTemp(t, "")
+	ctx := context.Background()
+	ev := func(id string) *Event { return &Event{ID: id, Type: TypeOutcome, SessionID: "s", Time: t0} }
+	errs := make(chan error, 3)
+	then := func(err error) { errs <- err }
+	s.AppendDeferred(ctx, ev("alone"), then)
+	if err := <-errs; err != nil {
+		t.Fatalf("AppendDeferred: %v", err)
+	}
+	s.AppendDeferred(ctx, ev("d1"), then)
+	s.AppendDeferred(ctx, ev("d2"), then)
+	if err := s.Append(ctx, ev("now")); err != nil {
+		t.Fatalf("Append: %v", err)
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatalf("AppendDeferred: %v", err)
+		}
+	}
+	evs, err := s.Events(ctx, "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 4 || evs[0].ID != "alone" {
+		t.Fatalf("events = %+v", evs)
+	}
+	if res := mustVerify(t, s); !res.OK || res.Events != 4 {
+		t.Errorf("Verify = %+v", res)
+	}
+}
+
+// TestCloseDrainsDeferred closes the store while sessions append commands
+// and deferred outcomes: every append reports exactly once, and exactly the
+// events reported stored are in the chain.
+func TestCloseDrainsDeferred(t *testing.T) {
+	s, path := openTemp(t, "")
+	var wg, outs sync.WaitGroup
+	var stored atomic.Int64
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 200 {
+				id := fmt.Sprintf("%d-%d", w, i)
+				err := s.Append(context.Background(), &Event{ID: id, Type: TypeCommand})
+				if errors.Is(err, ErrClosed) {
+					return
+				}
+				if err != nil {
+					t.Errorf("Append: %v", err)
+					return
+				}
+				stored.Add(1)
+				outs.Add(1)
+				var once atomic.Bool
+				s.AppendDeferred(context.Background(), &Event{ID: id + "-out", Type: TypeOutcome, Ref: id}, func(err error) {
+					defer outs.Done()
+					if once.Swap(true) {
+						t.Errorf("outcome of %s reported twice", id)
+					}
+					if err == nil {
+						stored.Add(1)
+					} else if !errors.Is(err, ErrClosed) {
+						t.Errorf("AppendDeferred: %v", err)
+					}
+				})
+			}
+		}()
+	}
+	time.Sleep(30 * time.Millisecond)
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	wg.Wait()
+	outs.Wait()
+	res := mustVerify(t, openPath(t, path, ""))
+	if !res.OK || res.Events != stored.Load() {
+		t.Fatalf("after reopen Verify = %+v, want OK with %d events", res, stored.Load())
 	}
 }

@@ -2,20 +2,27 @@ package recorder
 
 import (
 	"context"
-	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
+	"strings"
+	"time"
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 )
 
 const (
-	// queueSize bounds the appends waiting for the writer.
-	queueSize = 4096
 	// maxBatch bounds the events written in one transaction.
 	maxBatch = 1024
+	// maxDefer is how long deferred appends (AppendDeferred) are held back,
+	// waiting for an append that must be written now to share their commit.
+	maxDefer = 5 * time.Millisecond
+	// yieldRounds bounds how often a leader yields to let more appends join
+	// its batch (see lead).
+	yieldRounds = 2
 )
 
 const (
@@ -27,15 +34,38 @@ const (
 
 // pending is one queued append.
 type pending struct {
-	draft Draft
-	ev    *Event
-	done  chan error // buffered: the writer never blocks on it
+	draft    Draft
+	ev       *Event
+	done     chan error  // buffered: the writer never blocks on it
+	then     func(error) // instead of done, for AppendDeferred
+	deferred bool        // may wait up to maxDefer for company (AppendDeferred)
 }
 
-// Append queues ev for the writer goroutine and waits until its batch is
-// committed (or failed). The body is encoded here, on the caller's goroutine,
-// so that encoding runs in parallel; the writer only splices in Seq and
-// PrevHash and hashes.
+// finish reports the result of the append.
+func (p *pending) finish(err error) {
+	if p.then != nil {
+		p.then(err)
+		return
+	}
+	p.done <- err
+}
+
+// Appends are group-committed without a writer goroutine: the appender that
+// finds no commit in progress becomes the leader and commits, on its own
+// goroutine, everything queued (its own event included); appenders arriving
+// meanwhile queue and wait. When the leader's batch is done and undeferred
+// appends are waiting, it hands the lead to the oldest of them (whose own
+// event is then in the next batch), so that no caller serves the others for
+// long. On an idle gateway an append thus costs no hand-off between
+// goroutines. Deferred appends alone never start a commit: a timer commits
+// them after maxDefer unless an undeferred append takes them along first.
+
+// errLead, sent to a waiting appender, makes it the leader.
+var errLead = errors.New("recorder: internal: lead")
+
+// Append queues ev and waits until its batch is committed (or failed),
+// committing it itself when no commit is in progress. The body is encoded on
+// the caller's goroutine before the event is queued.
 func (s *sqliteStore) Append(ctx context.Context, ev *Event) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("recorder: append: %w", err)
@@ -45,48 +75,186 @@ func (s *sqliteStore) Append(ctx context.Context, ev *Event) error {
 		return err
 	}
 	p := &pending{draft: draft, ev: ev, done: make(chan error, 1)}
-	if err := s.enqueue(ctx, p); err != nil {
+	lead, err := s.enqueue(p)
+	if err != nil {
 		return err
 	}
-	return <-p.done
+	for {
+		if lead {
+			s.lead(false)
+		}
+		err := <-p.done
+		if err != errLead {
+			return err
+		}
+		lead = true
+	}
 }
 
-func (s *sqliteStore) enqueue(ctx context.Context, p *pending) error {
+// AppendDeferred queues ev for an append that nobody waits on to go ahead
+// (the outcome of a command already forwarded) and returns; then is called
+// with the append's result, exactly once, from the goroutine that commits it
+// (so it must be quick), or before AppendDeferred returns when ev cannot be
+// queued. The event is held back up to maxDefer so that it shares the commit
+// of the next Append rather than costing one of its own.
+func (s *sqliteStore) AppendDeferred(ctx context.Context, ev *Event, then func(error)) {
+	if err := ctx.Err(); err != nil {
+		then(fmt.Errorf("recorder: append: %w", err))
+		return
+	}
+	draft, err := Encode(ev)
+	if err != nil {
+		then(err)
+		return
+	}
+	if _, err := s.enqueue(&pending{draft: draft, ev: ev, then: then, deferred: true}); err != nil {
+		then(err)
+	}
+}
+
+// enqueue queues p and reports whether the caller must lead (p is undeferred
+// and no commit is in progress).
+func (s *sqliteStore) enqueue(p *pending) (lead bool, err error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
-		return ErrClosed
+		return false, ErrClosed
 	}
-	select {
-	case s.queue <- p:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("recorder: append event %q: %w", p.draft.ID(), ctx.Err())
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	s.q = append(s.q, p)
+	if p.deferred {
+		if !s.writing && !s.timerArmed {
+			s.armTimer()
+		}
+		return false, nil
+	}
+	s.urgent++
+	if s.writing {
+		return false, nil
+	}
+	s.writing = true
+	return true, nil
+}
+
+// armTimer makes sure the deferred appends are committed within maxDefer.
+// s.qmu is held.
+func (s *sqliteStore) armTimer() {
+	s.timerArmed = true
+	if s.timer == nil {
+		s.timer = time.AfterFunc(maxDefer, s.flushDeferred)
+	} else {
+		s.timer.Reset(maxDefer)
 	}
 }
 
-// run is the writer goroutine: it takes what is queued, up to maxBatch, and
-// writes it in one transaction, until the queue is closed and drained.
-func (s *sqliteStore) run() {
-	defer close(s.done)
-	batch := make([]*pending, 0, maxBatch)
-	for p := range s.queue {
-		batch = append(batch[:0], p)
-	fill:
-		for len(batch) < maxBatch {
-			select {
-			case p, ok := <-s.queue:
-				if !ok {
-					break fill
-				}
-				batch = append(batch, p)
-			default:
-				break fill
-			}
-		}
-		s.commitBatch(batch)
-		clear(batch)
+// flushDeferred commits what is queued unless a commit is in progress (whose
+// leader then sees to the deferred appends).
+func (s *sqliteStore) flushDeferred() {
+	s.qmu.Lock()
+	s.timerArmed = false
+	if s.writing || len(s.q) == 0 {
+		s.qmu.Unlock()
+		return
 	}
+	s.writing = true
+	s.qmu.Unlock()
+	s.lead(true)
+}
+
+// take removes up to maxBatch-len(batch) queued appends and adds them to
+// batch. s.qmu is held.
+func (s *sqliteStore) take(batch []*pending) []*pending {
+	n := min(len(s.q), maxBatch-len(batch))
+	for _, p := range s.q[:n] {
+		if !p.deferred {
+			s.urgent--
+		}
+	}
+	batch = append(batch, s.q[:n]...)
+	clear(s.q[:n])
+	s.q = s.q[n:]
+	if len(s.q) == 0 {
+		s.q = nil
+	}
+	return batch
+}
+
+// lead commits one batch of what is queued (force: even when it holds only
+// deferred appends), then hands the lead to the oldest waiting undeferred
+// append or, when there is none, stops leading (arming the timer for the
+// deferred appends left).
+func (s *sqliteStore) lead(force bool) {
+	s.qmu.Lock()
+	if s.urgent == 0 && !force || len(s.q) == 0 {
+		s.stopLeading()
+		return
+	}
+	batch := s.take(make([]*pending, 0, min(len(s.q), maxBatch)))
+	s.qmu.Unlock()
+	// Before committing, let goroutines that are ready to run (sessions
+	// about to append a command) run first, and take what they queue:
+	// commits have a high fixed cost (transaction, chain head, WAL header
+	// pages), and on a busy gateway this makes batches larger. When nothing
+	// else is runnable, Gosched returns at once.
+	for range yieldRounds {
+		if len(batch) == maxBatch {
+			break
+		}
+		runtime.Gosched()
+		s.qmu.Lock()
+		n := len(batch)
+		batch = s.take(batch)
+		s.qmu.Unlock()
+		if len(batch) == n {
+			break
+		}
+	}
+	s.commitBatch(batch)
+	s.qmu.Lock()
+	for _, p := range s.q {
+		if !p.deferred {
+			// The lead passes to p, which stays queued: its own event is
+			// in the next batch.
+			s.qmu.Unlock()
+			p.done <- errLead
+			return
+		}
+	}
+	s.stopLeading()
+}
+
+// stopLeading ends the lead; s.qmu is held and is released.
+func (s *sqliteStore) stopLeading() {
+	s.writing = false
+	if len(s.q) > 0 && !s.timerArmed {
+		s.armTimer()
+	}
+	s.idle.Broadcast()
+	s.qmu.Unlock()
+}
+
+// flushAll commits everything queued; Close uses it after refusing new
+// appends.
+func (s *sqliteStore) flushAll() {
+	s.qmu.Lock()
+	for {
+		for s.writing {
+			s.idle.Wait()
+		}
+		if len(s.q) == 0 {
+			break
+		}
+		s.writing = true
+		s.qmu.Unlock()
+		s.lead(true)
+		s.qmu.Lock()
+	}
+	if s.timer != nil {
+		s.timer.Stop()
+		s.timerArmed = false
+	}
+	s.qmu.Unlock()
 }
 
 // commitBatch writes batch and tells every waiter the result. An event that
@@ -99,19 +267,19 @@ func (s *sqliteStore) commitBatch(batch []*pending) {
 		if err == nil {
 			for i, p := range batch {
 				p.ev.Seq, p.ev.PrevHash, p.ev.Hash = recs[i].Seq, recs[i].PrevHash, recs[i].Hash
-				p.done <- nil
+				p.finish(nil)
 			}
 			return
 		}
 		if bad >= 0 && isConstraint(err) {
 			s.logger.Warn("event rejected", "id", batch[bad].draft.ID(), "error", err)
-			batch[bad].done <- err
+			batch[bad].finish(err)
 			batch = slices.Delete(batch, bad, bad+1)
 			continue
 		}
 		s.logger.Error("append failed", "events", len(batch), "error", err)
 		for _, p := range batch {
-			p.done <- err
+			p.finish(err)
 		}
 		return
 	}
@@ -119,46 +287,81 @@ func (s *sqliteStore) commitBatch(batch []*pending) {
 
 // writeTx writes batch in one transaction after the current chain head. On an
 // insert error it returns the index of the failing event, else -1.
-func (s *sqliteStore) writeTx(batch []*pending) ([]Record, int, error) {
+func (s *sqliteStore) writeTx(batch []*pending) (recs []Record, bad int, err error) {
 	// The writer serves many callers, so no caller's context applies here.
 	ctx := context.Background()
-	tx, err := s.writer.BeginTx(ctx, nil)
+	bad = -1
+	conn, err := s.writer.Conn(ctx)
 	if err != nil {
+		return nil, -1, fmt.Errorf("recorder: append %d events: %w", len(batch), err)
+	}
+	defer conn.Close()
+	rerr := conn.Raw(func(dc any) error {
+		c, ok := dc.(driver.Conn)
+		if !ok {
+			return fmt.Errorf("recorder: append: driver connection %T", dc)
+		}
+		if err := s.raw.prepare(ctx, c); err != nil {
+			return fmt.Errorf("recorder: append %d events: %w", len(batch), err)
+		}
+		recs, bad, err = s.writeRaw(ctx, batch)
+		return nil
+	})
+	if rerr != nil {
+		return nil, -1, rerr
+	}
+	return recs, bad, err
+}
+
+// writeRaw is writeTx on the prepared statements of s.raw.
+func (s *sqliteStore) writeRaw(ctx context.Context, batch []*pending) ([]Record, int, error) {
+	st := &s.raw
+	if err := execRaw(ctx, st.begin, nil); err != nil {
 		return nil, -1, fmt.Errorf("recorder: append %d events: begin transaction: %w", len(batch), err)
 	}
-	var seq int64
-	prev := GenesisPrevHash
-	err = tx.StmtContext(ctx, s.head).QueryRowContext(ctx).Scan(&seq, &prev)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return nil, -1, rollback(tx, fmt.Errorf("recorder: append %d events: read chain head: %w", len(batch), err))
+	seq, prev, err := headRaw(ctx, st.head)
+	if err != nil {
+		return nil, -1, s.rollbackRaw(ctx, fmt.Errorf("recorder: append %d events: read chain head: %w", len(batch), err))
 	}
-	insert := tx.StmtContext(ctx, s.insert)
 	recs := make([]Record, len(batch))
+	args := make([]driver.NamedValue, 11)
+	for i := range args {
+		args[i].Ordinal = i + 1
+	}
 	for i, p := range batch {
 		seq++
 		r, err := p.draft.Seal(seq, prev)
 		if err == nil {
-			_, err = insert.ExecContext(ctx, r.Seq, r.ID, r.Time, r.Type, r.SessionID,
-				r.Target, r.Subject, r.Ref, string(r.Body), r.PrevHash, r.Hash) // TEXT, not BLOB
+			for j, v := range []any{r.Seq, r.ID, r.Time, r.Type, r.SessionID,
+				r.Target, r.Subject, r.Ref, string(r.Body), r.PrevHash, r.Hash} { // body: TEXT, not BLOB
+				args[j].Value = v
+			}
+			err = execRaw(ctx, st.insert, args)
 		}
 		if err != nil {
-			return nil, i, rollback(tx, fmt.Errorf("recorder: append event %q (seq %d): %w", p.draft.ID(), seq, err))
+			return nil, i, s.rollbackRaw(ctx, fmt.Errorf("recorder: append event %q (seq %d): %w", p.draft.ID(), seq, err))
 		}
 		recs[i], prev = r, r.Hash
 	}
-	if err := tx.Commit(); err != nil {
-		return nil, -1, rollback(tx, fmt.Errorf("recorder: append %d events: commit: %w", len(batch), err))
+	if err := execRaw(ctx, st.commit, nil); err != nil {
+		return nil, -1, s.rollbackRaw(ctx, fmt.Errorf("recorder: append %d events: commit: %w", len(batch), err))
 	}
 	return recs, -1, nil
 }
 
-// rollback rolls tx back and returns cause, joined with a rollback failure
-// other than "already done".
-func rollback(tx *sql.Tx, cause error) error {
-	if err := tx.Rollback(); err != nil && !errors.Is(err, sql.ErrTxDone) {
+// rollbackRaw rolls the open transaction back and returns cause, joined with
+// a rollback failure other than "no transaction is active" (a failed COMMIT
+// may have ended it already).
+func (s *sqliteStore) rollbackRaw(ctx context.Context, cause error) error {
+	if err := execRaw(ctx, s.raw.rollback, nil); err != nil && !noTransaction(err) {
 		return errors.Join(cause, fmt.Errorf("rollback: %w", err))
 	}
 	return cause
+}
+
+// noTransaction reports whether err says that no transaction was open.
+func noTransaction(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "no transaction is active")
 }
 
 // isConstraint reports whether err is an SQLite constraint violation.

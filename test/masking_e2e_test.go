@@ -50,6 +50,21 @@ func TestDefaultColumnMasks(t *testing.T) {
 	if name != "Ann" || email == "" {
 		t.Fatalf("pgx: email %q name %q", email, name)
 	}
+	// Parse, Bind, Describe of the portal, Execute, Sync (libpq's
+	// PQexecParams, pgbench -M extended): the client's own Describe plans the
+	// masks, in text and in binary.
+	for _, format := range []int16{0, 1} {
+		rr := conn.PgConn().ExecParams(ctx, "SELECT email, name, card_number FROM customers WHERE id = $1",
+			[][]byte{[]byte("1")}, nil, nil, []int16{format}).Read()
+		if rr.Err != nil || len(rr.Rows) != 1 || len(rr.FieldDescriptions) != 3 {
+			t.Fatalf("ExecParams (format %d): %v, %d rows", format, rr.Err, len(rr.Rows))
+		}
+		row := rr.Rows[0]
+		leaks(t, "ExecParams", string(row[0])+" "+string(row[2]))
+		if string(row[1]) != "Ann" || len(row[0]) == 0 {
+			t.Fatalf("ExecParams (format %d): row %q", format, row)
+		}
+	}
 	// The table itself is untouched.
 	if got := pg.Psql(t, "app", "SELECT email FROM customers WHERE id = 1"); got != "ann@example.com" {
 		t.Fatalf("the table changed: %q", got)

@@ -21,9 +21,11 @@ const DefaultCacheSize = 4096
 const maxCachedQueryLen = 64 << 10
 
 // Parser parses statements and caches results by exact query text (bounded
-// LRU; safe for concurrent use).
+// LRU; safe for concurrent use), and templates of texts that differ only in
+// integer literals (see template.go).
 type Parser struct {
-	cache *lru
+	cache     *lru[[]parse.Statement]
+	templates *lru[*template] // by shape; nil: the shape cannot be templated
 }
 
 // NewParser returns a Parser whose cache holds up to cacheSize query texts;
@@ -32,7 +34,7 @@ func NewParser(cacheSize int) *Parser {
 	if cacheSize <= 0 {
 		cacheSize = DefaultCacheSize
 	}
-	return &Parser{cache: newLRU(cacheSize)}
+	return &Parser{cache: newLRU[[]parse.Statement](cacheSize), templates: newLRU[*template](cacheSize)}
 }
 
 // Parse returns the statements of query in source order. The returned slice
@@ -43,9 +45,29 @@ func (p *Parser) Parse(query string) ([]parse.Statement, error) {
 	if stmts, ok := p.cache.get(query); ok {
 		return stmts, nil
 	}
+	var shape string
+	lits, ok := scanLiterals(query)
+	if ok && len(lits) > 0 && len(query) <= maxCachedQueryLen && strings.IndexByte(query, 0) < 0 {
+		shape = shapeOf(query, lits)
+		if t, ok := p.templates.get(shape); ok {
+			if t == nil {
+				shape = "" // known not to template
+			} else {
+				return t.fill(query, lits), nil
+			}
+		}
+	}
 	stmts, err := parseSQL(query)
 	if err != nil {
 		return nil, err
+	}
+	if shape != "" {
+		// The texts of a templated shape are not cached one by one.
+		t := makeTemplate(query, lits, stmts)
+		p.templates.add(shape, t)
+		if t != nil {
+			return stmts, nil
+		}
 	}
 	if len(query) <= maxCachedQueryLen {
 		p.cache.add(query, stmts)
@@ -84,7 +106,13 @@ func parseSQL(query string) ([]parse.Statement, error) {
 			return nil, fmt.Errorf("cannot parse SQL: statement %d has an unexpected parse tree", i+1)
 		}
 		st := buildStatement(node, body, tree)
-		st.RawAST = rs.Stmt
+		// As encoding/json writes it (compact, <, > and & escaped), so that
+		// encoders can copy it as it is (parse.InputEncoder).
+		canon, err := json.Marshal(rs.Stmt)
+		if err != nil {
+			return nil, fmt.Errorf("cannot parse SQL: encoding parse tree: %w", err)
+		}
+		st.RawAST = canon
 		stmts = append(stmts, st)
 	}
 	return stmts, nil

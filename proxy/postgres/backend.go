@@ -106,6 +106,16 @@ func (cn *conn) track(ctx context.Context, typ byte, body []byte) (bool, error) 
 func (cn *conn) trackDescription(ctx context.Context, it *item, typ byte, body []byte) (bool, error) {
 	if it.kind == itemDescribe {
 		cn.pop()
+		if it.planFor != nil {
+			// The client's Describe of a portal plans its execution's
+			// masks; the client sees the answer as usual.
+			m := it.planFor.masker
+			if typ == 'n' {
+				m.planned, m.plan = true, nil
+				return true, nil
+			}
+			return true, cn.planOrFail(cn.planMask(ctx, m, body))
+		}
 		if it.maskFor == nil {
 			return true, nil
 		}

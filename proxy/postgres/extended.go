@@ -38,6 +38,9 @@ type portal struct {
 	params  []*string
 	decided bool
 	masker  *resultMasker
+	// described is the client's latest Describe of this portal, whose
+	// answer can plan the masks of its first execution.
+	described *item
 }
 
 // hiddenDescribe sends a Describe of portal whose answer plans exec's masks
@@ -167,6 +170,8 @@ func (cn *conn) describeMsg(body []byte) error {
 	it := &item{kind: itemDescribe}
 	if m.ObjectType == 'S' {
 		it.stmt = cn.stmts[m.Name]
+	} else if pt := cn.portals[m.Name]; pt != nil {
+		pt.described = it
 	}
 	cn.push(it)
 	return nil
@@ -220,8 +225,10 @@ func (cn *conn) executeMsg(ctx context.Context, body []byte) error {
 	pt.decided = true
 	pt.masker = a.masker
 	exec := &item{kind: itemExecute, cmd: a.cmd, masker: a.masker, stmts: a.stmts}
-	if a.masker != nil {
-		// Learn the result columns (and their formats, as bound) first.
+	if a.masker != nil && (pt.described == nil || !cn.adoptDescribe(pt.described, exec)) {
+		// Learn the result columns (and their formats, as bound) first,
+		// unless the client's own Describe of the portal, not answered
+		// yet, tells them.
 		if err := cn.hiddenDescribe(m.Portal, exec); err != nil {
 			return err
 		}

@@ -80,6 +80,11 @@ type item struct {
 	// maskFor, on a Describe regate sent itself, is the Execute whose result
 	// columns it learns; the client never sees its answer.
 	maskFor *item
+	// planFor, on a client's Describe of a portal, is the Execute of that
+	// portal whose masks its answer plans (in place of a Describe of
+	// regate's own); set only while the item is queued (see adoptDescribe).
+	planFor *item
+	popped  bool // answered and removed from the queue (guarded by qmu)
 	tags    []string
 	rows    int64
 	errCode string
@@ -194,10 +199,24 @@ func (cn *conn) head() *item {
 func (cn *conn) pop() {
 	cn.qmu.Lock()
 	if len(cn.queue) > 0 {
+		cn.queue[0].popped = true
 		cn.queue[0] = nil
 		cn.queue = cn.queue[1:]
 	}
 	cn.qmu.Unlock()
+}
+
+// adoptDescribe makes the answer to the client's Describe d (of the portal
+// exec executes) plan exec's masks, and reports whether it could: not when
+// the answer was already handled.
+func (cn *conn) adoptDescribe(d, exec *item) bool {
+	cn.qmu.Lock()
+	defer cn.qmu.Unlock()
+	if d.popped {
+		return false
+	}
+	d.planFor = exec
+	return true
 }
 
 // fatalToClient sends a FATAL error; the caller then closes the session.

@@ -1,0 +1,263 @@
+package parse
+
+import (
+	"encoding/json"
+	"reflect"
+	"strconv"
+	"unicode/utf8"
+)
+
+// InputEncoder encodes input documents byte for byte as json.Marshal does,
+// without reflection, and keeps the encoding of the identity, target and
+// session parts, which stay the same for every request of a session, until
+// they change. The zero value is ready to use; it is not safe for concurrent
+// use.
+//
+// A Statement's RawAST, when set, is copied as it is: it must be the JSON
+// encoding of AST as encoding/json writes it (compact, with <, > and &
+// escaped), which is what parse/sql stores.
+type InputEncoder struct {
+	key    staticKey
+	static []byte // `"identity":…,"target":…,"session":…`
+}
+
+// staticKey is what the cached static part was encoded from: equal keys give
+// equal encodings (maps and slices by identity: callers share them
+// read-only).
+type staticKey struct {
+	subject, issuer, email string
+	groups                 uintptr
+	groupsLen              int
+	claims, labels         uintptr
+	target, tproto         string
+	session                Session
+	set                    bool
+}
+
+func pointerOf(v any) uintptr {
+	rv := reflect.ValueOf(v)
+	if rv.IsNil() {
+		return 0
+	}
+	return uintptr(rv.UnsafePointer())
+}
+
+func keyOf(in *Input) staticKey {
+	return staticKey{
+		subject: in.Identity.Subject, issuer: in.Identity.Issuer, email: in.Identity.Email,
+		groups: pointerOf(in.Identity.Groups), groupsLen: len(in.Identity.Groups),
+		claims: pointerOf(in.Identity.Claims), labels: pointerOf(in.Target.Labels),
+		target: in.Target.Name, tproto: in.Target.Protocol, session: in.Session, set: true,
+	}
+}
+
+// Encode returns json.Marshal(in).
+func (e *InputEncoder) Encode(in *Input) ([]byte, error) {
+	if in == nil {
+		return []byte("null"), nil
+	}
+	// A nil groups slice with a length of 0 and an empty non-nil one differ in
+	// JSON (null, []) but not in pointerOf when the empty one has no array:
+	// keep those out of the cache.
+	k := keyOf(in)
+	cacheable := (in.Identity.Groups == nil) == (k.groups == 0)
+	if !cacheable || k != e.key {
+		static, err := encodeStatic(in)
+		if err != nil {
+			return nil, err
+		}
+		if !cacheable {
+			return e.encode(in, static)
+		}
+		e.key, e.static = k, static
+	}
+	return e.encode(in, e.static)
+}
+
+func encodeStatic(in *Input) ([]byte, error) {
+	var b []byte
+	b = append(b, `"identity":`...)
+	id, err := json.Marshal(&in.Identity)
+	if err != nil {
+		return nil, err
+	}
+	b = append(b, id...)
+	b = append(b, `,"target":`...)
+	t, err := json.Marshal(&in.Target)
+	if err != nil {
+		return nil, err
+	}
+	b = append(b, t...)
+	b = append(b, `,"session":`...)
+	s, err := json.Marshal(&in.Session)
+	if err != nil {
+		return nil, err
+	}
+	return append(b, s...), nil
+}
+
+func (e *InputEncoder) encode(in *Input, static []byte) ([]byte, error) {
+	b := make([]byte, 0, 1024+len(static))
+	b = append(b, `{"version":`...)
+	b = strconv.AppendInt(b, int64(in.Version), 10)
+	b = append(b, `,"protocol":`...)
+	b = AppendJSONString(b, in.Protocol)
+	b = append(b, `,"time":`...)
+	t, err := in.Time.MarshalJSON()
+	if err != nil {
+		return nil, err
+	}
+	b = append(b, t...)
+	b = append(b, ',')
+	b = append(b, static...)
+	if pg := in.Postgres; pg != nil {
+		b = append(b, `,"postgres":{"database":`...)
+		b = AppendJSONString(b, pg.Database)
+		b = append(b, `,"user":`...)
+		b = AppendJSONString(b, pg.User)
+		b = append(b, `,"client_user":`...)
+		b = AppendJSONString(b, pg.ClientUser)
+		b = append(b, `,"query":`...)
+		b = AppendJSONString(b, pg.Query)
+		b = append(b, `,"params":`...)
+		if pg.Params == nil {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, '[')
+			for i, p := range pg.Params {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				if p == nil {
+					b = append(b, "null"...)
+				} else {
+					b = AppendJSONString(b, *p)
+				}
+			}
+			b = append(b, ']')
+		}
+		b = append(b, `,"statements":`...)
+		if pg.Statements == nil {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, '[')
+			for i := range pg.Statements {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				if b, err = appendStatement(b, &pg.Statements[i]); err != nil {
+					return nil, err
+				}
+			}
+			b = append(b, ']')
+		}
+		b = append(b, '}')
+	}
+	return append(b, '}'), nil
+}
+
+func appendStatement(b []byte, s *Statement) ([]byte, error) {
+	if s.RawAST == nil {
+		raw, err := s.MarshalJSON()
+		if err != nil {
+			return nil, err
+		}
+		return append(b, raw...), nil
+	}
+	b = append(b, `{"command":`...)
+	b = AppendJSONString(b, s.Command)
+	b = append(b, `,"node":`...)
+	b = AppendJSONString(b, s.Node)
+	b = append(b, `,"relations":`...)
+	if s.Relations == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, '[')
+		for i, r := range s.Relations {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, `{"schema":`...)
+			b = AppendJSONString(b, r.Schema)
+			b = append(b, `,"name":`...)
+			b = AppendJSONString(b, r.Name)
+			b = append(b, `,"access":`...)
+			b = AppendJSONString(b, r.Access)
+			b = append(b, '}')
+		}
+		b = append(b, ']')
+	}
+	b = append(b, `,"has_where":`...)
+	b = strconv.AppendBool(b, s.HasWhere)
+	b = append(b, `,"functions":`...)
+	if s.Functions == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, '[')
+		for i, f := range s.Functions {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = AppendJSONString(b, f)
+		}
+		b = append(b, ']')
+	}
+	b = append(b, `,"ast":`...)
+	b = append(b, s.RawAST...)
+	return append(b, '}'), nil
+}
+
+const hexDigits = "0123456789abcdef"
+
+// AppendJSONString appends s as encoding/json encodes a string (with HTML
+// escaping, invalid UTF-8 replaced by U+FFFD, U+2028 and U+2029 escaped).
+func AppendJSONString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		if c := s[i]; c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch c {
+			case '\\', '"':
+				dst = append(dst, '\\', c)
+			case '\b':
+				dst = append(dst, '\\', 'b')
+			case '\f':
+				dst = append(dst, '\\', 'f')
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}

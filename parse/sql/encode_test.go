@@ -1,0 +1,99 @@
+package sql
+
+import (
+	"bytes"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/regate/regate/parse"
+)
+
+// TestInputEncoderMatchesJSON checks that parse.InputEncoder writes exactly
+// what json.Marshal writes, for every parse case and for text that needs
+// escaping, with the static part cached and changed between calls.
+func TestInputEncoderMatchesJSON(t *testing.T) {
+	p := NewParser(0)
+	queries := []string{
+		"SELECT '<b>&amp;</b>' AS x, E'\\n\\t\\u0001' FROM \"we<i>rd\"",
+		"SELECT 'caf\u00e9 \u2028 \u2029 \U0001F600' -- comment\n",
+		"SELECT $1::text, 1.5e300, -0.0, 12345678901234567890",
+	}
+	for _, c := range parseCases {
+		queries = append(queries, c.query)
+	}
+	p1, p2 := "a<b>&\"c\\", "\x00\x7f\xff"
+	base := parse.Input{
+		Version: parse.SchemaVersion, Protocol: "postgres", Time: time.Date(2026, 1, 2, 3, 4, 5, 600, time.UTC),
+		Identity: parse.Identity{Subject: "alice<>", Issuer: "https://idp", Groups: []string{"dba", "a&b"},
+			Claims: map[string]any{"z": 1.5, "a": []any{"x", nil, true}, "html": "<&>"}},
+		Target:  parse.Target{Name: "db", Protocol: "postgres", Labels: map[string]string{"env": "prod"}},
+		Session: parse.Session{ID: "s1", ClientAddr: "127.0.0.1:1", StartedAt: time.Date(2026, 1, 2, 3, 4, 0, 0, time.FixedZone("x", 3600))},
+	}
+	var enc parse.InputEncoder
+	for i, q := range queries {
+		stmts, err := p.Parse(q)
+		if err != nil {
+			continue
+		}
+		in := base
+		in.Postgres = &parse.Postgres{Database: "d", User: "u", ClientUser: "c\u2028", Query: q,
+			Params: []*string{&p1, nil, &p2}, Statements: stmts}
+		switch i % 4 {
+		case 1:
+			in.Identity.Groups = nil
+			in.Identity.Email = "a@b"
+		case 2:
+			in.Postgres.Params = nil
+			in.Target.Labels = nil
+		case 3:
+			in.Identity.Groups = []string{}
+			in.Postgres.Statements = append([]parse.Statement{{Command: "X", AST: map[string]any{"n": 1.0}}}, stmts...)
+		}
+		want, err := json.Marshal(&in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			got, err := enc.Encode(&in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("query %q:\n got %s\nwant %s", q, got, want)
+			}
+		}
+	}
+	in := base
+	want, _ := json.Marshal(&in)
+	if got, _ := enc.Encode(&in); !bytes.Equal(got, want) {
+		t.Fatalf("without postgres:\n got %s\nwant %s", got, want)
+	}
+}
+
+func BenchmarkInputEncoder(b *testing.B) {
+	p := NewParser(0)
+	stmts, err := p.Parse("SELECT abalance FROM pgbench_accounts WHERE aid = 12345;")
+	if err != nil {
+		b.Fatal(err)
+	}
+	in := &parse.Input{Version: 1, Protocol: "postgres", Time: time.Now(),
+		Identity: parse.Identity{Subject: "bench", Groups: []string{"bench"}, Claims: map[string]any{"sub": "bench"}},
+		Target:   parse.Target{Name: "db", Protocol: "postgres", Labels: map[string]string{"env": "dev"}},
+		Postgres: &parse.Postgres{Query: "SELECT abalance FROM pgbench_accounts WHERE aid = 12345;", Params: []*string{}, Statements: stmts}}
+	b.Run("json.Marshal", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := json.Marshal(in); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("InputEncoder", func(b *testing.B) {
+		var enc parse.InputEncoder
+		for b.Loop() {
+			if _, err := enc.Encode(in); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
