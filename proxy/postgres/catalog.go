@@ -44,11 +44,23 @@ func (r *relation) columns() []attr {
 // columns) find their columns. It keeps one side connection per database,
 // logged in with regate's credentials, and caches what it learns for a
 // minute.
+//
+// Locking: mu guards the cache and is never held during I/O, so a cache hit
+// never waits for a lookup in progress. Each database's side connection has
+// a lock of its own, held across its query: misses on one database queue
+// behind each other (they share the connection), misses on other databases
+// do not.
 type catalog struct {
-	s     *Server
-	mu    sync.Mutex
-	conns map[string]*pgconn.PgConn
-	rels  map[catalogKey]*relation
+	s    *Server
+	mu   sync.Mutex
+	rels map[catalogKey]*relation
+	dbs  map[string]*catalogDB
+}
+
+// catalogDB is the side connection to one database.
+type catalogDB struct {
+	mu   sync.Mutex // held across a query on conn
+	conn *pgconn.PgConn
 }
 
 type catalogKey struct {
@@ -56,18 +68,16 @@ type catalogKey struct {
 	oid      uint32
 }
 
-const catalogTTL = time.Minute
+const (
+	catalogTTL = time.Minute
+	// catalogTimeout bounds one catalog connect or query.
+	catalogTimeout = 10 * time.Second
+)
 
-// relations returns the relations of oids in database, querying the ones not
-// cached. It fails closed: an error means masks cannot be resolved.
-func (c *catalog) relations(ctx context.Context, database string, oids []uint32) (map[uint32]*relation, error) {
+// cached returns the cached relations of oids and the OIDs not cached.
+func (c *catalog) cached(database string, oids []uint32, out map[uint32]*relation) (missing []string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.rels == nil {
-		c.rels, c.conns = map[catalogKey]*relation{}, map[string]*pgconn.PgConn{}
-	}
-	out := map[uint32]*relation{}
-	var missing []string
 	for _, oid := range oids {
 		if r, ok := c.rels[catalogKey{database, oid}]; ok && time.Since(r.loaded) < catalogTTL {
 			out[oid] = r
@@ -75,29 +85,71 @@ func (c *catalog) relations(ctx context.Context, database string, oids []uint32)
 			missing = append(missing, strconv.FormatUint(uint64(oid), 10))
 		}
 	}
+	return missing
+}
+
+// relations returns the relations of oids in database, querying the ones not
+// cached. It fails closed: an error means masks cannot be resolved.
+func (c *catalog) relations(ctx context.Context, database string, oids []uint32) (map[uint32]*relation, error) {
+	out := map[uint32]*relation{}
+	if len(c.cached(database, oids, out)) == 0 {
+		return out, nil
+	}
+	db := c.db(database)
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	// Another session may have loaded them while this one waited.
+	missing := c.cached(database, oids, out)
 	if len(missing) == 0 {
 		return out, nil
 	}
-	if err := c.load(ctx, database, missing, out); err != nil {
+	q := catalogQuery + `WHERE c.oid IN (` + strings.Join(missing, ",") + `)`
+	rows, err := c.query(ctx, db, database, q, nil)
+	if err != nil {
 		return nil, fmt.Errorf("cannot look up column names in the catalog: %w", err)
 	}
+	c.store(database, rows, out)
 	return out, nil
 }
 
-func (c *catalog) load(ctx context.Context, database string, oids []string, out map[uint32]*relation) error {
-	conn, err := c.conn(ctx, database)
-	if err != nil {
-		return err
+// db returns the side-connection holder of database.
+func (c *catalog) db(database string) *catalogDB {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.dbs == nil {
+		c.dbs = map[string]*catalogDB{}
 	}
-	q := catalogQuery + `WHERE c.oid IN (` + strings.Join(oids, ",") + `)`
-	res := conn.ExecParams(ctx, q, nil, nil, nil, nil).Read()
+	db := c.dbs[database]
+	if db == nil {
+		db = &catalogDB{}
+		c.dbs[database] = db
+	}
+	return db
+}
+
+// query runs q on database's side connection (db.mu held), connecting
+// first when needed; a failed query drops the connection.
+func (c *catalog) query(ctx context.Context, db *catalogDB, database, q string, params [][]byte) ([][][]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, catalogTimeout)
+	defer cancel()
+	if db.conn == nil || db.conn.IsClosed() {
+		pc, err := c.s.upstreamConfig(database, map[string]string{"application_name": "regate-catalog"})
+		if err != nil {
+			return nil, err
+		}
+		conn, err := pgconn.ConnectConfig(ctx, pc)
+		if err != nil {
+			return nil, fmt.Errorf("cannot connect to target %q: %s", c.s.cfg.Target.Name, upstreamError(err))
+		}
+		db.conn = conn
+	}
+	res := db.conn.ExecParams(ctx, q, params, nil, nil, nil).Read()
 	if res.Err != nil {
-		conn.Close(ctx)
-		delete(c.conns, database)
-		return res.Err
+		db.conn.Close(context.Background())
+		db.conn = nil
+		return nil, res.Err
 	}
-	c.store(database, res.Rows, out)
-	return nil
+	return res.Rows, nil
 }
 
 const catalogQuery = `SELECT c.oid, n.nspname, c.relname, a.attnum, a.attname, a.atttypid
@@ -108,6 +160,11 @@ JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.
 
 // store caches catalog rows and adds them to out.
 func (c *catalog) store(database string, rows [][][]byte, out map[uint32]*relation) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.rels == nil {
+		c.rels = map[catalogKey]*relation{}
+	}
 	now := time.Now()
 	for _, row := range rows {
 		oid64, _ := strconv.ParseUint(string(row[0]), 10, 32)
@@ -127,51 +184,33 @@ func (c *catalog) store(database string, rows [][][]byte, out map[uint32]*relati
 // relationByName resolves a table named in a statement (schema "" means the
 // first visible one on the default search_path).
 func (c *catalog) relationByName(ctx context.Context, database, schema, name string) (*relation, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.rels == nil {
-		c.rels, c.conns = map[catalogKey]*relation{}, map[string]*pgconn.PgConn{}
-	}
-	conn, err := c.conn(ctx, database)
-	if err != nil {
-		return nil, err
-	}
+	db := c.db(database)
+	db.mu.Lock()
+	defer db.mu.Unlock()
 	q := catalogQuery + `WHERE c.relname = $1 AND (n.nspname = $2 OR ($2 = '' AND pg_catalog.pg_table_is_visible(c.oid)))`
-	res := conn.ExecParams(ctx, q, [][]byte{[]byte(name), []byte(schema)}, nil, nil, nil).Read()
-	if res.Err != nil {
-		return nil, fmt.Errorf("cannot look up %q in the catalog: %w", name, res.Err)
+	rows, err := c.query(ctx, db, database, q, [][]byte{[]byte(name), []byte(schema)})
+	if err != nil {
+		return nil, fmt.Errorf("cannot look up %q in the catalog: %w", name, err)
 	}
 	out := map[uint32]*relation{}
-	c.store(database, res.Rows, out)
+	c.store(database, rows, out)
 	for _, r := range out {
 		return r, nil
 	}
 	return nil, fmt.Errorf("table %q not found in the catalog", name)
 }
 
-func (c *catalog) conn(ctx context.Context, database string) (*pgconn.PgConn, error) {
-	if conn := c.conns[database]; conn != nil && !conn.IsClosed() {
-		return conn, nil
-	}
-	pc, err := c.s.upstreamConfig(database, map[string]string{"application_name": "regate-catalog"})
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	conn, err := pgconn.ConnectConfig(ctx, pc)
-	if err != nil {
-		return nil, fmt.Errorf("cannot connect to target %q: %s", c.s.cfg.Target.Name, upstreamError(err))
-	}
-	c.conns[database] = conn
-	return conn, nil
-}
-
 func (c *catalog) close() {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, conn := range c.conns {
-		_ = conn.Close(context.Background())
+	dbs := c.dbs
+	c.dbs = nil
+	c.mu.Unlock()
+	for _, db := range dbs {
+		db.mu.Lock()
+		if db.conn != nil {
+			_ = db.conn.Close(context.Background())
+			db.conn = nil
+		}
+		db.mu.Unlock()
 	}
-	c.conns = nil
 }
