@@ -33,10 +33,37 @@ func (s *Server) registerCancel(cn *conn, secret [4]byte) {
 	s.mu.Unlock()
 }
 
+// endedCancelTTL is how long the key of an ended session is remembered, so a
+// late cancel (pgx sends one after closing a connection whose query it gave
+// up on) is told apart from a wrong key.
+const endedCancelTTL = time.Minute
+
+// maxEndedCancels bounds that memory.
+const maxEndedCancels = 4096
+
 func (s *Server) unregisterCancel(cn *conn) {
+	k := cancelKey{pid: cn.pid, secret: cn.secret}
+	now := time.Now()
 	s.mu.Lock()
-	delete(s.cancels, cancelKey{pid: cn.pid, secret: cn.secret})
+	delete(s.cancels, k)
+	if s.ended == nil {
+		s.ended = map[cancelKey]endedSession{}
+	}
+	if len(s.ended) >= maxEndedCancels {
+		for old, e := range s.ended {
+			if now.Sub(e.at) > endedCancelTTL || len(s.ended) >= maxEndedCancels {
+				delete(s.ended, old)
+			}
+		}
+	}
+	s.ended[k] = endedSession{id: cn.sess.ID, at: now}
 	s.mu.Unlock()
+}
+
+// endedSession is a session whose cancel key is remembered after its end.
+type endedSession struct {
+	id string
+	at time.Time
 }
 
 // cancel forwards a client's CancelRequest to the right upstream backend with
@@ -51,7 +78,13 @@ func (s *Server) cancel(ctx context.Context, body []byte, client string) {
 	k := cancelKey{pid: req.ProcessID, secret: binary.BigEndian.Uint32(req.SecretKey)}
 	s.mu.Lock()
 	cn := s.cancels[k]
+	ended, wasEnded := s.ended[k]
 	s.mu.Unlock()
+	if cn == nil && wasEnded && time.Since(ended.at) < endedCancelTTL {
+		s.log.Info("dropped a cancel request for a session that has ended", "session_id", ended.id, "client_addr", client)
+		s.recordCancel(ctx, ended.id, client, recorder.StatusOK, "cancel request for a session that has ended: nothing to cancel")
+		return
+	}
 	if cn == nil {
 		s.log.Warn("dropped a cancel request with an unknown key", "pid", req.ProcessID, "client_addr", client)
 		s.recordCancel(ctx, "", client, recorder.StatusBlocked,

@@ -61,6 +61,7 @@ type Server struct {
 	mu      sync.Mutex
 	conns   map[net.Conn]struct{}
 	cancels map[cancelKey]*conn
+	ended   map[cancelKey]endedSession // keys of recently ended sessions
 	catalog catalog
 	wg      sync.WaitGroup
 	closed  bool
