@@ -183,7 +183,9 @@ func TestPostgresCancel(t *testing.T) {
 		conn.Close(ctx)
 		waitFor(t, func() bool { return strings.Count(gw.Logs(), "session ended") > ended })
 		sendCancel(t, gw.Listen, pid, key)
-		waitFor(t, func() bool { return strings.Contains(gw.Logs(), "dropped a cancel request for a session that has ended") })
+		waitFor(t, func() bool {
+			return strings.Contains(gw.Logs(), "dropped a cancel request for a session that has ended")
+		})
 		var late int
 		if err := openStore(t, gw).QueryRow(`SELECT count(*) FROM events WHERE type = 'cancel' AND body LIKE '%session that has ended%'`).Scan(&late); err != nil || late != 1 {
 			t.Fatalf("%d late cancels recorded (%v), want 1", late, err)
