@@ -96,7 +96,7 @@ func NewSource(ctx context.Context, cfg SourceConfig) (*Source, error) {
 	if len(cfg.Local) > 0 {
 		opts = append(opts, plugins.InitBundles(cfg.Local))
 	}
-	store := inmem.NewWithOpts(inmem.OptRoundTripOnWrite(false))
+	store := inmem.NewWithOpts(inmem.OptRoundTripOnWrite(false), inmem.OptReturnASTValuesOnRead(true))
 	m, err := plugins.New(raw, cfg.ID, store, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("policy.opa: %w", err)
