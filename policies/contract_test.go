@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -118,6 +119,33 @@ func TestDecideCanceled(t *testing.T) {
 	d := e.Decide(ctx, pgInput(selectStmt))
 	if d.Allow || d.Error == "" || !strings.HasPrefix(d.Reasons[0], "policy evaluation failed: ") {
 		t.Errorf("decision with canceled ctx = %+v", d)
+	}
+}
+
+// TestDecideCanceledDuringEvaluation: a context that ends while a (slow)
+// policy is being evaluated stops the evaluation and denies.
+func TestDecideCanceledDuringEvaluation(t *testing.T) {
+	dir := bundleDir(t, "slow", map[string]string{"policy.rego": `package regate
+
+# About 9 million steps (seconds) and little memory, if nothing stops it.
+decision := {"allow": true} if {
+	every x in numbers.range(1, 3000) {
+		every y in numbers.range(1, 3000) {
+			x * y > 0
+		}
+	}
+}
+`})
+	e := newEngine(t, Config{Bundle: dir})
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	d := e.Decide(ctx, pgInput(selectStmt))
+	if d.Allow || !strings.Contains(d.Error, "cancel") {
+		t.Errorf("decision = %+v, want deny naming the cancellation", d)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("the evaluation ran %v after its context ended", took)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/open-policy-agent/opa/v1/util"
 
 	"github.com/regate/regate/parse"
@@ -83,8 +84,14 @@ func (e *Engine) eval(ctx context.Context, d decision.Decision, value ast.Value)
 	if len(gen.bundles) == 0 {
 		return deny(d, "no policy bundle is active yet")
 	}
+	// Cancel the evaluation when ctx ends, without the goroutine per
+	// evaluation that OPA starts to watch ctx otherwise.
+	cancel := topdown.NewCancel()
+	stop := context.AfterFunc(ctx, cancel.Cancel)
+	defer stop()
 	rs, err := gen.query.Eval(ctx,
 		rego.EvalParsedInput(value),
+		rego.EvalExternalCancel(cancel),
 		rego.EvalTransaction(txn),
 		rego.EvalSortSets(true),
 		rego.EvalCopyMaps(true),
