@@ -1,6 +1,7 @@
 package config
 
 import (
+	"os"
 	"strings"
 	"testing"
 )
@@ -127,5 +128,44 @@ func TestPolicyOPAFreeForm(t *testing.T) {
 	_, err = Parse([]byte(strings.Replace(doc, "${TOKEN}", "${UNSET_TOKEN}", 1)), env(map[string]string{"APP_DB_PASSWORD": "x"}))
 	if err == nil || !strings.Contains(err.Error(), "policy.opa.services.ci.credentials.bearer.token") {
 		t.Fatalf("unset variable in policy.opa: %v", err)
+	}
+}
+
+// TestReadmeConfigurationParses: the configuration documented in the README
+// (the reference block and the policy lifecycle example) is valid.
+func TestReadmeConfigurationParses(t *testing.T) {
+	readme, err := os.ReadFile("../../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := func(after string) string {
+		t.Helper()
+		s := string(readme)
+		i := strings.Index(s, after)
+		if i < 0 {
+			t.Fatalf("README has no %q", after)
+		}
+		s = s[i:]
+		start := strings.Index(s, "```yaml\n")
+		end := strings.Index(s[start+8:], "```")
+		return s[start+8 : start+8+end]
+	}
+	vars := env(map[string]string{"APP_DB_PASSWORD": "x", "SLACK_HOOK": "h", "BUNDLE_PUBLIC_KEY": "k", "BUNDLE_TOKEN": "t"})
+	cfg, err := Parse([]byte(block("### Configuration")), vars)
+	if err != nil {
+		t.Fatalf("README configuration: %v", err)
+	}
+	if cfg.Policy.OPA["bundles"] == nil || cfg.Policy.ReadyTimeout == 0 || len(cfg.Approval.Notify) != 1 {
+		t.Fatalf("README configuration parsed incompletely: %+v", cfg.Policy)
+	}
+	lifecycle := block("### Bundle sources")
+	doc := strings.Replace(good, "policy:\n  bundle: ./policies\n  decision: regate/decision\n", lifecycle, 1)
+	cfg, err = Parse([]byte(doc), vars)
+	if err != nil {
+		t.Fatalf("README policy lifecycle example: %v\n%s", err, doc)
+	}
+	authz := cfg.Policy.OPA["bundles"].(map[string]any)["authz"].(map[string]any)
+	if authz["signing"].(map[string]any)["keyid"] != "ci" {
+		t.Fatalf("lifecycle example: %v", authz)
 	}
 }
