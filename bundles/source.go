@@ -14,6 +14,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
 	opaconfig "github.com/open-policy-agent/opa/v1/config"
+	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/plugins"
 	bundleplugin "github.com/open-policy-agent/opa/v1/plugins/bundle"
 	"github.com/open-policy-agent/opa/v1/plugins/discovery"
@@ -252,4 +253,33 @@ func (s *Source) Close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	s.manager.Stop(ctx)
+}
+
+// Replace activates b as the bundle name (a local bundle read again, e.g. on
+// SIGHUP), exactly as OPA's bundle plugin activates a downloaded one: it is
+// compiled with the other active bundles, its roots are checked against
+// theirs, and it replaces the previous version in one transaction. On any
+// error nothing changes.
+func (s *Source) Replace(ctx context.Context, name string, b *bundle.Bundle) error {
+	store := s.manager.Store
+	params := storage.WriteParams
+	params.Context = storage.NewContext()
+	return storage.Txn(ctx, store, params, func(txn storage.Transaction) error {
+		compiler := ast.NewCompiler().
+			WithPathConflictsCheck(storage.NonEmpty(ctx, store, txn)).
+			WithEnablePrintStatements(s.manager.EnablePrintStatements())
+		if b.Manifest.Roots != nil {
+			compiler = compiler.WithPathConflictsCheckRoots(*b.Manifest.Roots)
+		}
+		err := bundle.Activate(&bundle.ActivateOpts{
+			Ctx: ctx, Store: store, Txn: txn, TxnCtx: params.Context, Compiler: compiler,
+			Metrics: metrics.New(), Bundles: map[string]*bundle.Bundle{name: b},
+			ParserOptions: s.manager.ParserOptions(),
+		})
+		if err != nil {
+			return err
+		}
+		plugins.SetCompilerOnContext(params.Context, compiler)
+		return nil
+	})
 }

@@ -65,6 +65,13 @@ type Engine struct {
 
 	metrics  metrics
 	stopOnce sync.Once
+
+	// local is the local bundle's path ("" for the embedded library) and
+	// name, when one is loaded; Reload reads it again.
+	local, localName string
+	hasLocal         bool
+	unverified       bool
+	reloadMu         sync.Mutex
 }
 
 // generation is one activated policy: the prepared query compiled from the
@@ -96,13 +103,13 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		return nil, fmt.Errorf("policy.opa: %w", err)
 	}
 	local := map[string]*bundle.Bundle{}
-	label := ""
+	label, localName := "", ""
 	if cfg.Bundle != "" || !remote {
 		name, b, err := loadBundle(ctx, cfg.Bundle, cfg.Unverified)
 		if err != nil {
 			return nil, err
 		}
-		local[name], label = b, bundleLabel(cfg.Bundle, name)
+		local[name], label, localName = b, bundleLabel(cfg.Bundle, name), name
 	}
 	src, err := bundles.NewSource(ctx, bundles.SourceConfig{
 		Local: local, OPA: cfg.OPA, ID: id, Logger: logger.Named("opa"), PrintHook: printHook{logger: logger},
@@ -113,7 +120,8 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		}
 		return nil, err
 	}
-	e := &Engine{ref: ref, path: path, logger: logger, cache: newValueCache(8192), source: src, store: src.Store()}
+	e := &Engine{ref: ref, path: path, logger: logger, cache: newValueCache(8192), source: src, store: src.Store(),
+		local: cfg.Bundle, localName: localName, hasLocal: len(local) > 0, unverified: cfg.Unverified}
 	src.OnActivate(func(ctx context.Context, txn storage.Transaction) {
 		if err := e.activate(ctx, txn); err != nil {
 			e.metrics.swapFailures.Add(1)
@@ -177,6 +185,27 @@ func (e *Engine) activate(ctx context.Context, txn storage.Transaction) error {
 		}
 	}
 	return nil
+}
+
+// Reload reads the local bundle (policy.bundle) again and activates it
+// atomically, as a downloaded revision would be (serve does this on SIGHUP).
+// A bundle that fails to load or compile is an error and the previous one
+// stays in force. It returns the bundle's name and new revision; without a
+// local bundle it is an error. The embedded library never changes.
+func (e *Engine) Reload(ctx context.Context) (name, revision string, err error) {
+	if !e.hasLocal || e.local == "" {
+		return "", "", errors.New("no local bundle to reload (policy.bundle is not set)")
+	}
+	e.reloadMu.Lock()
+	defer e.reloadMu.Unlock()
+	_, b, err := loadBundle(ctx, e.local, e.unverified)
+	if err != nil {
+		return e.localName, "", err
+	}
+	if err := e.source.Replace(ctx, e.localName, b); err != nil {
+		return e.localName, "", fmt.Errorf("compile bundle %s: %w", e.local, err)
+	}
+	return e.localName, b.Manifest.Revision, nil
 }
 
 // Bundles returns the active bundles' names and revisions.

@@ -544,3 +544,41 @@ func TestSignedLocalBundle(t *testing.T) {
 		t.Fatalf("file:// signed bundle: %v %v", err, e.Bundles())
 	}
 }
+
+// TestReloadLocalBundle: Reload (serve's SIGHUP) activates a changed local
+// bundle atomically; a broken one is refused and the old revision stays.
+func TestReloadLocalBundle(t *testing.T) {
+	dir := bundleDir(t, "local", map[string]string{
+		".manifest":   `{"revision": "l1"}`,
+		"policy.rego": "package regate\n\ndecision := {\"allow\": true, \"reasons\": [\"l1\"]}\n",
+	})
+	e := startEngine(t, Config{Bundle: dir})
+	ctx := context.Background()
+	if d := e.Decide(ctx, pgInput(selectStmt)); d.Reasons[0] != "l1" || d.Bundles["local"].Revision != "l1" {
+		t.Fatalf("before reload: %+v", d)
+	}
+	writeFile(t, filepath.Join(dir, ".manifest"), `{"revision": "l2"}`)
+	writeFile(t, filepath.Join(dir, "policy.rego"), "package regate\n\ndecision := {\"allow\": false, \"reasons\": [\"l2\"]}\n")
+	if name, rev, err := e.Reload(ctx); err != nil || name != "local" || rev != "l2" {
+		t.Fatalf("reload: %q %q %v", name, rev, err)
+	}
+	if d := e.Decide(ctx, pgInput(selectStmt)); d.Allow || d.Reasons[0] != "l2" || d.Bundles["local"].Revision != "l2" {
+		t.Fatalf("after reload: %+v", d)
+	}
+	writeFile(t, filepath.Join(dir, ".manifest"), `{"revision": "l3"}`)
+	writeFile(t, filepath.Join(dir, "policy.rego"), "package regate\n\ndecision := {\n")
+	if _, _, err := e.Reload(ctx); err == nil || !strings.Contains(err.Error(), "policy.rego:") {
+		t.Fatalf("broken reload: %v", err)
+	}
+	writeFile(t, filepath.Join(dir, "policy.rego"), "package regate\n\ndecision := {\"allow\": true}\n")
+	writeFile(t, filepath.Join(dir, "data.json"), `{"regate": {"decision": 1}}`) // conflicts with the rule
+	if _, _, err := e.Reload(ctx); err == nil {
+		t.Fatal("a bundle whose data conflicts with its rules was activated")
+	}
+	if d := e.Decide(ctx, pgInput(selectStmt)); d.Allow || d.Reasons[0] != "l2" || d.Bundles["local"].Revision != "l2" {
+		t.Fatalf("refused reloads changed the policy: %+v", d)
+	}
+	if _, _, err := startEngine(t, Config{}).Reload(ctx); err == nil {
+		t.Fatal("the embedded library reloaded")
+	}
+}

@@ -12,7 +12,9 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"os/signal"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -114,6 +116,7 @@ func runGateway(ctx context.Context, cfg *config.Config, log hclog.Logger, ready
 			return err
 		}
 	}
+	reloadOnHangup(ctx, &wg, engine, log)
 	for i, srv := range servers {
 		wg.Add(1)
 		go func() {
@@ -186,6 +189,32 @@ func upstreamTLS(t config.Target) (*tls.Config, error) {
 		tc.RootCAs = pool
 	}
 	return tc, nil
+}
+
+// reloadOnHangup reads policy.bundle again on every SIGHUP and activates it
+// without dropping a connection; a bundle that does not load or compile is
+// logged and the previous one stays in force.
+func reloadOnHangup(ctx context.Context, wg *sync.WaitGroup, engine *policies.Engine, log hclog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				name, rev, err := engine.Reload(ctx)
+				if err != nil {
+					log.Error("SIGHUP: policy bundle not reloaded; the previous one stays in force", "bundle", name, "error", err)
+					continue
+				}
+				log.Info("SIGHUP: policy bundle reloaded", "bundle", name, "revision", rev)
+			}
+		}
+	}()
 }
 
 // newEngine starts the policy engine and, when policy.opa configures bundles,

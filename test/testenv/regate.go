@@ -71,6 +71,14 @@ type Gateway struct {
 // Logs returns what regate has logged so far.
 func (g *Gateway) Logs() string { return g.logs.String() }
 
+// Signal sends sig to the gateway process.
+func (g *Gateway) Signal(t testing.TB, sig os.Signal) {
+	t.Helper()
+	if err := g.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // GatewayOptions describe one postgres target in front of pg.
 type GatewayOptions struct {
 	Issuer   string
