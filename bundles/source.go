@@ -173,6 +173,25 @@ func (s *Source) bundleStatus(st bundleplugin.Status) {
 	s.statuses[st.Name] = st
 }
 
+// ReportLocal records the outcome of reloading a local bundle (Replace or a
+// failure to read it) in the statuses and failure count, as the bundle
+// plugin does for remote bundles.
+func (s *Source) ReportLocal(name, activeRevision string, err error) {
+	now := time.Now().UTC()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.statuses[name]
+	st.Name, st.LastRequest = name, now
+	if err != nil {
+		s.failures.Add(1)
+		st.Code, st.Message, st.Errors = "bundle_error", err.Error(), nil
+	} else {
+		st.Code, st.Message, st.Errors = "", "", nil
+		st.ActiveRevision, st.LastSuccessfulRequest, st.LastSuccessfulDownload, st.LastSuccessfulActivation = activeRevision, now, now, now
+	}
+	s.statuses[name] = st
+}
+
 // Failures counts failed attempts to download, verify, compile or activate
 // a remote bundle.
 func (s *Source) Failures() int64 { return s.failures.Load() }

@@ -199,12 +199,16 @@ func (e *Engine) Reload(ctx context.Context) (name, revision string, err error) 
 	e.reloadMu.Lock()
 	defer e.reloadMu.Unlock()
 	_, b, err := loadBundle(ctx, e.local, e.unverified)
+	if err == nil {
+		if err = e.source.Replace(ctx, e.localName, b); err != nil {
+			err = fmt.Errorf("compile bundle %s: %w", e.local, err)
+		}
+	}
 	if err != nil {
+		e.source.ReportLocal(e.localName, "", err)
 		return e.localName, "", err
 	}
-	if err := e.source.Replace(ctx, e.localName, b); err != nil {
-		return e.localName, "", fmt.Errorf("compile bundle %s: %w", e.local, err)
-	}
+	e.source.ReportLocal(e.localName, b.Manifest.Revision, nil)
 	return e.localName, b.Manifest.Revision, nil
 }
 

@@ -578,6 +578,14 @@ func TestReloadLocalBundle(t *testing.T) {
 	if d := e.Decide(ctx, pgInput(selectStmt)); d.Allow || d.Reasons[0] != "l2" || d.Bundles["local"].Revision != "l2" {
 		t.Fatalf("refused reloads changed the policy: %+v", d)
 	}
+	if msg := bundleError(e, "local"); !strings.Contains(msg, "local") {
+		t.Fatalf("the refused reload is not in the status: %q", msg)
+	}
+	var m bytes.Buffer
+	_ = e.WriteMetrics(&m)
+	if !strings.Contains(m.String(), `regate_policy_bundle_ok{bundle="local"} 0`) {
+		t.Fatalf("the refused reload is not in the metrics:\n%s", m.String())
+	}
 	if _, _, err := startEngine(t, Config{}).Reload(ctx); err == nil {
 		t.Fatal("the embedded library reloaded")
 	}
