@@ -176,9 +176,9 @@ func resolveSession(ctx context.Context, store recorder.Store, prefix string) (s
 	}
 	switch len(match) {
 	case 0:
-		return "", fmt.Errorf("replay: no session %q in the store", prefix)
+		return "", fmt.Errorf("no session %q in the store", prefix)
 	case 1:
 		return match[0], nil
 	}
-	return "", fmt.Errorf("replay: %q matches %d sessions; give more of the id", prefix, len(match))
+	return "", fmt.Errorf("%q matches %d sessions; give more of the id", prefix, len(match))
 }
