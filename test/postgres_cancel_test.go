@@ -67,9 +67,9 @@ func TestPostgresCancel(t *testing.T) {
 		if e := stderr.String(); !strings.Contains(e, "57014") || !strings.Contains(e, "canceling statement due to user request") {
 			t.Fatalf("psql: %s", e)
 		}
-		if !strings.Contains(gw.Logs(), "forwarded a cancel request") {
-			t.Fatal("regate did not log the forwarded cancel")
-		}
+		// regate logs the cancel once it is recorded, which may be just
+		// after psql has its answer.
+		waitFor(t, func() bool { return strings.Contains(gw.Logs(), "forwarded a cancel request") })
 		// The outcome is recorded as the target's error.
 		_, out := findCommand(t, gw, func(q string) bool { return q == "SELECT pg_sleep(30)" })
 		if out == nil || out.Outcome.Status != "error" || out.Outcome.Code != "57014" {

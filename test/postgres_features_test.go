@@ -3,6 +3,7 @@ package test
 import (
 	"encoding/json"
 	"testing"
+	"time"
 
 	"github.com/regate/regate/test/testenv"
 )
@@ -70,7 +71,21 @@ func records(t *testing.T, gw *testenv.Gateway) []recEvent {
 
 // findCommand returns the last command event whose query matches, and its
 // outcome event (nil when none).
+//
+// An outcome is committed shortly after the answer reaches the client (it
+// shares the next commit, at most a few ms later), so a command found
+// without its outcome is looked up again for up to 10 s.
 func findCommand(t *testing.T, gw *testenv.Gateway, match func(query string) bool) (cmd, out *recEvent) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		cmd, out = findCommandOnce(t, gw, match)
+		if cmd == nil || out != nil || time.Now().After(deadline) {
+			return cmd, out
+		}
+	}
+}
+
+func findCommandOnce(t *testing.T, gw *testenv.Gateway, match func(query string) bool) (cmd, out *recEvent) {
 	t.Helper()
 	evs := records(t, gw)
 	for i := range evs {
