@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"text/tabwriter"
@@ -76,7 +77,7 @@ func cmdPolicyBuild(ctx context.Context, args []string, stdout, stderr io.Writer
 		fs.Usage()
 		return &exitError{code: 2, err: errors.New("policy build: give the directories or files to bundle")}
 	}
-	tmp, err := os.CreateTemp(dirOf(*out), ".regate-bundle-*")
+	tmp, err := os.CreateTemp(filepath.Dir(*out), ".regate-bundle-*")
 	if err != nil {
 		return fmt.Errorf("policy build: %w", err)
 	}
@@ -99,13 +100,6 @@ func cmdPolicyBuild(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	fmt.Fprintf(stderr, "wrote %s: revision %q, %s\n", *out, *rev, signed)
 	return nil
-}
-
-func dirOf(path string) string {
-	if i := strings.LastIndexByte(path, '/'); i >= 0 {
-		return path[:i+1]
-	}
-	return "."
 }
 
 // parseSince accepts a duration back from now (24h, 90m) or an RFC 3339 time.

@@ -239,18 +239,9 @@ func LoadOPA(path string) (map[string]any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot read OPA configuration: %w", err)
 	}
-	var out struct {
-		OPA map[string]any `yaml:"opa"`
-	}
-	// Decode the file as the value of an "opa" key, so errors name the same
-	// key paths as in a configuration file.
-	var wrapped strings.Builder
-	wrapped.WriteString("opa:\n")
-	for _, line := range strings.Split(string(data), "\n") {
-		wrapped.WriteString("  " + line + "\n")
-	}
-	if err := decode([]byte(wrapped.String()), &out, os.LookupEnv); err != nil {
+	var out map[string]any
+	if err := decode(data, &out, os.LookupEnv); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return out.OPA, nil
+	return out, nil
 }

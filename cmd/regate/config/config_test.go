@@ -169,3 +169,29 @@ func TestReadmeConfigurationParses(t *testing.T) {
 		t.Fatalf("lifecycle example: %v", authz)
 	}
 }
+
+// TestLoadOPA: an OPA configuration file (regate dev --opa) is decoded
+// free-form, with ${VAR} expanded and errors naming the file and key path.
+func TestLoadOPA(t *testing.T) {
+	dir := t.TempDir()
+	file := dir + "/opa.yaml"
+	t.Setenv("REGATE_TEST_OPA_TOKEN", "t0k")
+	if err := os.WriteFile(file, []byte("services:\n  ci: {url: \"http://127.0.0.1:1\", credentials: {bearer: {token: \"${REGATE_TEST_OPA_TOKEN}\"}}}\nbundles:\n  b: {service: ci, resource: x.tar.gz, persist: true}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opa, err := LoadOPA(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ci := opa["services"].(map[string]any)["ci"].(map[string]any)
+	if ci["credentials"].(map[string]any)["bearer"].(map[string]any)["token"] != "t0k" ||
+		opa["bundles"].(map[string]any)["b"].(map[string]any)["persist"] != true {
+		t.Fatalf("LoadOPA = %#v", opa)
+	}
+	if err := os.WriteFile(file, []byte("bundles:\n  b: {resource: \"${REGATE_TEST_UNSET_VAR}\"}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadOPA(file); err == nil || !strings.Contains(err.Error(), file) || !strings.Contains(err.Error(), "bundles.b.resource") {
+		t.Fatalf("unset variable: %v", err)
+	}
+}
