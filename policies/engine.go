@@ -66,10 +66,9 @@ type Engine struct {
 	metrics  metrics
 	stopOnce sync.Once
 
-	// local is the local bundle's path ("" for the embedded library) and
-	// name, when one is loaded; Reload reads it again.
+	// local is policy.bundle's path ("" for none or the embedded library)
+	// and localName the name it is active under; Reload reads it again.
 	local, localName string
-	hasLocal         bool
 	unverified       bool
 	reloadMu         sync.Mutex
 }
@@ -121,7 +120,7 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		return nil, err
 	}
 	e := &Engine{ref: ref, path: path, logger: logger, cache: newValueCache(8192), source: src, store: src.Store(),
-		local: cfg.Bundle, localName: localName, hasLocal: len(local) > 0, unverified: cfg.Unverified}
+		local: cfg.Bundle, localName: localName, unverified: cfg.Unverified}
 	src.OnActivate(func(ctx context.Context, txn storage.Transaction) {
 		if err := e.activate(ctx, txn); err != nil {
 			e.metrics.swapFailures.Add(1)
@@ -193,7 +192,7 @@ func (e *Engine) activate(ctx context.Context, txn storage.Transaction) error {
 // stays in force. It returns the bundle's name and new revision; without a
 // local bundle it is an error. The embedded library never changes.
 func (e *Engine) Reload(ctx context.Context) (name, revision string, err error) {
-	if !e.hasLocal || e.local == "" {
+	if e.local == "" {
 		return "", "", errors.New("no local bundle to reload (policy.bundle is not set)")
 	}
 	e.reloadMu.Lock()
