@@ -138,11 +138,8 @@ func TestApprovalThroughPsql(t *testing.T) {
 		}
 	})
 	t.Run("the record tells who approved", func(t *testing.T) {
-		out, _, _ := testenv.Run(t, "sessions", "--json", "--store", gw.Store)
-		var sessions []struct{ ID, Subject string }
-		_ = json.Unmarshal([]byte(out), &sessions)
 		all := ""
-		for _, s := range sessions {
+		for _, s := range listSessions(t, gw) {
 			rep, _, _ := testenv.Run(t, "replay", s.ID, "--store", gw.Store)
 			all += rep
 		}

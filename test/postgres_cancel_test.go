@@ -78,17 +78,11 @@ func TestPostgresCancel(t *testing.T) {
 	})
 
 	t.Run("pgx context timeout closes the connection", func(t *testing.T) {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, connString(gw.Listen, tok))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close(ctx)
+		ctx, conn := connectPgxWithin(t, gw.Listen, tok, 20*time.Second)
 		qctx, qcancel := context.WithTimeout(ctx, 500*time.Millisecond)
 		defer qcancel()
 		start := time.Now()
-		_, err = conn.Exec(qctx, "SELECT pg_sleep(30)")
+		_, err := conn.Exec(qctx, "SELECT pg_sleep(30)")
 		if err == nil || time.Since(start) > 5*time.Second {
 			t.Fatalf("Exec returned %v after %s", err, time.Since(start))
 		}
@@ -113,13 +107,7 @@ func TestPostgresCancel(t *testing.T) {
 	})
 
 	t.Run("the client sees the upstream backend pid", func(t *testing.T) {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, connString(gw.Listen, tok))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close(ctx)
+		ctx, conn := connectPgxWithin(t, gw.Listen, tok, 20*time.Second)
 		var pid uint32
 		if err := conn.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
 			t.Fatal(err)
@@ -133,13 +121,7 @@ func TestPostgresCancel(t *testing.T) {
 	})
 
 	t.Run("a wrong key cancels nothing", func(t *testing.T) {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, connString(gw.Listen, tok))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close(ctx)
+		ctx, conn := connectPgx(t, gw.Listen, tok)
 		pid, key := conn.PgConn().PID(), conn.PgConn().SecretKey()
 		if len(key) != 4 {
 			t.Fatalf("secret key of %d bytes", len(key))

@@ -74,13 +74,7 @@ func TestPostgresCopy(t *testing.T) {
 		}
 	})
 	t.Run("pgx CopyFrom and CopyTo", func(t *testing.T) {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, connString(gw.Listen, tok))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close(ctx)
+		ctx, conn := connectPgxWithin(t, gw.Listen, tok, 20*time.Second)
 		n, err := conn.CopyFrom(ctx, pgx.Identifier{"customers"}, []string{"id", "email", "name"}, pgx.CopyFromRows([][]any{
 			{20, "a20@example.com", "P20"}, {21, "a21@example.com", "P21"}, {22, "a22@example.com", "P22"},
 		}))

@@ -212,7 +212,15 @@ func TestPostgresThroughPgx(t *testing.T) {
 // when the test ends.
 func connectPgx(t *testing.T, addr, token string) (context.Context, *pgx.Conn) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	return connectPgxWithin(t, addr, token, 30*time.Second)
+}
+
+// connectPgxWithin connects pgx through regate; the returned context (for
+// the connection and its queries) ends after d. The connection is closed
+// when the test ends.
+func connectPgxWithin(t *testing.T, addr, token string, d time.Duration) (context.Context, *pgx.Conn) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	conn, err := pgx.Connect(ctx, connString(addr, token))
 	if err != nil {

@@ -41,21 +41,36 @@ type recEvent struct {
 	} `json:"outcome"`
 }
 
-// records reads every session's events through the CLI.
-func records(t *testing.T, gw *testenv.Gateway) []recEvent {
+// sessionRow is the part of a `regate sessions --json` row these tests read.
+type sessionRow struct {
+	ID       string     `json:"id"`
+	Subject  string     `json:"subject"`
+	Target   string     `json:"target"`
+	End      *time.Time `json:"end"`
+	Commands int        `json:"commands"`
+	Allowed  int        `json:"allowed"`
+	Blocked  int        `json:"blocked"`
+}
+
+// listSessions lists the gateway's recorded sessions through the CLI.
+func listSessions(t *testing.T, gw *testenv.Gateway) []sessionRow {
 	t.Helper()
 	out, errOut, code := testenv.Run(t, "sessions", "--json", "--store", gw.Store)
 	if code != 0 {
 		t.Fatalf("sessions: %d %s", code, errOut)
 	}
-	var sessions []struct {
-		ID string `json:"id"`
-	}
+	var sessions []sessionRow
 	if err := json.Unmarshal([]byte(out), &sessions); err != nil {
 		t.Fatalf("sessions --json: %v\n%s", err, out)
 	}
+	return sessions
+}
+
+// records reads every session's events through the CLI.
+func records(t *testing.T, gw *testenv.Gateway) []recEvent {
+	t.Helper()
 	var all []recEvent
-	for _, s := range sessions {
+	for _, s := range listSessions(t, gw) {
 		out, errOut, code := testenv.Run(t, "replay", s.ID, "--json", "--store", gw.Store)
 		if code != 0 {
 			t.Fatalf("replay %s: %d %s", s.ID, code, errOut)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -179,20 +178,8 @@ func TestPostgresClientGoneDuringLogin(t *testing.T) {
 	// wait until every session is recorded as ended (and stays so), then
 	// check that no upstream connection is left.
 	ended := func() (all bool, summary string) {
-		out, errOut, code := testenv.Run(t, "sessions", "--json", "--store", gw.Store)
-		if code != 0 {
-			t.Fatalf("sessions: %d %s", code, errOut)
-		}
-		var sessions []struct {
-			ID      string     `json:"id"`
-			Subject string     `json:"subject"`
-			End     *time.Time `json:"end"`
-		}
-		if err := json.Unmarshal([]byte(out), &sessions); err != nil {
-			t.Fatal(err)
-		}
 		n, open := 0, 0
-		for _, s := range sessions {
+		for _, s := range listSessions(t, gw) {
 			if s.Subject == "agent-gone" {
 				n++
 				if s.End == nil {

@@ -165,14 +165,8 @@ decision := {"allow": count(deny) == 0, "reasons": sort([r | some r in deny])}
 	if got := pg.Psql(t, "app", "SELECT owner FROM accounts"); got != "a" {
 		t.Fatalf("accounts changed: %q", got)
 	}
-	out, _, code := testenv.Run(t, "sessions", "--json", "--store", gw.Store)
-	if code != 0 {
-		t.Fatal(out)
-	}
-	var sessions []struct{ ID, Subject string }
-	_ = json.Unmarshal([]byte(out), &sessions)
 	found := false
-	for _, s := range sessions {
+	for _, s := range listSessions(t, gw) {
 		if s.Subject != "agent-1" {
 			continue
 		}
