@@ -2,7 +2,6 @@ package bundles
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"sort"
 	"strings"
@@ -21,6 +20,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/topdown/print"
+	"github.com/open-policy-agent/opa/v1/util"
 )
 
 // SourceConfig configures a Source.
@@ -120,7 +120,11 @@ func (s *Source) OnActivate(fn func(ctx context.Context, txn storage.Transaction
 // Start starts OPA's plugins (bundle downloads, decision logs, status).
 func (s *Source) Start(ctx context.Context) error {
 	var boot map[string]any
-	_ = json.Unmarshal(s.raw, &boot) // already validated by plugins.New; only discovery reads it
+	// JSON or YAML, as plugins.New accepted it (the SDK decodes it the same
+	// way); only discovery reads it.
+	if err := util.Unmarshal(s.raw, &boot); err != nil {
+		return fmt.Errorf("policy.opa: %w", err)
+	}
 	d, err := discovery.New(s.manager, discovery.BootConfig(boot))
 	if err != nil {
 		return fmt.Errorf("policy.opa: %w", err)

@@ -590,3 +590,17 @@ func TestReloadLocalBundle(t *testing.T) {
 		t.Fatal("the embedded library reloaded")
 	}
 }
+
+// TestOPAConfigAsYAML: Config.OPA may be YAML, as its documentation says.
+func TestOPAConfigAsYAML(t *testing.T) {
+	files := &bundleFiles{files: map[string][]byte{"app.tar.gz": buildBundle(t, "y1", revisionPolicy("y1"))}}
+	srv := httptest.NewServer(files)
+	defer srv.Close()
+	yaml := fmt.Sprintf("services:\n  s:\n    url: %q\nbundles:\n  app:\n    service: s\n    resource: app.tar.gz\n", srv.URL)
+	e := startEngine(t, Config{OPA: []byte(yaml), Decision: "app/decision"})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.WaitReady(ctx); err != nil || e.Bundles()["app"].Revision != "y1" {
+		t.Fatalf("YAML OPA configuration: %v %v", err, e.Bundles())
+	}
+}
