@@ -134,10 +134,15 @@ func (d Draft) Seal(seq int64, prevHash string) (Record, error) {
 	body = append(body, mid...)
 	body = appendJSONString(body, prevHash)
 	body = append(body, '}')
-	sum := sha256.Sum256(body)
 	r := d.cols
-	r.Seq, r.Body, r.PrevHash, r.Hash = seq, body, prevHash, hex.EncodeToString(sum[:])
+	r.Seq, r.Body, r.PrevHash, r.Hash = seq, body, prevHash, hashBody(body)
 	return r, nil
+}
+
+// hashBody is an event's hash: lowercase hex of the sha256 of its body.
+func hashBody(body []byte) string {
+	sum := sha256.Sum256(body)
+	return hex.EncodeToString(sum[:])
 }
 
 // appendJSONString appends s as json.Marshal encodes it. Hashes are lowercase

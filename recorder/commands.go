@@ -30,6 +30,7 @@ func (f CommandFilter) Match(ev *Event) bool {
 // reading in one snapshot while appends continue. It stops at fn's first error
 // and returns it.
 func (s *sqliteStore) Commands(ctx context.Context, f CommandFilter, fn func(*Event) error) error {
+	s.catchUp(ctx)
 	q := selectRecords + ` WHERE type = ?`
 	args := []any{TypeCommand}
 	if !f.Since.IsZero() {

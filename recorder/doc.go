@@ -39,19 +39,21 @@
 // # Storage
 //
 // Open("sqlite://PATH") stores events in SQLite (modernc.org/sqlite, pure Go)
-// in WAL mode. Appends are group-committed: the appender that finds no commit
-// in progress writes everything queued in one transaction (then hands on to
-// the oldest waiting appender, if any), and Append returns once the
-// transaction holding its event has committed to the WAL. By default (synchronous=NORMAL) the
-// commit is in the operating system before the command is forwarded, so a
-// crash or kill of regate loses nothing; an OS crash or power loss can lose the
-// last commits. "sqlite://PATH?synchronous=full" also syncs the WAL to disk
-// before Append returns, which survives power loss and costs one fsync per
-// batch (hundreds of microseconds on many disks, added to a statement's
-// latency when the gateway is not busy). One process should append to a
-// database at a time; others may read it (the chain head is read inside each
-// write transaction, so a second writer cannot fork the chain, but it contends
-// for the lock).
+// in WAL mode, behind a journal (journal.go, ingest.go). Appends are
+// group-committed: the appender that finds no write in progress seals
+// everything queued onto the chain and writes it to PATH.journal in one write
+// (then hands on to the oldest waiting appender, if any), and Append returns
+// once that write is done. A background ingester copies the journaled records
+// into the database in large transactions, and the journal is emptied when
+// the database holds all of it; at open, records left in the journal are
+// checked against the chain and copied. By default (synchronous=NORMAL) an
+// event is in the operating system before the command is forwarded, so a
+// crash or kill of regate loses nothing; an OS crash or power loss can lose
+// the last events. "sqlite://PATH?synchronous=full" also fdatasyncs the
+// journal before Append returns (and the database on every copy), which
+// survives power loss and costs one fsync per batch. One process appends to a
+// store at a time (it holds an flock on the journal); OpenReadOnly serves
+// readers in other processes.
 //
 // Package recordertest has an in-memory Store for tests, sharing the chain
 // code.

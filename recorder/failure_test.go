@@ -5,12 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
-
-	"modernc.org/sqlite"
-	sqlite3 "modernc.org/sqlite/lib"
+	"time"
 )
 
 // bigEvent is a command event with an input of about 4 KiB.
@@ -20,45 +20,92 @@ func bigEvent(id string) *Event {
 		Input: json.RawMessage(fmt.Sprintf(`{"sql":%q}`, sql))}
 }
 
-// TestDiskFull simulates a full disk with PRAGMA max_page_count on the
-// writer's connection: appends fail with SQLITE_FULL, the chain does not
-// advance, and appends succeed again once there is room.
-func TestDiskFull(t *testing.T) {
+// TestJournalDiskFull writes the journal to /dev/full, where every write
+// fails with ENOSPC as on a full disk: appends fail (so the proxy refuses the
+// command), concurrent ones too, the chain does not advance, and appends
+// succeed again, without a gap, once there is room.
+func TestJournalDiskFull(t *testing.T) {
 	s, _ := openTemp(t, "")
 	ctx := context.Background()
 	appendAll(t, s, []*Event{bigEvent("before")})
-	var pages int64
-	if err := s.writer.QueryRow(`PRAGMA page_count`).Scan(&pages); err != nil {
-		t.Fatalf("page_count: %v", err)
+	full, err := os.OpenFile("/dev/full", os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Skipf("no /dev/full: %v", err)
 	}
-	if _, err := s.writer.Exec(fmt.Sprintf(`PRAGMA max_page_count = %d`, pages+4)); err != nil {
-		t.Fatalf("set max_page_count: %v", err)
+	defer full.Close()
+	s.jmu.Lock()
+	real := s.journal.f
+	s.journal.f = full
+	s.jmu.Unlock()
+
+	err = s.Append(ctx, bigEvent("lost"))
+	if !errors.Is(err, syscall.ENOSPC) || !strings.Contains(err.Error(), ".journal") {
+		t.Fatalf("Append with a full disk = %v, want ENOSPC naming the journal", err)
 	}
-	stored, full := 1, error(nil)
-	for i := 0; i < 100 && full == nil; i++ {
-		if full = s.Append(ctx, bigEvent(fmt.Sprint("fill", i))); full == nil {
-			stored++
-		}
-	}
-	var se *sqlite.Error
-	if !errors.As(full, &se) || se.Code()&0xff != sqlite3.SQLITE_FULL {
-		t.Fatalf("Append on a full database = %v, want an SQLITE_FULL error", full)
-	}
-	// Concurrent appends while full all fail, none is stored.
 	var wg sync.WaitGroup
-	for i := 0; i < 8; i++ {
+	for i := range 8 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			if err := s.Append(ctx, bigEvent(fmt.Sprint("full", i))); err == nil {
-				t.Errorf("concurrent Append %d on a full database succeeded", i)
+				t.Errorf("concurrent Append %d with a full disk succeeded", i)
 			}
 		}()
 	}
 	wg.Wait()
+
+	s.jmu.Lock()
+	s.journal.f = real
+	s.jmu.Unlock()
+	after := bigEvent("after")
+	if err := s.Append(ctx, after); err != nil {
+		t.Fatalf("Append after making room: %v", err)
+	}
+	if after.Seq != 2 {
+		t.Errorf("event after the failure got seq %d, want 2 (no gap)", after.Seq)
+	}
+	if res := mustVerify(t, s); !res.OK || res.Events != 2 || res.Head != after.Hash {
+		t.Errorf("Verify = %+v, want OK with 2 events, head %s", res, after.Hash)
+	}
+}
+
+// TestDatabaseFull fills the database (PRAGMA max_page_count on the writer's
+// connection, as a full disk would): appends go on in the journal while the
+// copy into the database fails, up to the backlog limit, after which appends
+// fail and name the cause; once there is room the backlog is copied and
+// appends succeed again, with the chain intact and without a gap.
+func TestDatabaseFull(t *testing.T) {
+	s, _ := openTemp(t, "")
+	ctx := context.Background()
+	s.maxBacklog = 20
+	appendAll(t, s, []*Event{bigEvent("before")})
+	mustVerify(t, s) // copied into the database
+	var pages int64
+	if err := s.writer.QueryRow(`PRAGMA page_count`).Scan(&pages); err != nil {
+		t.Fatalf("page_count: %v", err)
+	}
+	if _, err := s.writer.Exec(fmt.Sprintf(`PRAGMA max_page_count = %d`, pages)); err != nil {
+		t.Fatalf("set max_page_count: %v", err)
+	}
+	stored := 1
+	var refused error
+	for i := 0; i < 100 && refused == nil; i++ {
+		if refused = s.Append(ctx, bigEvent(fmt.Sprint("fill", i))); refused == nil {
+			stored++
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if refused == nil || !strings.Contains(refused.Error(), "waiting to be copied") ||
+		!strings.Contains(refused.Error(), "full") {
+		t.Fatalf("Append with the database full = %v, want a backlog error naming the full database", refused)
+	}
+	if stored < 2 || stored > s.maxBacklog+1 {
+		t.Errorf("%d events stored before the backlog limit of %d", stored, s.maxBacklog)
+	}
 	if _, err := s.writer.Exec(`PRAGMA max_page_count = 1073741823`); err != nil {
 		t.Fatalf("raise max_page_count: %v", err)
 	}
+	waitFor(t, 10*time.Second, "the backlog to be copied", func() bool { return s.queued() == 0 })
 	after := bigEvent("after")
 	if err := s.Append(ctx, after); err != nil {
 		t.Fatalf("Append after making room: %v", err)
@@ -72,20 +119,159 @@ func TestDiskFull(t *testing.T) {
 	}
 }
 
-// TestClosedDatabase closes the writer's database under the store: appends
-// fail with an error (no panic, no hang) and Close still returns.
-func TestClosedDatabase(t *testing.T) {
-	s, _ := openTemp(t, "")
-	appendAll(t, s, []*Event{{ID: "ok", Type: TypeCommand}})
+// TestJournalRecovery stops copying into the database (its handle is closed
+// under the store) so that the last events exist only in the journal, as after
+// a crash: Close does not hang and keeps them there, and the next open copies
+// them into the database, chain intact.
+func TestJournalRecovery(t *testing.T) {
+	s, path := openTemp(t, "")
+	ctx := context.Background()
+	events := fillStore(t, s, 1)
+	mustVerify(t, s)
 	if err := s.writer.Close(); err != nil {
 		t.Fatalf("close writer db: %v", err)
 	}
-	err := s.Append(context.Background(), &Event{ID: "lost", Type: TypeCommand})
-	if err == nil || !strings.Contains(err.Error(), "closed") {
-		t.Fatalf("Append on a closed database = %v, want an error", err)
-	}
-	_ = s.Close() // may report the already closed handle; must not hang
-	if err := s.Append(context.Background(), &Event{ID: "late", Type: TypeCommand}); !errors.Is(err, ErrClosed) {
+	late := []*Event{{ID: "j1", Type: TypeCommand}, {ID: "j2", Type: TypeOutcome, Ref: "j1"}}
+	appendAll(t, s, late) // in the journal only
+	_ = s.Close()         // reports the closed handle; must not hang
+	if err := s.Append(ctx, &Event{ID: "late", Type: TypeCommand}); !errors.Is(err, ErrClosed) {
 		t.Errorf("Append after Close = %v, want ErrClosed", err)
+	}
+	if n := countRows(t, path, 1<<62); n != int64(len(events)) {
+		t.Fatalf("database holds %d events before reopening, want %d", n, len(events))
+	}
+
+	s2 := openPath(t, path, "")
+	res := mustVerify(t, s2)
+	if want := int64(len(events) + 2); !res.OK || res.Events != want || res.Head != late[1].Hash {
+		t.Fatalf("Verify after recovery = %+v, want OK with %d events, head %s", res, want, late[1].Hash)
+	}
+	if fi, err := os.Stat(path + ".journal"); err != nil || fi.Size() != 0 {
+		t.Errorf("journal after recovery: %v, %v; want it empty", fi, err)
+	}
+	next := &Event{ID: "next", Type: TypeCommand}
+	appendAll(t, s2, []*Event{next})
+	if next.Seq != int64(len(events)+3) || next.PrevHash != late[1].Hash {
+		t.Errorf("event after recovery: seq %d prev %s, want %d after %s", next.Seq, next.PrevHash, len(events)+3, late[1].Hash)
+	}
+}
+
+// journalOnly leaves events in the journal and not in the database: it writes
+// them to a store whose copying is stopped, then releases the store without
+// copying, as a crash would.
+func journalOnly(t *testing.T, path string, evs []*Event) {
+	t.Helper()
+	s := openPath(t, path, "")
+	if err := s.writer.Close(); err != nil {
+		t.Fatalf("close writer db: %v", err)
+	}
+	appendAll(t, s, evs)
+	_ = s.Close()
+}
+
+// TestJournalTornAndCorrupt: a last line cut short (a write interrupted by a
+// crash, never acknowledged) is dropped at open; a line that is not an event
+// body, or one that does not continue the chain, stops the open with an error
+// naming the journal and the offset.
+func TestJournalTornAndCorrupt(t *testing.T) {
+	t.Run("torn", func(t *testing.T) {
+		path := t.TempDir() + "/events.db"
+		evs := []*Event{{ID: "a", Type: TypeCommand}, {ID: "b", Type: TypeCommand}}
+		journalOnly(t, path, evs)
+		f, err := os.OpenFile(path+".journal", os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteString(`{"seq":3,"id":"c","ti`); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		s := openPath(t, path, "")
+		if res := mustVerify(t, s); !res.OK || res.Events != 2 || res.Head != evs[1].Hash {
+			t.Fatalf("Verify = %+v, want the 2 complete events", res)
+		}
+	})
+	for _, tc := range []struct {
+		name, want string
+		edit       func(lines []string) []string
+	}{
+		{"garbage", "line at offset", func(l []string) []string { return append(l[:1], "garbage", l[1]) }},
+		{"edited", "does not continue the chain", func(l []string) []string {
+			l[0] = strings.Replace(l[0], `"id":"a"`, `"id":"A"`, 1)
+			return l
+		}},
+		{"repeated", "does not continue the chain", func(l []string) []string { return append(l, l[1]) }},
+		{"dropped", "does not continue the chain", func(l []string) []string { return l[1:] }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := t.TempDir() + "/events.db"
+			journalOnly(t, path, []*Event{{ID: "a", Type: TypeCommand}, {ID: "b", Type: TypeCommand}})
+			raw, err := os.ReadFile(path + ".journal")
+			if err != nil {
+				t.Fatal(err)
+			}
+			lines := tc.edit(strings.Split(strings.TrimSuffix(string(raw), "\n"), "\n"))
+			if err := os.WriteFile(path+".journal", []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err = Open(context.Background(), "sqlite://"+path, nil)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), ".journal") {
+				t.Fatalf("Open with a %s journal = %v, want an error containing %q", tc.name, err, tc.want)
+			}
+		})
+	}
+}
+
+// TestSecondOpen: while one store appends, a second appending open of the
+// same database fails and names the journal; a read-only open (the CLI's)
+// reads it but cannot append.
+func TestSecondOpen(t *testing.T) {
+	s, path := openTemp(t, "")
+	events := fillStore(t, s, 1)
+	mustVerify(t, s)
+	defer func(w time.Duration) { lockWait = w }(lockWait)
+	lockWait = 50 * time.Millisecond
+	if _, err := Open(context.Background(), "sqlite://"+path, nil); err == nil ||
+		!strings.Contains(err.Error(), "another process appends") || !strings.Contains(err.Error(), ".journal") {
+		t.Fatalf("second Open = %v, want an error naming the journal", err)
+	}
+	st, err := OpenReadOnly(context.Background(), "sqlite://"+path, nil)
+	if err != nil {
+		t.Fatalf("OpenReadOnly: %v", err)
+	}
+	ro := st.(*sqliteStore)
+	err = ro.Append(context.Background(), &Event{ID: "x", Type: TypeCommand})
+	if err == nil || !strings.Contains(err.Error(), "read-only") {
+		t.Fatalf("Append on the read-only open = %v, want a read-only error", err)
+	}
+	if res := mustVerify(t, ro); !res.OK || res.Events != int64(len(events)) {
+		t.Errorf("Verify on the read-only open = %+v, want OK with %d events", res, len(events))
+	}
+	if err := ro.Close(); err != nil {
+		t.Errorf("Close of the read-only open: %v", err)
+	}
+	appendAll(t, s, []*Event{{ID: "more", Type: TypeCommand}}) // the first still appends
+}
+
+// TestReadOnlyOpenRecovers: a read-only open of a store whose journal still
+// holds events (regate was killed) copies them into the database, so that the
+// CLI sees them; the next appending open continues the chain.
+func TestReadOnlyOpenRecovers(t *testing.T) {
+	path := t.TempDir() + "/events.db"
+	evs := []*Event{{ID: "a", Type: TypeCommand}, {ID: "b", Type: TypeOutcome, Ref: "a"}}
+	journalOnly(t, path, evs)
+	st, err := OpenReadOnly(context.Background(), "sqlite://"+path, nil)
+	if err != nil {
+		t.Fatalf("OpenReadOnly: %v", err)
+	}
+	defer st.Close()
+	if res := mustVerify(t, st); !res.OK || res.Events != 2 || res.Head != evs[1].Hash {
+		t.Fatalf("Verify on the read-only open = %+v, want the 2 journaled events", res)
+	}
+	s := openPath(t, path, "")
+	next := &Event{ID: "c", Type: TypeCommand}
+	appendAll(t, s, []*Event{next})
+	if next.Seq != 3 || next.PrevHash != evs[1].Hash {
+		t.Errorf("next event: seq %d prev %s, want 3 after %s", next.Seq, next.PrevHash, evs[1].Hash)
 	}
 }

@@ -28,6 +28,7 @@ const filteredSessions = ` WHERE session_id IN (
 
 // Events returns the session's events in chain order.
 func (s *sqliteStore) Events(ctx context.Context, sessionID string) ([]Event, error) {
+	s.catchUp(ctx)
 	rows, err := s.reader.QueryContext(ctx, selectRecords+` WHERE session_id = ? ORDER BY seq`, sessionID)
 	if err != nil {
 		return nil, fmt.Errorf("recorder: query events of session %q: %w", sessionID, err)
@@ -54,6 +55,7 @@ func (s *sqliteStore) Events(ctx context.Context, sessionID string) ([]Event, er
 // Verify walks the whole chain in one read transaction (a consistent snapshot
 // while appends continue).
 func (s *sqliteStore) Verify(ctx context.Context) (VerifyResult, error) {
+	s.catchUp(ctx)
 	rows, err := s.reader.QueryContext(ctx, selectRecords+` ORDER BY seq`)
 	if err != nil {
 		return VerifyResult{}, fmt.Errorf("recorder: query events to verify: %w", err)
@@ -84,6 +86,7 @@ func scanRecord(rows *sql.Rows, r *Record, body any) error {
 
 // Sessions summarizes the sessions selected by f, newest first.
 func (s *sqliteStore) Sessions(ctx context.Context, f SessionFilter) ([]SessionSummary, error) {
+	s.catchUp(ctx)
 	var rows *sql.Rows
 	var err error
 	if f.Since.IsZero() && f.Limit <= 0 {

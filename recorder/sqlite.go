@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -25,6 +26,7 @@ const (
 type sqliteOptions struct {
 	path        string // absolute
 	synchronous string // FULL or NORMAL
+	readOnly    bool   // OpenReadOnly
 }
 
 func parseSQLiteURL(rest string) (sqliteOptions, error) {
@@ -71,9 +73,10 @@ func sqliteDSN(path string, params ...string) string {
 type sqliteStore struct {
 	logger hclog.Logger
 	path   string
-	writer *sql.DB  // MaxOpenConns(1): batches (one leader at a time) and approvals
-	reader *sql.DB  // query_only connections for Sessions, Events, Verify
-	raw    rawStmts // the batch statements, used by the leader (rawtx.go)
+	writer *sql.DB   // MaxOpenConns(1): batches (one leader at a time) and approvals
+	reader *sql.DB   // query_only connections for Sessions, Events, Verify
+	raw    rawStmts  // the copy's statements, used by the ingester (rawtx.go)
+	ids    idChecker // the leader's ID lookups (rawtx.go)
 
 	mu     sync.RWMutex // guards closed; read-held while queueing
 	closed bool
@@ -86,6 +89,28 @@ type sqliteStore struct {
 	idle       *sync.Cond // on qmu: signalled when a leader stops
 	timer      *time.Timer
 	timerArmed bool
+
+	// The journal and the chain head (journal.go). jmu is held by the
+	// leader while it seals and writes a batch, and by the ingester while
+	// it empties the journal; lock order: jmu, then imu. journal is nil when
+	// another process holds it: the store is then read-only.
+	jmu        sync.Mutex
+	journal    *journal
+	headSeq    int64
+	headHash   string
+	headAtomic atomic.Int64 // headSeq, for readers
+
+	// The ingester (ingest.go): records journaled but not yet in the
+	// database, in chain order, and their IDs.
+	imu        sync.Mutex
+	iq         []Record
+	ingestIDs  map[string]struct{}
+	ingestErr  error        // the last copy's error, nil once one succeeds
+	ingested   atomic.Int64 // seq of the last record in the database
+	maxBacklog int
+	ingestKick chan struct{}
+	ingestStop chan struct{}
+	ingestDone chan struct{}
 
 	ckpt     *sql.DB // background WAL checkpoints (checkpoint.go)
 	ckptStop chan struct{}
@@ -105,17 +130,64 @@ func openSQLite(ctx context.Context, o sqliteOptions, logger hclog.Logger) (Stor
 	if err != nil {
 		return nil, fmt.Errorf("recorder: open event database %q for writing: %w", o.path, err)
 	}
-	s := &sqliteStore{logger: logger, path: o.path, writer: writer}
+	s := &sqliteStore{logger: logger, path: o.path, writer: writer,
+		ingestIDs: map[string]struct{}{}, maxBacklog: defaultMaxBacklog}
 	s.idle = sync.NewCond(&s.qmu)
 	if err := s.init(ctx, busy); err != nil {
 		return nil, errors.Join(err, s.closeDBs())
 	}
-	if err := s.startCheckpointer(ctx, busy); err != nil {
+	if o.readOnly {
+		if err := s.recoverReadOnly(ctx); err != nil {
+			return nil, errors.Join(err, s.closeDBs())
+		}
+		return s, nil
+	}
+	j, err := openJournal(o.path+".journal", o.synchronous == "FULL", lockWait)
+	if errors.Is(err, errJournalLocked) {
+		err = fmt.Errorf("recorder: another process appends to the event store %q (it holds %q): "+
+			"only one regate may record into a store; the CLI opens it read-only", o.path, o.path+".journal")
+	}
+	if err != nil {
 		return nil, errors.Join(err, s.closeDBs())
 	}
-	logger.Info("event store open", "path", o.path, "synchronous", o.synchronous,
+	s.journal = j
+	if err := s.recover(ctx); err != nil {
+		return nil, errors.Join(err, j.close(), s.closeDBs())
+	}
+	if err := s.startCheckpointer(ctx, busy); err != nil {
+		return nil, errors.Join(err, j.close(), s.closeDBs())
+	}
+	s.ingestKick = make(chan struct{}, 1)
+	s.ingestStop = make(chan struct{})
+	s.ingestDone = make(chan struct{})
+	go s.ingestLoop()
+	logger.Info("event store open", "path", o.path, "journal", j.path, "synchronous", o.synchronous,
 		"schema_version", len(migrations))
 	return s, nil
+}
+
+// recoverReadOnly copies what a journal left by a stopped regate holds into
+// the database, unless a running regate holds the journal (it copies its own).
+func (s *sqliteStore) recoverReadOnly(ctx context.Context) error {
+	path := s.path + ".journal"
+	if fi, err := os.Stat(path); err != nil || fi.Size() == 0 {
+		return nil
+	}
+	j, err := openJournal(path, false, 0)
+	if errors.Is(err, errJournalLocked) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	s.journal = j
+	defer func() { s.journal = nil }()
+	return errors.Join(s.recover(ctx), j.close())
+}
+
+// errReadOnly is returned by Append on a store opened read-only.
+func (s *sqliteStore) errReadOnly() error {
+	return fmt.Errorf("recorder: the event store %q is open read-only", s.path)
 }
 
 // init migrates the schema, opens the reader pool and prepares the writer's
@@ -136,6 +208,9 @@ func (s *sqliteStore) init(ctx context.Context, busy string) error {
 		return fmt.Errorf("recorder: open event database %q for reading: %w", s.path, err)
 	}
 	s.reader = reader
+	if s.ids.db, err = openDB(ctx, sqliteDSN(s.path, busy, "_pragma=query_only(1)"), 1); err != nil {
+		return fmt.Errorf("recorder: open event database %q for ID lookups: %w", s.path, err)
+	}
 	return nil
 }
 
@@ -232,11 +307,29 @@ func (s *sqliteStore) Close() error {
 	s.closed = true
 	s.mu.Unlock()
 	s.flushAll()
-	if err := errors.Join(s.stopCheckpointer(), s.closeDBs()); err != nil {
+	if err := errors.Join(s.stopIngest(), s.stopCheckpointer(), s.closeDBs()); err != nil {
 		return fmt.Errorf("recorder: close event database %q: %w", s.path, err)
 	}
 	s.logger.Debug("event store closed", "path", s.path)
 	return nil
+}
+
+// stopIngest lets the ingester copy what is queued, empties the journal when
+// the database holds all of it, and releases the journal.
+func (s *sqliteStore) stopIngest() error {
+	if s.journal == nil {
+		return nil
+	}
+	close(s.ingestStop)
+	<-s.ingestDone
+	var err error
+	if s.ingested.Load() == s.headSeq {
+		s.maybeTruncate(0)
+	} else {
+		s.logger.Error("events are left in the journal; they are copied into the database at the next open",
+			"path", s.journal.path, "events", s.headSeq-s.ingested.Load())
+	}
+	return errors.Join(err, s.journal.close())
 }
 
 func (s *sqliteStore) closeDBs() error {
@@ -250,6 +343,7 @@ func (s *sqliteStore) closeDBs() error {
 			errs = append(errs, conn.Raw(func(any) error { return s.raw.close() }), conn.Close())
 		}
 	}
+	errs = append(errs, s.ids.close())
 	for _, db := range []*sql.DB{s.reader, s.writer} {
 		if db != nil {
 			errs = append(errs, db.Close())

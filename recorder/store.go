@@ -100,7 +100,25 @@ const acceptedURLs = "sqlite://./relative/path.db or sqlite:///absolute/path.db 
 // PATH is used as written (no percent-decoding) and cannot contain '?'. The
 // file is created when missing, its directory is not. postgres:// URLs are
 // recognized but not supported yet. logger may be nil.
+//
+// The opening process appends: it holds the store's journal (PATH.journal)
+// until Close, and a second Open of the same store fails (after waiting up to
+// ten seconds for the other process to let go). Readers use OpenReadOnly.
 func Open(ctx context.Context, url string, logger hclog.Logger) (Store, error) {
+	return open(ctx, url, logger, false)
+}
+
+// OpenReadOnly opens the store named by url for reading while another process
+// may append to it (the CLI's sessions, replay, verify, export): Append fails.
+// Events the appending process wrote in the last few milliseconds may not be
+// visible yet. When no process holds the store and its journal still holds
+// events (regate stopped before copying them into the database), they are
+// copied first.
+func OpenReadOnly(ctx context.Context, url string, logger hclog.Logger) (Store, error) {
+	return open(ctx, url, logger, true)
+}
+
+func open(ctx context.Context, url string, logger hclog.Logger, readOnly bool) (Store, error) {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
@@ -114,6 +132,7 @@ func Open(ctx context.Context, url string, logger hclog.Logger) (Store, error) {
 		if err != nil {
 			return nil, fmt.Errorf("recorder: store URL %q: %w; use %s", url, err, acceptedURLs)
 		}
+		opts.readOnly = readOnly
 		return openSQLite(ctx, opts, logger)
 	case "postgres", "postgresql":
 		return nil, fmt.Errorf("recorder: postgres stores are not supported yet; use %s", acceptedURLs)

@@ -233,7 +233,7 @@ func TestDuplicateIDFailsAlone(t *testing.T) {
 	}
 	wg.Wait()
 	for i, err := range errs {
-		if (i%10 == 0) != (err != nil) {
+		if (i%10 == 0) != errors.Is(err, ErrDuplicateID) || (i%10 != 0 && err != nil) {
 			t.Errorf("append %d: err = %v", i, err)
 		}
 	}

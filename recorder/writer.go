@@ -2,11 +2,9 @@ package recorder
 
 import (
 	"context"
-	"database/sql/driver"
 	"errors"
 	"fmt"
 	"runtime"
-	"slices"
 	"strings"
 	"time"
 
@@ -119,6 +117,9 @@ func (s *sqliteStore) enqueue(p *pending) (lead bool, err error) {
 	defer s.mu.RUnlock()
 	if s.closed {
 		return false, ErrClosed
+	}
+	if s.journal == nil {
+		return false, s.errReadOnly()
 	}
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
@@ -257,97 +258,103 @@ func (s *sqliteStore) flushAll() {
 	s.qmu.Unlock()
 }
 
-// commitBatch writes batch and tells every waiter the result. An event that
-// violates a constraint (a duplicate ID) fails alone and the rest is retried;
-// any other failure fails the whole batch. The chain head is read from the
-// database inside each transaction, so a failed batch never advances it.
+// commitBatch makes batch durable and tells every waiter the result: it
+// seals the events onto the chain after the current head and writes them to
+// the journal in one write (journal.go), then hands the records to the
+// ingester (ingest.go), which copies them into the database. An event whose ID
+// is already taken fails alone; a failed journal write fails the batch and
+// leaves the chain head where it was.
 func (s *sqliteStore) commitBatch(batch []*pending) {
-	for len(batch) > 0 {
-		recs, bad, err := s.writeTx(batch)
-		if err == nil {
-			for i, p := range batch {
-				p.ev.Seq, p.ev.PrevHash, p.ev.Hash = recs[i].Seq, recs[i].PrevHash, recs[i].Hash
-				p.finish(nil)
-			}
-			return
-		}
-		if bad >= 0 && isConstraint(err) {
-			s.logger.Warn("event rejected", "id", batch[bad].draft.ID(), "error", err)
-			batch[bad].finish(err)
-			batch = slices.Delete(batch, bad, bad+1)
-			continue
-		}
-		s.logger.Error("append failed", "events", len(batch), "error", err)
-		for _, p := range batch {
-			p.finish(err)
-		}
+	batch = s.rejectDuplicates(batch)
+	if len(batch) == 0 {
 		return
 	}
-}
-
-// writeTx writes batch in one transaction after the current chain head. On an
-// insert error it returns the index of the failing event, else -1.
-func (s *sqliteStore) writeTx(batch []*pending) (recs []Record, bad int, err error) {
-	// The writer serves many callers, so no caller's context applies here.
-	ctx := context.Background()
-	bad = -1
-	conn, err := s.writer.Conn(ctx)
-	if err != nil {
-		return nil, -1, fmt.Errorf("recorder: append %d events: %w", len(batch), err)
-	}
-	defer conn.Close()
-	rerr := conn.Raw(func(dc any) error {
-		c, ok := dc.(driver.Conn)
-		if !ok {
-			return fmt.Errorf("recorder: append: driver connection %T", dc)
-		}
-		if err := s.raw.prepare(ctx, c); err != nil {
-			return fmt.Errorf("recorder: append %d events: %w", len(batch), err)
-		}
-		recs, bad, err = s.writeRaw(ctx, batch)
-		return nil
-	})
-	if rerr != nil {
-		return nil, -1, rerr
-	}
-	return recs, bad, err
-}
-
-// writeRaw is writeTx on the prepared statements of s.raw.
-func (s *sqliteStore) writeRaw(ctx context.Context, batch []*pending) ([]Record, int, error) {
-	st := &s.raw
-	if err := execRaw(ctx, st.begin, nil); err != nil {
-		return nil, -1, fmt.Errorf("recorder: append %d events: begin transaction: %w", len(batch), err)
-	}
-	seq, prev, err := headRaw(ctx, st.head)
-	if err != nil {
-		return nil, -1, s.rollbackRaw(ctx, fmt.Errorf("recorder: append %d events: read chain head: %w", len(batch), err))
-	}
 	recs := make([]Record, len(batch))
-	args := make([]driver.NamedValue, 11)
-	for i := range args {
-		args[i].Ordinal = i + 1
+	s.jmu.Lock()
+	err := s.backlogError(len(batch))
+	if err == nil {
+		seq, prev := s.headSeq, s.headHash
+		for i, p := range batch {
+			seq++
+			if recs[i], err = p.draft.Seal(seq, prev); err != nil {
+				break
+			}
+			prev = recs[i].Hash
+		}
+		if err == nil {
+			err = s.journal.write(recs)
+		}
+		if err == nil {
+			s.headSeq, s.headHash = seq, prev
+			s.headAtomic.Store(seq)
+			s.queueIngest(recs)
+		}
+	}
+	s.jmu.Unlock()
+	if err != nil {
+		s.logger.Error("append failed", "events", len(batch), "error", err)
 	}
 	for i, p := range batch {
-		seq++
-		r, err := p.draft.Seal(seq, prev)
 		if err == nil {
-			for j, v := range []any{r.Seq, r.ID, r.Time, r.Type, r.SessionID,
-				r.Target, r.Subject, r.Ref, string(r.Body), r.PrevHash, r.Hash} { // body: TEXT, not BLOB
-				args[j].Value = v
-			}
-			err = execRaw(ctx, st.insert, args)
+			p.ev.Seq, p.ev.PrevHash, p.ev.Hash = recs[i].Seq, recs[i].PrevHash, recs[i].Hash
 		}
-		if err != nil {
-			return nil, i, s.rollbackRaw(ctx, fmt.Errorf("recorder: append event %q (seq %d): %w", p.draft.ID(), seq, err))
-		}
-		recs[i], prev = r, r.Hash
+		p.finish(err)
 	}
-	if err := execRaw(ctx, st.commit, nil); err != nil {
-		return nil, -1, s.rollbackRaw(ctx, fmt.Errorf("recorder: append %d events: commit: %w", len(batch), err))
-	}
-	return recs, -1, nil
 }
+
+// rejectDuplicates fails the appends whose event ID is taken (by an earlier
+// event of the batch, one waiting to be copied into the database, or one in
+// the database) and returns the others. The waiting IDs are checked before
+// the database: an ID leaves the waiting set only after its copy committed,
+// so it cannot slip between the two checks.
+func (s *sqliteStore) rejectDuplicates(batch []*pending) []*pending {
+	kept := batch[:0]
+	s.imu.Lock()
+	seen := make(map[string]bool, len(batch))
+	for _, p := range batch {
+		id := p.draft.ID()
+		if _, waiting := s.ingestIDs[id]; waiting || seen[id] {
+			s.rejectDuplicate(p)
+			continue
+		}
+		seen[id] = true
+		kept = append(kept, p)
+	}
+	s.imu.Unlock()
+	if len(kept) == 0 {
+		return nil
+	}
+	taken, err := s.ids.stored(kept)
+	if err != nil {
+		err = fmt.Errorf("recorder: append %d events: check their IDs: %w", len(kept), err)
+		s.logger.Error("append failed", "events", len(kept), "error", err)
+		for _, p := range kept {
+			p.finish(err)
+		}
+		return nil
+	}
+	if len(taken) == 0 {
+		return kept
+	}
+	out := kept[:0]
+	for _, p := range kept {
+		if taken[p.draft.ID()] {
+			s.rejectDuplicate(p)
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+func (s *sqliteStore) rejectDuplicate(p *pending) {
+	err := fmt.Errorf("recorder: append event %q: %w", p.draft.ID(), ErrDuplicateID)
+	s.logger.Warn("event rejected", "id", p.draft.ID(), "error", err)
+	p.finish(err)
+}
+
+// ErrDuplicateID is returned by Append for an event whose ID is taken.
+var ErrDuplicateID = errors.New("an event with this ID is already recorded")
 
 // rollbackRaw rolls the open transaction back and returns cause, joined with
 // a rollback failure other than "no transaction is active" (a failed COMMIT

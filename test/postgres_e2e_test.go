@@ -136,7 +136,7 @@ func TestPostgresThroughPsql(t *testing.T) {
 				}
 			})
 		}
-		if n := countEvents(t, gw, "auth_failure"); n < len(cases) {
+		if n := countEvents(t, gw, "auth_failure", len(cases)); n < len(cases) {
 			t.Fatalf("%d auth_failure events recorded, want >= %d", n, len(cases))
 		}
 	})
@@ -243,14 +243,29 @@ func algNone(c map[string]any) string {
 	return enc(map[string]string{"alg": "none", "typ": "JWT"}) + "." + enc(c) + "."
 }
 
-func countEvents(t *testing.T, gw *testenv.Gateway, typ string) int {
+func countEvents(t *testing.T, gw *testenv.Gateway, typ string, atLeast int) int {
+	t.Helper()
+	return countWhere(t, gw, atLeast, "type = ?", typ)
+}
+
+// countWhere counts the events the condition selects, waiting up to 10 s for
+// at least atLeast of them: regate copies events from its journal into the
+// database within milliseconds, so a reader in another process may see the
+// newest ones a moment late.
+func countWhere(t *testing.T, gw *testenv.Gateway, atLeast int, cond string, args ...any) int {
 	t.Helper()
 	db := openStore(t, gw)
 	var n int
-	if err := db.QueryRow("SELECT count(*) FROM events WHERE type = ?", typ).Scan(&n); err != nil {
-		t.Fatal(err)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if err := db.QueryRow("SELECT count(*) FROM events WHERE "+cond, args...).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n >= atLeast || time.Now().After(deadline) {
+			return n
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	return n
 }
 
 func openStore(t *testing.T, gw *testenv.Gateway) *sql.DB {

@@ -48,7 +48,7 @@ func (sf storeFlags) open(ctx context.Context) (recorder.Store, error) {
 		url = st.Store
 		fmt.Fprintf(sf.stderr, "(using the store of 'regate dev': %s)\n", url)
 	}
-	return recorder.Open(ctx, url, hclog.NewNullLogger())
+	return recorder.OpenReadOnly(ctx, url, hclog.NewNullLogger())
 }
 
 func cmdSessions(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -89,6 +89,7 @@ type GatewayOptions struct {
 	Extra    string // extra YAML appended to the target
 	Global   string // extra top-level YAML (admin:, approval:)
 	Policy   string // extra YAML under policy:, indented by two spaces (opa:, ready_timeout:)
+	Store    string // the store URL; "" for a new store in the gateway's directory
 }
 
 // StartGateway writes a config file as a user would and runs `regate serve`.
@@ -96,7 +97,10 @@ func StartGateway(t testing.TB, pg *Postgres, o GatewayOptions) *Gateway {
 	t.Helper()
 	dir := t.TempDir()
 	g := &Gateway{Dir: dir, Listen: fmt.Sprintf("127.0.0.1:%d", FreePort(t)), logs: &syncBuffer{}}
-	g.Store = "sqlite://" + filepath.Join(dir, "regate.db")
+	g.Store = o.Store
+	if g.Store == "" {
+		g.Store = "sqlite://" + filepath.Join(dir, "regate.db")
+	}
 	if o.Labels == "" {
 		o.Labels = "{env: test}"
 	}

@@ -1,0 +1,198 @@
+package recorder
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"syscall"
+	"time"
+)
+
+// The journal is where an append becomes durable: the leader of a batch
+// (writer.go) seals the batch's events onto the chain and writes their bodies
+// to PATH.journal with one write(2) (plus one fdatasync with
+// synchronous=full), and the appenders return. A background ingester
+// (ingest.go) then copies the sealed records into the SQLite database in large
+// transactions, where they are indexed and queried; once the database holds
+// everything the journal holds, the journal is emptied. At open, events found
+// in the journal but not in the database (regate stopped before they were
+// copied) are checked against the chain and copied.
+//
+// The journal is one body per line: the body (the event's canonical JSON,
+// which json.Marshal writes without newlines) holds every column, and its
+// sha256 is the event's hash, so a line is all a record is.
+//
+// The process that appends holds an exclusive flock on the journal for as long
+// as the store is open; a second appending open fails. A read-only open (the
+// CLI's) never waits for it: when the journal holds events and nobody holds
+// the lock (regate stopped before copying them), it takes the lock just long
+// enough to copy them into the database.
+
+// journalTruncateAt is the size from which a fully copied journal is emptied.
+const journalTruncateAt = 1 << 20
+
+// errJournalLocked is returned by openJournal when another process appends.
+var errJournalLocked = errors.New("recorder: the event journal is locked by another process")
+
+// lockWait is how long an appending open waits for another process to
+// release the journal (a reader recovering it holds it briefly).
+var lockWait = 10 * time.Second
+
+type journal struct {
+	path string
+	f    *os.File // O_APPEND
+	size int64    // bytes written (and kept) so far
+	sync bool     // fdatasync after every write (synchronous=full)
+	buf  []byte   // the batch being written, reused
+	// broken is set when a failed write could not be undone: the file may
+	// end in part of a batch that was never acknowledged, so nothing more is
+	// written to it.
+	broken error
+}
+
+// openJournal opens (creating) the journal at path and locks it, waiting up to
+// wait for another process to release it.
+func openJournal(path string, sync bool, wait time.Duration) (*journal, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("recorder: open event journal: %w", err)
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if !errors.Is(err, syscall.EWOULDBLOCK) || !time.Now().Before(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, errJournalLocked
+		}
+		return nil, fmt.Errorf("recorder: lock event journal %q: %w", path, err)
+	}
+	return &journal{path: path, f: f, sync: sync}, nil
+}
+
+// journalLine is one record read back from the journal.
+type journalLine struct {
+	offset int64
+	rec    Record
+}
+
+// readJournal reads the records of the journal in order. A last line without
+// its newline is a write that never completed (its append was never
+// acknowledged): it is reported by torn (its offset), not as an error. Any
+// other line that is not an event body is an error naming its offset.
+func (j *journal) read() (lines []journalLine, torn int64, err error) {
+	if _, err := j.f.Seek(0, io.SeekStart); err != nil {
+		return nil, -1, fmt.Errorf("recorder: read event journal %q: %w", j.path, err)
+	}
+	r := bufio.NewReaderSize(j.f, 1<<20)
+	var off int64
+	torn = -1
+	for {
+		line, err := r.ReadBytes('\n')
+		if errors.Is(err, io.EOF) {
+			if len(line) > 0 {
+				torn = off
+			}
+			break
+		}
+		if err != nil {
+			return nil, -1, fmt.Errorf("recorder: read event journal %q: %w", j.path, err)
+		}
+		rec, perr := recordFromBody(bytes.TrimSuffix(line, []byte{'\n'}))
+		if perr != nil {
+			return nil, -1, fmt.Errorf("recorder: event journal %q, line at offset %d: %w", j.path, off, perr)
+		}
+		lines = append(lines, journalLine{offset: off, rec: rec})
+		off += int64(len(line))
+	}
+	return lines, torn, nil
+}
+
+// recordFromBody rebuilds a record from its body: the columns are the body's
+// values and the hash is the body's sha256.
+func recordFromBody(body []byte) (Record, error) {
+	var c chainFields
+	if err := json.Unmarshal(body, &c); err != nil {
+		return Record{}, fmt.Errorf("not an event body: %w", err)
+	}
+	if c.Seq <= 0 || c.ID == "" || c.Type == "" {
+		return Record{}, fmt.Errorf("not an event body (seq %d, id %q, type %q)", c.Seq, c.ID, c.Type)
+	}
+	b := bytes.Clone(body)
+	return Record{
+		Seq: c.Seq, ID: c.ID, Time: c.Time.UTC().Format(TimeFormat), Type: c.Type,
+		SessionID: c.SessionID, Target: c.Target, Subject: c.Subject, Ref: c.Ref,
+		Body: b, PrevHash: c.PrevHash, Hash: hashBody(b),
+	}, nil
+}
+
+// write appends the bodies of recs, one per line, in one write. On failure it
+// cuts the file back to its size before the write, so that the journal never
+// holds a batch whose appends failed; when that fails too, the journal is
+// broken and refuses every later write.
+func (j *journal) write(recs []Record) error {
+	if j.broken != nil {
+		return j.broken
+	}
+	j.buf = j.buf[:0]
+	for i := range recs {
+		j.buf = append(j.buf, recs[i].Body...)
+		j.buf = append(j.buf, '\n')
+	}
+	n, err := j.f.Write(j.buf)
+	if err == nil && j.sync {
+		err = fdatasync(j.f)
+	}
+	if err == nil {
+		j.size += int64(n)
+		if cap(j.buf) > 4<<20 {
+			j.buf = nil // one huge batch does not pin its buffer
+		}
+		return nil
+	}
+	err = fmt.Errorf("recorder: write %d events to the journal %q: %w", len(recs), j.path, err)
+	if n > 0 {
+		if terr := j.f.Truncate(j.size); terr != nil {
+			j.broken = fmt.Errorf("recorder: the event journal %q holds part of a failed write "+
+				"and cannot be cut back (%v); no more events can be recorded until regate restarts "+
+				"(the partial line is dropped then): %w", j.path, terr, err)
+			return j.broken
+		}
+	}
+	return err
+}
+
+// truncate empties the journal (every record in it is in the database).
+func (j *journal) truncate() error {
+	if j.broken != nil {
+		return j.broken
+	}
+	if err := j.f.Truncate(0); err != nil {
+		return fmt.Errorf("recorder: empty the event journal %q: %w", j.path, err)
+	}
+	j.size = 0
+	return nil
+}
+
+// close unlocks and closes the journal.
+func (j *journal) close() error {
+	return j.f.Close() // closing the descriptor releases the flock
+}
+
+func fdatasync(f *os.File) error {
+	for {
+		err := syscall.Fdatasync(int(f.Fd()))
+		if !errors.Is(err, syscall.EINTR) {
+			return err
+		}
+	}
+}
