@@ -10,6 +10,7 @@ import (
 	"testing"
 	"testing/fstest"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
 )
@@ -208,5 +209,25 @@ func TestLoadFS(t *testing.T) {
 	}
 	if _, err := LoadFS(nil, ""); err == nil {
 		t.Error("LoadFS(nil) succeeded")
+	}
+}
+
+// TestOPAActivationLogOnce: OPA's "activated successfully" message is logged
+// at INFO the first time per bundle and at DEBUG after that (a bundle server
+// without ETags makes OPA activate, and log, at every poll).
+func TestOPAActivationLogOnce(t *testing.T) {
+	var buf bytes.Buffer
+	log := newOPALogger(hclog.New(&hclog.LoggerOptions{Output: &buf, Level: hclog.Info}))
+	a, b := log.WithFields(map[string]any{"name": "a"}), log.WithFields(map[string]any{"name": "b"})
+	a.Info("Bundle loaded and activated successfully. Etag updated to %s.", "x")
+	a.Info("Bundle loaded and activated successfully.")
+	b.Info("Bundle loaded and activated successfully.")
+	a.Info("Starting bundle loader.")
+	out := buf.String()
+	if n := strings.Count(out, "activated successfully"); n != 2 {
+		t.Errorf("activation logged %d times at INFO, want 2 (once per bundle):\n%s", n, out)
+	}
+	if !strings.Contains(out, "Starting bundle loader") {
+		t.Errorf("other INFO messages are dropped:\n%s", out)
 	}
 }

@@ -3,6 +3,8 @@ package bundles
 import (
 	"fmt"
 	"sort"
+	"strings"
+	"sync"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/open-policy-agent/opa/v1/logging"
@@ -14,11 +16,18 @@ import (
 type opaLogger struct {
 	log    hclog.Logger
 	fields map[string]any
+	// loaded holds the bundles whose activation OPA has logged, shared by
+	// the loggers WithFields derives.
+	loaded *sync.Map
 }
 
 func newOPALogger(log hclog.Logger) logging.Logger {
-	return &opaLogger{log: log}
+	return &opaLogger{log: log, loaded: &sync.Map{}}
 }
+
+// activatedMsg starts the message OPA's bundle plugin logs at INFO after every
+// activation, which with a bundle server that sends no ETag is every poll.
+const activatedMsg = "Bundle loaded and activated successfully"
 
 func (l *opaLogger) args() []any {
 	keys := make([]string, 0, len(l.fields))
@@ -34,7 +43,20 @@ func (l *opaLogger) args() []any {
 }
 
 func (l *opaLogger) Debug(f string, a ...any) { l.log.Debug(fmt.Sprintf(f, a...), l.args()...) }
-func (l *opaLogger) Info(f string, a ...any)  { l.log.Info(fmt.Sprintf(f, a...), l.args()...) }
+
+// Info logs at INFO, except OPA's activation message for a bundle it was
+// logged for before: that goes to DEBUG (the engine logs every change of
+// revision itself, at INFO).
+func (l *opaLogger) Info(f string, a ...any) {
+	msg := fmt.Sprintf(f, a...)
+	if strings.HasPrefix(msg, activatedMsg) {
+		if _, seen := l.loaded.LoadOrStore(fmt.Sprint(l.fields["name"]), true); seen {
+			l.log.Debug(msg, l.args()...)
+			return
+		}
+	}
+	l.log.Info(msg, l.args()...)
+}
 func (l *opaLogger) Warn(f string, a ...any)  { l.log.Warn(fmt.Sprintf(f, a...), l.args()...) }
 func (l *opaLogger) Error(f string, a ...any) { l.log.Error(fmt.Sprintf(f, a...), l.args()...) }
 
@@ -47,7 +69,7 @@ func (l *opaLogger) WithFields(fields map[string]any) logging.Logger {
 	for k, v := range fields {
 		merged[k] = v
 	}
-	return &opaLogger{log: l.log, fields: merged}
+	return &opaLogger{log: l.log, fields: merged, loaded: l.loaded}
 }
 
 // GetLevel maps hclog's level to OPA's.
