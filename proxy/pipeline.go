@@ -7,6 +7,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -57,11 +60,24 @@ type SessionRequest struct {
 	// Details carries protocol-specific session facts (database, user) for the
 	// session_start record.
 	Details recorder.SessionInfo
+	// Login is the account name the client asked for in its protocol's own
+	// handshake (a PostgreSQL startup user, an SSH user); "" when the
+	// protocol has none. It must be one of Logins or one of the verified
+	// identity's own names (subject, email, preferred_username), as a
+	// server refuses a role it does not know.
+	Login string
+	// Logins are the other names Login may be: the account regate uses on
+	// the target and the target's configured client_users; "*" accepts any.
+	Logins []string
 }
 
-// AuthError is returned by Open when the client could not be authenticated.
-// Reason is safe to show to the client.
-type AuthError struct{ Reason string }
+// AuthError is returned by Open when the client could not be authenticated
+// (Login false) or asked for an account it may not use (Login true). Reason
+// is safe to show to the client.
+type AuthError struct {
+	Reason string
+	Login  bool
+}
 
 func (e *AuthError) Error() string { return "authentication failed: " + e.Reason }
 
@@ -100,19 +116,10 @@ func (p *Pipeline) Open(ctx context.Context, req SessionRequest) (*Session, erro
 	now := p.now()
 	ident, err := p.Auth.Verify(ctx, req.Token)
 	if err != nil {
-		reason := err.Error()
-		ev := &recorder.Event{
-			ID: NewID(), Time: now, Type: recorder.TypeAuthFailure, SessionID: id,
-			Protocol: req.Target.Protocol, Target: req.Target.Name,
-			Session: sessionInfo(req, parse.Identity{}),
-			Outcome: &recorder.Outcome{Status: recorder.StatusBlocked, Error: reason},
-		}
-		if rerr := p.Recorder.Append(ctx, ev); rerr != nil {
-			p.logger().Error("cannot record an authentication failure", "session_id", id, "error", rerr)
-		}
-		p.logger().Info("client authentication failed", "session_id", id, "target", req.Target.Name,
-			"client_addr", req.ClientAddr, "reason", reason)
-		return nil, &AuthError{Reason: reason}
+		return nil, p.authFailure(ctx, req, id, now, parse.Identity{}, &AuthError{Reason: err.Error()})
+	}
+	if reason := loginRefusal(req, ident); reason != "" {
+		return nil, p.authFailure(ctx, req, id, now, ident, &AuthError{Reason: reason, Login: true})
 	}
 	s := &Session{
 		p: p, ID: id, Identity: ident, Target: req.Target,
@@ -126,6 +133,51 @@ func (p *Pipeline) Open(ctx context.Context, req SessionRequest) (*Session, erro
 	p.logger().Info("session started", "session_id", id, "target", req.Target.Name,
 		"subject", ident.Subject, "client_addr", req.ClientAddr)
 	return s, nil
+}
+
+// authFailure records a refused login as an auth_failure event (the reason,
+// never the token) and returns ae.
+func (p *Pipeline) authFailure(ctx context.Context, req SessionRequest, id string, now time.Time,
+	ident parse.Identity, ae *AuthError) error {
+	ev := &recorder.Event{
+		ID: NewID(), Time: now, Type: recorder.TypeAuthFailure, SessionID: id,
+		Protocol: req.Target.Protocol, Target: req.Target.Name, Subject: ident.Subject,
+		Session: sessionInfo(req, ident),
+		Outcome: &recorder.Outcome{Status: recorder.StatusBlocked, Error: ae.Reason},
+	}
+	if rerr := p.Recorder.Append(ctx, ev); rerr != nil {
+		p.logger().Error("cannot record an authentication failure", "session_id", id, "error", rerr)
+	}
+	p.logger().Info("client authentication failed", "session_id", id, "target", req.Target.Name,
+		"client_addr", req.ClientAddr, "subject", ident.Subject, "reason", ae.Reason)
+	return ae
+}
+
+// loginRefusal says why req.Login may not be used by ident, or returns "".
+func loginRefusal(req SessionRequest, ident parse.Identity) string {
+	if req.Login == "" {
+		return ""
+	}
+	names := slices.Clone(req.Logins)
+	names = append(names, ident.Subject, ident.Email)
+	if u, ok := ident.Claims["preferred_username"].(string); ok {
+		names = append(names, u)
+	}
+	var accepted []string
+	for _, n := range names {
+		if n == "*" || n == req.Login {
+			return ""
+		}
+		if n != "" && !slices.Contains(accepted, n) {
+			accepted = append(accepted, n)
+		}
+	}
+	quoted := make([]string, len(accepted))
+	for i, n := range accepted {
+		quoted[i] = strconv.Quote(n)
+	}
+	return fmt.Sprintf("user %q is not accepted on target %q: connect as %s (the target's account "+
+		"or your own identity)", req.Login, req.Target.Name, strings.Join(quoted, " or "))
 }
 
 func sessionInfo(req SessionRequest, ident parse.Identity) *recorder.SessionInfo {

@@ -232,7 +232,7 @@ func connectPgxWithin(t *testing.T, addr, token string, d time.Duration) (contex
 
 func connString(addr, token string) string {
 	host, port, _ := strings.Cut(addr, ":")
-	return "host=" + host + " port=" + port + " user=agent dbname=app sslmode=disable connect_timeout=10 password=" + token
+	return "host=" + host + " port=" + port + " user=app dbname=app sslmode=disable connect_timeout=10 password=" + token
 }
 
 func algNone(c map[string]any) string {
@@ -280,4 +280,44 @@ func openStore(t *testing.T, gw *testenv.Gateway) *sql.DB {
 	}
 	t.Cleanup(func() { db.Close() })
 	return db
+}
+
+// TestPostgresClientUser: the user name in the startup message must be the
+// target's account or the client's own identity (subject, email), as
+// PostgreSQL refuses a role it does not know (pgx's TestConnectInvalidUser
+// expects 28000 or 28P01); client_users widens that, "*" to any name.
+func TestPostgresClientUser(t *testing.T) {
+	pg, iss, gw := setup(t)
+	tok := iss.Token(t, "agent-u", audience, "agents")
+	connectAs := func(gw *testenv.Gateway, user string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		cs := strings.Replace(connString(gw.Listen, tok), "user=app ", "user="+user+" ", 1)
+		conn, err := pgconn.Connect(ctx, cs)
+		if err == nil {
+			err = conn.Exec(ctx, "SELECT 1").Close()
+			conn.Close(ctx)
+		}
+		return err
+	}
+	for _, user := range []string{"app", "agent-u", "agent-u@example.com"} {
+		if err := connectAs(gw, user); err != nil {
+			t.Errorf("user %s: %v", user, err)
+		}
+	}
+	err := connectAs(gw, "pgxinvalidusertest")
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "28000" || !strings.Contains(pe.Message, `user "pgxinvalidusertest" is not accepted`) ||
+		!strings.Contains(pe.Message, `"app"`) || !strings.Contains(pe.Message, `"agent-u"`) {
+		t.Fatalf("unknown user: %v, want 28000 naming the user and the accepted names", err)
+	}
+	if n := countWhere(t, gw, 1, `type = 'auth_failure' AND subject = 'agent-u' AND body LIKE '%pgxinvalidusertest%'`); n != 1 {
+		t.Errorf("%d auth_failure events for the unknown user, want 1", n)
+	}
+
+	open := testenv.StartGateway(t, pg, testenv.GatewayOptions{Issuer: iss.URL(), Audience: audience,
+		Extra: "    client_users: [\"*\"]\n"})
+	if err := connectAs(open, "anyone"); err != nil {
+		t.Errorf("client_users [*]: %v", err)
+	}
 }

@@ -166,7 +166,7 @@ func startup(t *testing.T, c net.Conn) *wire {
 	t.Helper()
 	w := &wire{c: c, fe: pgproto3.NewFrontend(c, c)}
 	w.send(t, &pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersion30,
-		Parameters: map[string]string{"user": "raw-client", "database": "app", "application_name": "raw"}})
+		Parameters: map[string]string{"user": "app", "database": "app", "application_name": "raw"}})
 	if m := w.receive(t); fmt.Sprintf("%T", m) != "*pgproto3.AuthenticationCleartextPassword" {
 		t.Fatalf("want AuthenticationCleartextPassword, got %#v", m)
 	}

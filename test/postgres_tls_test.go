@@ -127,7 +127,7 @@ func TestPostgresProtocolNegotiation(t *testing.T) {
 		c := dialRaw(t, gw.Listen)
 		w := &wire{c: c, fe: pgproto3.NewFrontend(c, c)}
 		w.send(t, &pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersion32,
-			Parameters: map[string]string{"user": "raw", "database": "app", "_pq_.regate_test": "on"}})
+			Parameters: map[string]string{"user": "app", "database": "app", "_pq_.regate_test": "on"}})
 		m, ok := w.receive(t).(*pgproto3.NegotiateProtocolVersion)
 		if !ok || m.NewestMinorProtocol != 0 || len(m.UnrecognizedOptions) != 1 || m.UnrecognizedOptions[0] != "_pq_.regate_test" {
 			t.Fatalf("want NegotiateProtocolVersion 3.0 naming _pq_.regate_test, got %#v", m)

@@ -146,7 +146,7 @@ func newPostgresServer(t config.Target, pipe *proxy.Pipeline, parser *sql.Parser
 		Target:      parse.Target{Name: t.Name, Protocol: t.Protocol, Labels: t.Labels},
 		Upstream:    t.Upstream,
 		Credentials: postgres.Credentials{User: t.Credentials.User, Password: t.Credentials.Password},
-		Pipeline:    pipe, Parser: parser, MaxMessageSize: t.MaxMessageSize,
+		Pipeline:    pipe, Parser: parser, MaxMessageSize: t.MaxMessageSize, ClientUsers: t.ClientUsers,
 		Logger: log.Named("postgres").With("target", t.Name),
 	}
 	if pc.Target.Labels == nil {

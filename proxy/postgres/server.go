@@ -34,6 +34,10 @@ type Config struct {
 	Upstream string
 	// Credentials for the target. User is required.
 	Credentials Credentials
+	// ClientUsers are the user names a client may send in its startup
+	// message besides Credentials.User and its own identity's names
+	// (subject, email, preferred_username); "*" accepts any.
+	ClientUsers []string
 	// TLS, when set, answers SSLRequest with 'S' and this configuration. When
 	// nil, SSLRequest is answered 'N' (allowed only on loopback listeners; the
 	// caller enforces that).

@@ -161,13 +161,17 @@ func (s *Server) authenticate(ctx context.Context, c net.Conn, sm *pgproto3.Star
 	sess, err := s.cfg.Pipeline.Open(ctx, proxy.SessionRequest{
 		Target: s.cfg.Target, ClientAddr: c.RemoteAddr().String(), Token: token,
 		Details: recorder.SessionInfo{Database: database, User: s.cfg.Credentials.User},
+		Login:   user, Logins: append([]string{s.cfg.Credentials.User}, s.cfg.ClientUsers...),
 	})
 	token = ""
 	if err != nil {
 		var ae *proxy.AuthError
 		code := codeInvalidPassword
-		if !errors.As(err, &ae) {
+		switch {
+		case !errors.As(err, &ae):
 			code = codeConnectionFailure
+		case ae.Login:
+			code = codeInvalidAuthSpec // as PostgreSQL refuses a role it does not know
 		}
 		_ = writeMsg(c, fatal(code, "regate: "+err.Error()))
 		return nil, err

@@ -82,8 +82,11 @@ type Target struct {
 	Upstream    string            `yaml:"upstream" required:"true"`
 	Labels      map[string]string `yaml:"labels"`
 	Credentials Credentials       `yaml:"credentials" required:"true"`
-	TLS         *TLS              `yaml:"tls"`
-	UpstreamTLS *UpstreamTLS      `yaml:"upstream_tls"`
+	// ClientUsers are user names clients may ask for besides the target's
+	// account (credentials.user) and their own identity; "*" accepts any.
+	ClientUsers []string     `yaml:"client_users"`
+	TLS         *TLS         `yaml:"tls"`
+	UpstreamTLS *UpstreamTLS `yaml:"upstream_tls"`
 	// MaxMessageSize bounds one client message in bytes; 16 MiB when 0.
 	MaxMessageSize int `yaml:"max_message_size"`
 }
@@ -179,6 +182,11 @@ func (c *Config) validate() error {
 		}
 		if !loop && t.TLS == nil {
 			return fmt.Errorf("%s.tls: required because %s is not a loopback address", p, t.Listen)
+		}
+		for j, u := range t.ClientUsers {
+			if u == "" {
+				return fmt.Errorf("%s.client_users[%d]: empty user name", p, j)
+			}
 		}
 	}
 	for i, n := range c.Approval.Notify {
