@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unsafe"
 )
 
 const (
@@ -17,13 +18,15 @@ const (
 	// a transaction when fewer than ingestGatherBelow are waiting: a
 	// transaction has a high fixed cost, and readers in other processes see
 	// records this much later at most (plus the commit).
-	ingestGather      = 5 * time.Millisecond
-	ingestGatherBelow = 512
+	ingestGather      = 20 * time.Millisecond
+	ingestGatherBelow = 2048
 	// defaultMaxBacklog bounds the records journaled but not yet in the
-	// database. When the database cannot take records (full, broken) for
-	// that long, appends fail: the journal alone would grow without bound,
-	// and the records wait in memory.
+	// database (they wait in memory). Beyond it, appends wait for the copy
+	// to catch up, up to backlogWait, and fail when it does not or when the
+	// last copy failed (the database is full or broken): the journal alone
+	// would grow without bound.
 	defaultMaxBacklog = 20000
+	backlogWait       = 10 * time.Second
 	// closeIngestTries is how often Close tries to copy what is left before
 	// it leaves it in the journal for the next open.
 	closeIngestTries = 3
@@ -49,16 +52,26 @@ func (s *sqliteStore) ingestWake() {
 	}
 }
 
-// backlogError refuses n more records when the ingester is too far behind;
-// s.jmu is held.
-func (s *sqliteStore) backlogError(n int) error {
-	s.imu.Lock()
-	defer s.imu.Unlock()
-	if len(s.iq)+n <= s.maxBacklog {
-		return nil
+// waitBacklog waits until n more records fit in the backlog, and refuses them
+// when the copy into the database is failing or does not catch up within
+// backlogWait. Only the leader calls it, so waiting here holds back every
+// appender.
+func (s *sqliteStore) waitBacklog(n int) error {
+	deadline := time.Now().Add(backlogWait)
+	for {
+		s.imu.Lock()
+		queued, ingestErr := len(s.iq), s.ingestErr
+		s.imu.Unlock()
+		switch {
+		case queued+n <= s.maxBacklog:
+			return nil
+		case ingestErr != nil || time.Now().After(deadline):
+			return fmt.Errorf("recorder: %d events are waiting to be copied into the event database %q "+
+				"(the limit is %d); the last copy failed with: %v", queued, s.path, s.maxBacklog, ingestErr)
+		}
+		s.ingestWake()
+		time.Sleep(time.Millisecond)
 	}
-	return fmt.Errorf("recorder: %d events are waiting to be copied into the event database %q "+
-		"(the limit is %d); the last copy failed with: %v", len(s.iq), s.path, s.maxBacklog, s.ingestErr)
 }
 
 // ingestLoop copies journaled records into the database until stopIngest.
@@ -192,7 +205,7 @@ func (s *sqliteStore) insertRaw(ctx context.Context, recs []Record) error {
 	for i := range recs {
 		r := &recs[i]
 		for j, v := range []any{r.Seq, r.ID, r.Time, r.Type, r.SessionID,
-			r.Target, r.Subject, r.Ref, string(r.Body), r.PrevHash, r.Hash} { // body: TEXT, not BLOB
+			r.Target, r.Subject, r.Ref, bodyText(r.Body), r.PrevHash, r.Hash} {
 			args[j].Value = v
 		}
 		if err := execRaw(ctx, st.insert, args); err != nil {
@@ -203,6 +216,16 @@ func (s *sqliteStore) insertRaw(ctx context.Context, recs []Record) error {
 		return s.rollbackRaw(ctx, fmt.Errorf("recorder: copy %d events into the database: commit: %w", len(recs), err))
 	}
 	return nil
+}
+
+// bodyText passes a body to SQLite as TEXT (a BLOB would be read as JSONB by
+// SQLite's JSON functions) without copying it: the driver copies the bytes
+// while binding, and a sealed body is never modified.
+func bodyText(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
 }
 
 // recover copies the records the journal holds beyond the database's chain

@@ -270,8 +270,8 @@ func (s *sqliteStore) commitBatch(batch []*pending) {
 		return
 	}
 	recs := make([]Record, len(batch))
+	err := s.waitBacklog(len(batch))
 	s.jmu.Lock()
-	err := s.backlogError(len(batch))
 	if err == nil {
 		seq, prev := s.headSeq, s.headHash
 		for i, p := range batch {
