@@ -14,10 +14,12 @@ const (
 	// maxIngest bounds the records copied into the database in one
 	// transaction.
 	maxIngest = 4096
-	// ingestGather is how long the ingester lets records accumulate before
-	// a transaction when fewer than ingestGatherBelow are waiting: a
-	// transaction has a high fixed cost, and readers in other processes see
-	// records this much later at most (plus the commit).
+	// ingestGather is the least time between the starts of two copies
+	// while fewer than ingestGatherBelow records are waiting: a transaction
+	// has a high fixed cost, so under load records accumulate for up to this
+	// long (readers in other processes see them this much later at most, plus
+	// the commit), while the first records after a quiet spell are copied at
+	// once.
 	ingestGather      = 20 * time.Millisecond
 	ingestGatherBelow = 2048
 	// defaultMaxBacklog bounds the records journaled but not yet in the
@@ -80,6 +82,7 @@ func (s *sqliteStore) waitBacklog(n int) error {
 func (s *sqliteStore) ingestLoop() {
 	defer close(s.ingestDone)
 	pause := 50 * time.Millisecond
+	var last time.Time // when the last copy started
 	for {
 		stopping := false
 		select {
@@ -87,14 +90,15 @@ func (s *sqliteStore) ingestLoop() {
 		case <-s.ingestStop:
 			stopping = true
 		}
-		if !stopping && s.queued() < ingestGatherBelow {
+		if wait := time.Until(last.Add(ingestGather)); !stopping && wait > 0 && s.queued() < ingestGatherBelow {
 			// Let records accumulate, unless Close is waiting.
 			select {
-			case <-time.After(ingestGather):
+			case <-time.After(wait):
 			case <-s.ingestStop:
 				stopping = true
 			}
 		}
+		last = time.Now()
 		failures := 0
 		for {
 			n, err := s.ingestOnce()
