@@ -275,3 +275,27 @@ func TestReadOnlyOpenRecovers(t *testing.T) {
 		t.Errorf("next event: seq %d prev %s, want 3 after %s", next.Seq, next.PrevHash, evs[1].Hash)
 	}
 }
+
+// TestJournalBounded: a journal past its maximum size is emptied before the
+// append that grew it returns, even when the ingester is never found caught
+// up on its own.
+func TestJournalBounded(t *testing.T) {
+	defer func(m int64) { journalMaxSize = m }(journalMaxSize)
+	journalMaxSize = 64 << 10
+	s, _ := openTemp(t, "")
+	var evs []*Event
+	for i := range 100 {
+		ev := bigEvent(fmt.Sprint("b", i))
+		appendAll(t, s, []*Event{ev})
+		evs = append(evs, ev)
+		s.jmu.Lock()
+		size := s.journal.size
+		s.jmu.Unlock()
+		if size >= journalMaxSize {
+			t.Fatalf("journal is %d bytes after append %d, want < %d", size, i, journalMaxSize)
+		}
+	}
+	if res := mustVerify(t, s); !res.OK || res.Events != 100 || res.Head != evs[99].Hash {
+		t.Errorf("Verify = %+v, want OK with 100 events", res)
+	}
+}

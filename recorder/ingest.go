@@ -177,6 +177,31 @@ func (s *sqliteStore) maybeTruncate(min int64) {
 	}
 }
 
+// bound empties a journal that has grown past journalMaxSize because the
+// ingester, under a load that never lets up, was never found caught up: it
+// waits (holding s.jmu, so appends wait too) until the database holds all of
+// it. A copy that fails or does not catch up within backlogWait leaves the
+// journal as it is (appends then fail on the backlog). s.jmu is held.
+func (s *sqliteStore) bound() {
+	if s.journal.size < journalMaxSize {
+		return
+	}
+	deadline := time.Now().Add(backlogWait)
+	for s.ingested.Load() != s.headSeq {
+		s.imu.Lock()
+		failing := s.ingestErr != nil
+		s.imu.Unlock()
+		if failing || time.Now().After(deadline) {
+			return
+		}
+		s.ingestWake()
+		time.Sleep(time.Millisecond)
+	}
+	if err := s.journal.truncate(); err != nil {
+		s.logger.Warn("cannot empty the event journal; will retry", "error", err)
+	}
+}
+
 // insertRecords writes sealed records in one transaction.
 func (s *sqliteStore) insertRecords(recs []Record) error {
 	ctx := context.Background()

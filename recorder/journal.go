@@ -32,8 +32,12 @@ import (
 // the lock (regate stopped before copying them), it takes the lock just long
 // enough to copy them into the database.
 
-// journalTruncateAt is the size from which a fully copied journal is emptied.
+// journalTruncateAt is the size from which a fully copied journal is emptied;
+// journalMaxSize the size at which appends wait for the copy to catch up so
+// that it can be emptied (see sqliteStore.bound).
 const journalTruncateAt = 1 << 20
+
+var journalMaxSize int64 = 256 << 20 // a variable for tests
 
 // errJournalLocked is returned by openJournal when another process appends.
 var errJournalLocked = errors.New("recorder: the event journal is locked by another process")

@@ -288,6 +288,7 @@ func (s *sqliteStore) commitBatch(batch []*pending) {
 			s.headSeq, s.headHash = seq, prev
 			s.headAtomic.Store(seq)
 			s.queueIngest(recs)
+			s.bound()
 		}
 	}
 	s.jmu.Unlock()
