@@ -112,6 +112,12 @@ type sqliteStore struct {
 	ingestStop chan struct{}
 	ingestDone chan struct{}
 
+	// filter holds every event ID of the store (idfilter.go), loaded by a
+	// goroutine that stopFilter ends.
+	filter     idFilter
+	filterDone chan struct{}
+	stopFilter context.CancelFunc
+
 	ckpt     *sql.DB // background WAL checkpoints (checkpoint.go)
 	ckptStop chan struct{}
 	ckptDone chan struct{}
@@ -161,6 +167,10 @@ func openSQLite(ctx context.Context, o sqliteOptions, logger hclog.Logger) (Stor
 	s.ingestStop = make(chan struct{})
 	s.ingestDone = make(chan struct{})
 	go s.ingestLoop()
+	var fctx context.Context
+	fctx, s.stopFilter = context.WithCancel(context.Background())
+	s.filterDone = make(chan struct{})
+	go s.loadIDs(fctx, s.headSeq)
 	logger.Info("event store open", "path", o.path, "journal", j.path, "synchronous", o.synchronous,
 		"schema_version", len(migrations))
 	return s, nil
@@ -320,6 +330,8 @@ func (s *sqliteStore) stopIngest() error {
 	if s.journal == nil {
 		return nil
 	}
+	s.stopFilter()
+	<-s.filterDone
 	close(s.ingestStop)
 	<-s.ingestDone
 	var err error

@@ -288,6 +288,11 @@ func (s *sqliteStore) commitBatch(batch []*pending) {
 			s.headSeq, s.headHash = seq, prev
 			s.headAtomic.Store(seq)
 			s.queueIngest(recs)
+			ids := make([]string, len(recs))
+			for i := range recs {
+				ids[i] = recs[i].ID
+			}
+			s.filter.add(ids...)
 			s.bound()
 		}
 	}
@@ -307,7 +312,8 @@ func (s *sqliteStore) commitBatch(batch []*pending) {
 // event of the batch, one waiting to be copied into the database, or one in
 // the database) and returns the others. The waiting IDs are checked before
 // the database: an ID leaves the waiting set only after its copy committed,
-// so it cannot slip between the two checks.
+// so it cannot slip between the two checks. Only IDs the store's filter may
+// hold are looked up in the database.
 func (s *sqliteStore) rejectDuplicates(batch []*pending) []*pending {
 	kept := batch[:0]
 	s.imu.Lock()
@@ -322,10 +328,16 @@ func (s *sqliteStore) rejectDuplicates(batch []*pending) []*pending {
 		kept = append(kept, p)
 	}
 	s.imu.Unlock()
-	if len(kept) == 0 {
-		return nil
+	var maybe []*pending // IDs the filter may hold: looked up in the database
+	for _, p := range kept {
+		if s.filter.mayContain(p.draft.ID()) {
+			maybe = append(maybe, p)
+		}
 	}
-	taken, err := s.ids.stored(kept)
+	if len(maybe) == 0 {
+		return kept
+	}
+	taken, err := s.ids.stored(maybe)
 	if err != nil {
 		err = fmt.Errorf("recorder: append %d events: check their IDs: %w", len(kept), err)
 		s.logger.Error("append failed", "events", len(kept), "error", err)
