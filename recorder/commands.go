@@ -2,6 +2,7 @@ package recorder
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"time"
 )
@@ -30,7 +31,6 @@ func (f CommandFilter) Match(ev *Event) bool {
 // reading in one snapshot while appends continue. It stops at fn's first error
 // and returns it.
 func (s *sqliteStore) Commands(ctx context.Context, f CommandFilter, fn func(*Event) error) error {
-	s.catchUp(ctx)
 	q := selectRecords + ` WHERE type = ?`
 	args := []any{TypeCommand}
 	if !f.Since.IsZero() {
@@ -49,26 +49,42 @@ func (s *sqliteStore) Commands(ctx context.Context, f CommandFilter, fn func(*Ev
 		q += ` AND session_id = ?`
 		args = append(args, f.SessionID)
 	}
-	rows, err := s.reader.QueryContext(ctx, q+` ORDER BY seq`, args...)
-	if err != nil {
-		return fmt.Errorf("recorder: query commands: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var r Record
-		if err := scanRecord(rows, &r, &r.Body); err != nil {
+	return s.readSnapshot(ctx, func(tx *sql.Tx, tail []Record) error {
+		rows, err := tx.QueryContext(ctx, q+` ORDER BY seq`, args...)
+		if err != nil {
+			return fmt.Errorf("recorder: query commands: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var r Record
+			if err := scanRecord(rows, &r, &r.Body); err != nil {
+				return fmt.Errorf("recorder: read commands: %w", err)
+			}
+			ev, err := r.Event()
+			if err != nil {
+				return err
+			}
+			if err := fn(&ev); err != nil {
+				return err
+			}
+		}
+		if err := rows.Err(); err != nil {
 			return fmt.Errorf("recorder: read commands: %w", err)
 		}
-		ev, err := r.Event()
-		if err != nil {
-			return err
+		for _, r := range tail {
+			if r.Type != TypeCommand {
+				continue
+			}
+			ev, err := r.Event()
+			if err != nil {
+				return err
+			}
+			if f.Match(&ev) {
+				if err := fn(&ev); err != nil {
+					return err
+				}
+			}
 		}
-		if err := fn(&ev); err != nil {
-			return err
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("recorder: read commands: %w", err)
-	}
-	return nil
+		return nil
+	})
 }

@@ -299,3 +299,44 @@ func TestJournalBounded(t *testing.T) {
 		t.Errorf("Verify = %+v, want OK with 100 events", res)
 	}
 }
+
+// TestReadOnlySeesJournal: while the appending store's latest events are in
+// its journal only (the copy into the database is stopped here), a read-only
+// open sees them in every read: events, sessions, commands and verify.
+func TestReadOnlySeesJournal(t *testing.T) {
+	s, path := openTemp(t, "")
+	ctx := context.Background()
+	base := fillStore(t, s, 1)
+	mustVerify(t, s)
+	if err := s.writer.Close(); err != nil {
+		t.Fatalf("close writer db: %v", err)
+	}
+	late := sessionEvents("late", t0.Add(time.Hour)) // a whole session, journal only
+	appendAll(t, s, late)
+	if n := countRows(t, path, 1<<62); n != int64(len(base)) {
+		t.Fatalf("database holds %d events, want %d (the rest in the journal)", n, len(base))
+	}
+	st, err := OpenReadOnly(ctx, "sqlite://"+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	want := int64(len(base) + len(late))
+	if res := mustVerify(t, st); !res.OK || res.Events != want || res.Head != late[len(late)-1].Hash {
+		t.Errorf("Verify = %+v, want OK with %d events", res, want)
+	}
+	evs, err := st.Events(ctx, "late")
+	if err != nil || len(evs) != len(late) {
+		t.Errorf("Events(late) = %d events, %v; want %d", len(evs), err, len(late))
+	}
+	for _, f := range []SessionFilter{{}, {Limit: 1}, {Since: t0.Add(30 * time.Minute)}} {
+		sums, err := st.Sessions(ctx, f)
+		if err != nil || len(sums) == 0 || sums[0].ID != "late" || sums[0].Commands != 4 || sums[0].Blocked != 2 {
+			t.Errorf("Sessions(%+v) = %+v, %v; want the late session first, 4 commands, 2 blocked", f, sums, err)
+		}
+	}
+	var cmds int
+	if err := st.Commands(ctx, CommandFilter{SessionID: "late"}, func(*Event) error { cmds++; return nil }); err != nil || cmds != 4 {
+		t.Errorf("Commands(late) = %d, %v; want 4", cmds, err)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/regate/regate/policies/decision"
@@ -28,26 +29,40 @@ const filteredSessions = ` WHERE session_id IN (
 
 // Events returns the session's events in chain order.
 func (s *sqliteStore) Events(ctx context.Context, sessionID string) ([]Event, error) {
-	s.catchUp(ctx)
-	rows, err := s.reader.QueryContext(ctx, selectRecords+` WHERE session_id = ? ORDER BY seq`, sessionID)
-	if err != nil {
-		return nil, fmt.Errorf("recorder: query events of session %q: %w", sessionID, err)
-	}
-	defer rows.Close()
 	events := []Event{}
-	for rows.Next() {
-		var r Record
-		if err := scanRecord(rows, &r, &r.Body); err != nil {
-			return nil, fmt.Errorf("recorder: read events of session %q: %w", sessionID, err)
-		}
-		ev, err := r.Event()
+	err := s.readSnapshot(ctx, func(tx *sql.Tx, tail []Record) error {
+		rows, err := tx.QueryContext(ctx, selectRecords+` WHERE session_id = ? ORDER BY seq`, sessionID)
 		if err != nil {
-			return nil, err
+			return fmt.Errorf("recorder: query events of session %q: %w", sessionID, err)
 		}
-		events = append(events, ev)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("recorder: read events of session %q: %w", sessionID, err)
+		defer rows.Close()
+		for rows.Next() {
+			var r Record
+			if err := scanRecord(rows, &r, &r.Body); err != nil {
+				return fmt.Errorf("recorder: read events of session %q: %w", sessionID, err)
+			}
+			ev, err := r.Event()
+			if err != nil {
+				return err
+			}
+			events = append(events, ev)
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("recorder: read events of session %q: %w", sessionID, err)
+		}
+		for _, r := range tail {
+			if r.SessionID == sessionID {
+				ev, err := r.Event()
+				if err != nil {
+					return err
+				}
+				events = append(events, ev)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return events, nil
 }
@@ -55,26 +70,36 @@ func (s *sqliteStore) Events(ctx context.Context, sessionID string) ([]Event, er
 // Verify walks the whole chain in one read transaction (a consistent snapshot
 // while appends continue).
 func (s *sqliteStore) Verify(ctx context.Context) (VerifyResult, error) {
-	s.catchUp(ctx)
-	rows, err := s.reader.QueryContext(ctx, selectRecords+` ORDER BY seq`)
-	if err != nil {
-		return VerifyResult{}, fmt.Errorf("recorder: query events to verify: %w", err)
-	}
-	defer rows.Close()
 	v := NewChainVerifier()
-	for rows.Next() {
-		var r Record
-		var body sql.RawBytes // valid until the next row; the verifier keeps no reference
-		if err := scanRecord(rows, &r, &body); err != nil {
-			return VerifyResult{}, fmt.Errorf("recorder: read event after seq %d to verify: %w", v.next-1, err)
+	err := s.readSnapshot(ctx, func(tx *sql.Tx, tail []Record) error {
+		rows, err := tx.QueryContext(ctx, selectRecords+` ORDER BY seq`)
+		if err != nil {
+			return fmt.Errorf("recorder: query events to verify: %w", err)
 		}
-		r.Body = body
-		if !v.Add(r) {
-			break
+		defer rows.Close()
+		for rows.Next() {
+			var r Record
+			var body sql.RawBytes // valid until the next row; the verifier keeps no reference
+			if err := scanRecord(rows, &r, &body); err != nil {
+				return fmt.Errorf("recorder: read event after seq %d to verify: %w", v.next-1, err)
+			}
+			r.Body = body
+			if !v.Add(r) {
+				return nil
+			}
 		}
-	}
-	if err := rows.Err(); err != nil {
-		return VerifyResult{}, fmt.Errorf("recorder: read events to verify: %w", err)
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("recorder: read events to verify: %w", err)
+		}
+		for _, r := range tail {
+			if !v.Add(r) {
+				break
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return VerifyResult{}, err
 	}
 	return v.Result(), nil
 }
@@ -86,35 +111,75 @@ func scanRecord(rows *sql.Rows, r *Record, body any) error {
 
 // Sessions summarizes the sessions selected by f, newest first.
 func (s *sqliteStore) Sessions(ctx context.Context, f SessionFilter) ([]SessionSummary, error) {
-	s.catchUp(ctx)
-	var rows *sql.Rows
-	var err error
-	if f.Since.IsZero() && f.Limit <= 0 {
-		rows, err = s.reader.QueryContext(ctx, summaryColumns+` WHERE session_id <> '' ORDER BY seq`)
-	} else {
-		since, limit := "", -1
-		if !f.Since.IsZero() {
-			since = f.Since.UTC().Format(TimeFormat)
-		}
-		if f.Limit > 0 {
-			limit = f.Limit
-		}
-		rows, err = s.reader.QueryContext(ctx, summaryColumns+filteredSessions, since, limit)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("recorder: query sessions: %w", err)
-	}
-	defer rows.Close()
 	sum := NewSessionSummarizer()
-	for rows.Next() {
-		ev, err := scanSummaryEvent(rows)
-		if err != nil {
-			return nil, fmt.Errorf("recorder: read sessions: %w", err)
+	err := s.readSnapshot(ctx, func(tx *sql.Tx, tail []Record) error {
+		filtered := !f.Since.IsZero() || f.Limit > 0
+		seen := map[string]bool{}
+		add := func(q string, args ...any) error {
+			rows, err := tx.QueryContext(ctx, q, args...)
+			if err != nil {
+				return fmt.Errorf("recorder: query sessions: %w", err)
+			}
+			defer rows.Close()
+			for rows.Next() {
+				ev, err := scanSummaryEvent(rows)
+				if err != nil {
+					return fmt.Errorf("recorder: read sessions: %w", err)
+				}
+				seen[ev.SessionID] = true
+				sum.Add(ev)
+			}
+			if err := rows.Err(); err != nil {
+				return fmt.Errorf("recorder: read sessions: %w", err)
+			}
+			return nil
 		}
-		sum.Add(ev)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("recorder: read sessions: %w", err)
+		if !filtered {
+			if err := add(summaryColumns + ` WHERE session_id <> '' ORDER BY seq`); err != nil {
+				return err
+			}
+		} else {
+			since, limit := "", -1
+			if !f.Since.IsZero() {
+				since = f.Since.UTC().Format(TimeFormat)
+			}
+			if f.Limit > 0 {
+				limit = f.Limit
+			}
+			if err := add(summaryColumns+filteredSessions, since, limit); err != nil {
+				return err
+			}
+			// Sessions the journal continues that the filter left out (it
+			// only saw the database) are read whole, so that the summarizer
+			// filters them by their real start.
+			var more []any
+			for _, r := range tail {
+				if r.SessionID != "" && !seen[r.SessionID] {
+					seen[r.SessionID] = true
+					more = append(more, r.SessionID)
+				}
+			}
+			if len(more) > 0 {
+				q := summaryColumns + ` WHERE session_id IN (?` + strings.Repeat(",?", len(more)-1) + `) ORDER BY seq`
+				if err := add(q, more...); err != nil {
+					return err
+				}
+			}
+		}
+		for _, r := range tail {
+			if r.SessionID == "" {
+				continue
+			}
+			ev, err := r.Event()
+			if err != nil {
+				return err
+			}
+			sum.Add(&ev)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return sum.Summaries(f), nil
 }

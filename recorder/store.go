@@ -110,10 +110,10 @@ func Open(ctx context.Context, url string, logger hclog.Logger) (Store, error) {
 
 // OpenReadOnly opens the store named by url for reading while another process
 // may append to it (the CLI's sessions, replay, verify, export): Append fails.
-// Events the appending process wrote in the last few milliseconds may not be
-// visible yet. When no process holds the store and its journal still holds
-// events (regate stopped before copying them into the database), they are
-// copied first.
+// Reads see every event appended so far: the database, and the events of the
+// journal that the appending process has not copied into it yet. When no
+// process holds the store and its journal still holds events (regate stopped
+// before copying them into the database), they are copied first.
 func OpenReadOnly(ctx context.Context, url string, logger hclog.Logger) (Store, error) {
 	return open(ctx, url, logger, true)
 }

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/regate/regate/proxy"
 	"github.com/regate/regate/recorder"
 )
 
@@ -30,6 +31,9 @@ func (cn *conn) backendLoop(ctx context.Context) error {
 
 func (cn *conn) relayBackend(ctx context.Context, typ byte, body []byte) error {
 	cn.pending = nil
+	// Outcomes completed by this message are recorded once it is on its way
+	// to the client (their encoding is not the client's wait).
+	defer cn.recordOutcomes(ctx)
 	forward, err := cn.track(ctx, typ, body)
 	if err != nil {
 		return err
@@ -224,9 +228,23 @@ func (cn *conn) endBatch(ctx context.Context) {
 
 func (cn *conn) skipped(ctx context.Context, it *item) {
 	if it.cmd != nil {
-		it.cmd.Done(ctx, recorder.Outcome{Status: recorder.StatusFailed, Tags: it.tags,
+		cn.done(it.cmd, recorder.Outcome{Status: recorder.StatusFailed, Tags: it.tags,
 			Error: "not executed: an earlier message of the same batch failed"})
 	}
+}
+
+// done queues the outcome of cmd for recordOutcomes.
+func (cn *conn) done(cmd *proxy.Command, out recorder.Outcome) {
+	cn.outcomes = append(cn.outcomes, outcome{cmd, out})
+}
+
+// recordOutcomes records the queued outcomes.
+func (cn *conn) recordOutcomes(ctx context.Context) {
+	for i, o := range cn.outcomes {
+		o.cmd.Done(ctx, o.out)
+		cn.outcomes[i] = outcome{}
+	}
+	cn.outcomes = cn.outcomes[:0]
 }
 
 // finish records the outcome of a completed item.
@@ -241,7 +259,7 @@ func (cn *conn) finish(ctx context.Context, it *item) {
 	case it.errCode != "":
 		out.Status, out.Error, out.Code = recorder.StatusError, it.errMsg, it.errCode
 	}
-	it.cmd.Done(ctx, out)
+	cn.done(it.cmd, out)
 }
 
 // failPending records the outcome of requests the target never answered.
@@ -285,4 +303,10 @@ func paramOIDs(body []byte) []uint32 {
 		oids[i] = binary.BigEndian.Uint32(body[2+4*i:])
 	}
 	return oids
+}
+
+// outcome is a command's outcome waiting to be recorded.
+type outcome struct {
+	cmd *proxy.Command
+	out recorder.Outcome
 }

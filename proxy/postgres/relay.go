@@ -23,6 +23,9 @@ type conn struct {
 	sess       *proxy.Session
 	database   string
 	clientUser string
+	// outcomes completed by the target message being relayed, recorded
+	// after it is written to the client (backend goroutine only).
+	outcomes []outcome
 
 	client net.Conn
 	cr     frameReader   // client → regate
