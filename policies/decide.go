@@ -46,7 +46,7 @@ func (e *Engine) decide(ctx context.Context, input *parse.Input, out *ast.Value)
 		return deny(d, "policy evaluation failed: "+err.Error())
 	}
 	*out = value
-	return e.eval(ctx, d, value)
+	return e.eval(ctx, d, value, input.Postgres != nil)
 }
 
 // DecideJSON evaluates the decision for an input document given as JSON, as
@@ -65,11 +65,12 @@ func (e *Engine) DecideJSON(ctx context.Context, input []byte) decision.Decision
 	if err != nil {
 		return deny(d, "policy evaluation failed: "+err.Error())
 	}
-	return e.eval(ctx, d, value)
+	return e.eval(ctx, d, value, false)
 }
 
-// eval evaluates the decision for an input value.
-func (e *Engine) eval(ctx context.Context, d decision.Decision, value ast.Value) decision.Decision {
+// eval evaluates the decision for an input value, through the memo when
+// memo is set (see decisionMemo).
+func (e *Engine) eval(ctx context.Context, d decision.Decision, value ast.Value, memo bool) decision.Decision {
 	ctx = context.WithValue(ctx, decisionIDKey{}, d.ID)
 	// The read transaction pins the store; the generation loaded under it is
 	// the one whose compiler matches the data it sees (activations swap the
@@ -84,6 +85,23 @@ func (e *Engine) eval(ctx context.Context, d decision.Decision, value ast.Value)
 	if len(gen.bundles) == 0 {
 		return deny(d, "no policy bundle is active yet")
 	}
+	// The epoch is read under the read transaction, as gen is: commits wait
+	// for it, so both name the state this evaluation sees.
+	var (
+		state memoState
+		key   ast.Object
+		hash  uint64
+		epoch uint64
+	)
+	if memo && gen.partial != nil {
+		if obj, ok := memoInput(value); ok {
+			key, hash, epoch = obj, keyHash(obj), e.epoch.Load()
+			var result ast.Value
+			if state, result = e.memo.lookup(gen, epoch, key, hash); state == memoHit {
+				return e.memoDecision(d, result)
+			}
+		}
+	}
 	// Cancel the evaluation when ctx ends, without the goroutine per
 	// evaluation that OPA starts to watch ctx otherwise.
 	cancel := topdown.NewCancel()
@@ -97,13 +115,35 @@ func (e *Engine) eval(ctx context.Context, d decision.Decision, value ast.Value)
 		rego.EvalCopyMaps(true),
 	)
 	if err != nil {
+		if state == memoLearn && ctx.Err() == nil {
+			e.memo.store(gen, epoch, key, hash, nil)
+		}
 		e.logger.Warn("policy evaluation failed", "decision_id", d.ID, "error", err)
 		return deny(d, "policy evaluation failed: "+err.Error())
 	}
 	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
+		if state == memoLearn {
+			e.memo.store(gen, epoch, key, hash, nil)
+		}
 		return deny(d, "policy returned no decision at "+e.ref.String())
 	}
 	d.Result = rs[0].Expressions[0].Value
+	if state == memoLearn {
+		if result, ok := e.learn(ctx, gen, txn, key, d.Result); ok {
+			e.memo.store(gen, epoch, key, hash, result)
+		}
+	}
+	return apply(d, d.Result)
+}
+
+// memoDecision is the decision for a memoized result: what evaluation would
+// have returned, converted afresh so that no decision shares its maps.
+func (e *Engine) memoDecision(d decision.Decision, result ast.Value) decision.Decision {
+	res, err := ast.JSONWithOpt(result, ast.JSONOpt{SortSets: true, CopyMaps: true})
+	if err != nil {
+		return deny(d, "policy evaluation failed: "+err.Error())
+	}
+	d.Result = res
 	return apply(d, d.Result)
 }
 
