@@ -93,12 +93,13 @@ func (e *Engine) eval(ctx context.Context, d decision.Decision, value ast.Value,
 		hash  uint64
 		epoch uint64
 	)
-	if memo && gen.partial != nil {
+	if memo && gen.partial != nil && e.memo != nil {
 		if obj, ok := memoInput(value); ok {
 			key, hash, epoch = obj, keyHash(obj), e.epoch.Load()
-			var result ast.Value
-			if state, result = e.memo.lookup(gen, epoch, key, hash); state == memoHit {
-				return e.memoDecision(d, result)
+			var en *memoEntry
+			if state, en = e.memo.lookup(gen, epoch, key, hash); state == memoHit {
+				en.copyTo(&d)
+				return d
 			}
 		}
 	}
@@ -129,21 +130,15 @@ func (e *Engine) eval(ctx context.Context, d decision.Decision, value ast.Value,
 	}
 	d.Result = rs[0].Expressions[0].Value
 	if state == memoLearn {
-		if result, ok := e.learn(ctx, gen, txn, key, d.Result); ok {
-			e.memo.store(gen, epoch, key, hash, result)
+		// The memoized decision is made from a result of its own (learn's
+		// conversion), so that it shares nothing with d.
+		if result, record := e.learn(ctx, gen, txn, key, d.Result); result != nil {
+			m := apply(decision.Decision{Result: result}, result)
+			e.memo.store(gen, epoch, key, hash, &m)
+		} else if record {
+			e.memo.store(gen, epoch, key, hash, nil)
 		}
 	}
-	return apply(d, d.Result)
-}
-
-// memoDecision is the decision for a memoized result: what evaluation would
-// have returned, converted afresh so that no decision shares its maps.
-func (e *Engine) memoDecision(d decision.Decision, result ast.Value) decision.Decision {
-	res, err := ast.JSONWithOpt(result, ast.JSONOpt{SortSets: true, CopyMaps: true})
-	if err != nil {
-		return deny(d, "policy evaluation failed: "+err.Error())
-	}
-	d.Result = res
 	return apply(d, d.Result)
 }
 

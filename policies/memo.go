@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"reflect"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,6 +13,8 @@ import (
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/topdown"
+
+	"github.com/regate/regate/policies/decision"
 )
 
 // The decision memo spares the evaluation of a decision that is known not to
@@ -58,11 +61,51 @@ type decisionMemo struct {
 }
 
 // memoEntry is a memoized decision: input is the input document it was
-// learned from (only its key part matters) and result the decision's value.
+// learned from (only its key part matters) and decision what apply made of
+// the decision's value (ID, Path and Bundles unset), which hits copy.
 type memoEntry struct {
-	hash   uint64
-	input  ast.Object
-	result ast.Value
+	hash     uint64
+	input    ast.Object
+	decision decision.Decision
+}
+
+// copyTo fills d with a deep copy of the memoized decision.
+func (en *memoEntry) copyTo(d *decision.Decision) {
+	m := &en.decision
+	d.Allow, d.Error = m.Allow, m.Error
+	d.Reasons = slices.Clone(m.Reasons)
+	d.Mask = slices.Clone(m.Mask)
+	if m.Approval != nil {
+		d.Approval = &decision.Approval{Groups: slices.Clone(m.Approval.Groups), Reason: m.Approval.Reason}
+	}
+	d.Result = cloneJSON(m.Result)
+}
+
+// cloneJSON deep-copies a value decoded from JSON (or converted from a Rego
+// value): its maps and slices; other values are immutable.
+func cloneJSON(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		if x == nil {
+			return x
+		}
+		out := make(map[string]any, len(x))
+		for k, v := range x {
+			out[k] = cloneJSON(v)
+		}
+		return out
+	case []any:
+		if x == nil {
+			return x
+		}
+		out := make([]any, len(x))
+		for i, v := range x {
+			out[i] = cloneJSON(v)
+		}
+		return out
+	default:
+		return v
+	}
 }
 
 const (
@@ -96,7 +139,7 @@ const (
 // lookup finds the memoized decision for input under gen and epoch. On a
 // miss it records the sighting and tells whether this request should learn
 // the key (the second time it is seen; only one request learns it).
-func (m *decisionMemo) lookup(gen *generation, epoch uint64, input ast.Object, hash uint64) (memoState, ast.Value) {
+func (m *decisionMemo) lookup(gen *generation, epoch uint64, input ast.Object, hash uint64) (memoState, *memoEntry) {
 	m.mu.Lock()
 	if !m.current(gen, epoch) {
 		m.mu.Unlock()
@@ -108,7 +151,7 @@ func (m *decisionMemo) lookup(gen *generation, epoch uint64, input ast.Object, h
 	for _, en := range bucket {
 		if sameKey(en.input, input) {
 			m.hits.Add(1)
-			return memoHit, en.result
+			return memoHit, en
 		}
 	}
 	m.mu.Lock()
@@ -150,15 +193,15 @@ func (m *decisionMemo) current(gen *generation, epoch uint64) bool {
 	return true
 }
 
-// store records the outcome of learning the key of input: the decision's
-// value when result is not nil, else that the key is not memoizable.
-func (m *decisionMemo) store(gen *generation, epoch uint64, input ast.Object, hash uint64, result ast.Value) {
+// store records the outcome of learning the key of input: its decision
+// when d is not nil, else that the key is not memoizable.
+func (m *decisionMemo) store(gen *generation, epoch uint64, input ast.Object, hash uint64, d *decision.Decision) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.gen != gen || m.epoch != epoch || m.entries == nil {
 		return
 	}
-	if result == nil {
+	if d == nil {
 		m.refused.Add(1)
 		if len(m.neg) >= m.max {
 			clear(m.neg)
@@ -172,7 +215,7 @@ func (m *decisionMemo) store(gen *generation, epoch uint64, input ast.Object, ha
 		}
 	}
 	m.learned.Add(1)
-	en := &memoEntry{hash: hash, input: input, result: result}
+	en := &memoEntry{hash: hash, input: input, decision: *d}
 	if len(m.ring) < m.max {
 		m.ring = append(m.ring, en)
 	} else {
@@ -381,10 +424,10 @@ var errMemoTimeout = errors.New("partial evaluation took too long")
 
 // learn partially evaluates the decision for the key of input, in txn (the
 // transaction the request was evaluated in), and returns the decision's
-// value when it does not depend on the unknowns and equals want, the
-// ordinary evaluation's result. ok is false when nothing may be recorded
-// (the request's context ended).
-func (e *Engine) learn(ctx context.Context, gen *generation, txn storage.Transaction, input ast.Object, want any) (result ast.Value, ok bool) {
+// result when it does not depend on the unknowns and equals want, the
+// ordinary evaluation's result. record is false when nothing may be
+// recorded (the request's context ended).
+func (e *Engine) learn(ctx context.Context, gen *generation, txn storage.Transaction, input ast.Object, want any) (result any, record bool) {
 	pctx, cancelCtx := context.WithTimeoutCause(ctx, memoPETimeout, errMemoTimeout)
 	defer cancelCtx()
 	cancel := topdown.NewCancel()
@@ -397,10 +440,7 @@ func (e *Engine) learn(ctx context.Context, gen *generation, txn storage.Transac
 		rego.EvalExternalCancel(cancel),
 	)
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, false
-		}
-		return nil, true
+		return nil, ctx.Err() == nil
 	}
 	value := groundDecision(pq)
 	if value == nil {
@@ -413,7 +453,7 @@ func (e *Engine) learn(ctx context.Context, gen *generation, txn storage.Transac
 			"partial", ast.NewTerm(value).String())
 		return nil, true
 	}
-	return value, true
+	return got, true
 }
 
 // groundDecision returns the decision's value when pq is exactly one query
