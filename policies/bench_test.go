@@ -169,11 +169,24 @@ func preparedInputs(tb testing.TB, n int) []*parse.Input {
 
 // BenchmarkDecidePrepared measures the decision of the default library for
 // pgbench -S's prepared SELECT executed again and again with other
-// parameters, as the extended protocol does.
+// parameters, as the extended protocol does (the memo serves it).
 func BenchmarkDecidePrepared(b *testing.B) {
+	benchmarkDecidePrepared(b, true)
+}
+
+// BenchmarkDecidePreparedNoMemo is BenchmarkDecidePrepared evaluating every
+// decision.
+func BenchmarkDecidePreparedNoMemo(b *testing.B) {
+	benchmarkDecidePrepared(b, false)
+}
+
+func benchmarkDecidePrepared(b *testing.B, memo bool) {
 	e, err := New(context.Background(), Config{})
 	if err != nil {
 		b.Fatal(err)
+	}
+	if !memo {
+		e.memo = nil
 	}
 	ins := preparedInputs(b, 1024)
 	ctx := context.Background()

@@ -137,6 +137,12 @@ deny contains "42" if {
 }`, false}, // partial evaluation leaves count(set()) == 0 unfolded
 		{"time", `decision := {"allow": input.time < "2026"}`, false},
 		{"time in a reason", `decision := {"allow": true, "reasons": [input.time]}`, false},
+		{"time with a default", `decision := {"allow": allow}
+default allow := true
+allow := false if input.time >= "2026"`, false},
+		{"time through object.get", `decision := {"allow": object.get(input, "time", "none") != "2027-01-01T00:00:00Z"}`, false},
+		{"time negated", `decision := {"allow": true, "reasons": ["new year"]} if not startswith(input.time, "2027-01-01")
+else := {"allow": false}`, false},
 		{"time.now_ns", `decision := {"allow": time.now_ns() > 0}`, false},
 		{"time.now_ns in a test rule", `decision := {"allow": true}
 test_now if time.now_ns() > 0`, false},
