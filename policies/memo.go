@@ -419,13 +419,42 @@ func knownPart(in ast.Object) ast.Object {
 	return out
 }
 
+// probeInput returns input with other values for the unknowns: a time no
+// request has, and parameters of another shape (null for an array, an
+// array for null).
+func probeInput(in ast.Object) ast.Object {
+	out := ast.NewObject()
+	in.Foreach(func(k, v *ast.Term) {
+		ks, _ := k.Value.(ast.String)
+		if isUnknown(ks, false) {
+			v = ast.StringTerm("0001-01-01T00:00:00Z")
+		} else if pg, ok := v.Value.(ast.Object); ok && ks == "postgres" {
+			probe := ast.NewObject()
+			pg.Foreach(func(k, v *ast.Term) {
+				if ks, ok := k.Value.(ast.String); ok && isUnknown(ks, true) {
+					if _, null := v.Value.(ast.Null); null {
+						v = ast.ArrayTerm(ast.StringTerm("\x00regate probe"), ast.NullTerm())
+					} else {
+						v = ast.NullTerm()
+					}
+				}
+				probe.Insert(k, v)
+			})
+			v = ast.NewTerm(probe)
+		}
+		out.Insert(k, v)
+	})
+	return out
+}
+
 // errMemoTimeout cancels a partial evaluation that takes too long.
 var errMemoTimeout = errors.New("partial evaluation took too long")
 
 // learn partially evaluates the decision for the key of input, in txn (the
 // transaction the request was evaluated in), and returns the decision's
 // result when it does not depend on the unknowns and equals want, the
-// ordinary evaluation's result. record is false when nothing may be
+// ordinary evaluation's result, and the result of evaluating the decision
+// with other values for the unknowns (probeInput). record is false when nothing may be
 // recorded (the request's context ended).
 func (e *Engine) learn(ctx context.Context, gen *generation, txn storage.Transaction, input ast.Object, want any) (result any, record bool) {
 	pctx, cancelCtx := context.WithTimeoutCause(ctx, memoPETimeout, errMemoTimeout)
@@ -451,6 +480,23 @@ func (e *Engine) learn(ctx context.Context, gen *generation, txn storage.Transac
 		// Partial evaluation disagrees with evaluation: never memoize.
 		e.logger.Warn("partial evaluation of the decision disagrees with its evaluation; not memoized",
 			"partial", ast.NewTerm(value).String())
+		return nil, true
+	}
+	// Belt and braces: the decision for other values of the unknowns must be
+	// the same too.
+	rs, err := gen.query.Eval(pctx,
+		rego.EvalParsedInput(probeInput(input)),
+		rego.EvalTransaction(txn),
+		rego.EvalExternalCancel(cancel),
+		rego.EvalSortSets(true),
+		rego.EvalCopyMaps(true),
+	)
+	if err != nil || len(rs) == 0 || len(rs[0].Expressions) == 0 || !reflect.DeepEqual(rs[0].Expressions[0].Value, want) {
+		if ctx.Err() != nil {
+			return nil, false
+		}
+		e.logger.Warn("the decision for other parameters and time differs from the one partial evaluation proved; not memoized",
+			"partial", ast.NewTerm(value).String(), "error", err)
 		return nil, true
 	}
 	return got, true
