@@ -1,6 +1,7 @@
 package policies
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"reflect"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/storage"
 
@@ -495,5 +497,35 @@ func TestMemoConcurrentLearning(t *testing.T) {
 			t.Error("nothing learned")
 		}
 		e.Close()
+	}
+}
+
+// TestMemoHitsAreLogged checks that decisions the memo serves reach OPA's
+// decision-log plugin like evaluated ones, each under its own ID.
+func TestMemoHitsAreLogged(t *testing.T) {
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	logger := hclog.New(&hclog.LoggerOptions{Output: &lockedWriter{w: &logs, mu: &mu}, Level: hclog.Info})
+	e := startEngine(t, Config{OPA: []byte(`{"decision_logs": {"console": true}}`), Logger: logger})
+	var ids []string
+	ins := preparedInputs(t, 6)
+	for _, in := range ins {
+		ids = append(ids, e.Decide(context.Background(), in).ID)
+	}
+	if e.memo.hits.Load() != 4 {
+		t.Fatalf("%d memo hits", e.memo.hits.Load())
+	}
+	for _, id := range ids {
+		waitFor(t, "decision "+id+" in the console decision log", func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return strings.Contains(logs.String(), id)
+		})
+	}
+	// The logged input is the request's own, parameters included.
+	mu.Lock()
+	defer mu.Unlock()
+	if last := *ins[len(ins)-1].Postgres.Params[0]; !strings.Contains(logs.String(), "params:["+last+"]") {
+		t.Errorf("parameter %s of the last decision not logged:\n%s", last, logs.String())
 	}
 }
