@@ -149,6 +149,10 @@ else := {"allow": false}`, false},
 		{"time.now_ns in a test rule", `decision := {"allow": true}
 test_now if time.now_ns() > 0`, false},
 		{"print", `decision := {"allow": true} if print("deciding")`, false},
+		{"http.send mocked", `decision := {"allow": true} if {
+	r := http.send({"method": "GET", "url": "http://127.0.0.1:1"}) with http.send as {"status_code": 200}
+	r.status_code == 200
+}`, false},
 		{"some k, v in input.postgres", `decision := {"allow": true, "reasons": [sprintf("%s=%v", [k, v]) | some k, v in input.postgres]}`, false},
 		{"some k in input.postgres", `decision := {"allow": true, "reasons": [k | some k, _ in input.postgres]}`, false},
 		{"some k in input", `decision := {"allow": true, "reasons": [k | some k, _ in input]}`, false},
@@ -198,6 +202,12 @@ else := true`, true},
 			checkMemoMatches(t, e, ins)
 			if hits := e.memo.hits.Load(); (hits > 0) != tc.memo {
 				t.Errorf("%d memo hits (%d keys learned, %d refused)", hits, e.memo.learned.Load(), e.memo.refused.Load())
+			}
+			// Generations calling non-deterministic built-ins or print never
+			// use the memo at all.
+			off := strings.Contains(tc.policy, "time.now_ns") || strings.Contains(tc.policy, "print(") || strings.Contains(tc.policy, "http.send")
+			if (e.gen.Load().partial == nil) != off {
+				t.Errorf("memo enabled: %v", e.gen.Load().partial != nil)
 			}
 		})
 	}
