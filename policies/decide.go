@@ -20,7 +20,9 @@ import (
 // Decide evaluates the decision for input. It never fails: every problem
 // (no input, an evaluation error, an undefined or malformed result) is a
 // denying decision whose Error and Reasons say what went wrong. ctx cancels
-// the evaluation.
+// the evaluation. A decision that partial evaluation proved independent of
+// the request's parameters and time is served from a memo once learned
+// (see decisionMemo): the same decision, under a new ID.
 func (e *Engine) Decide(ctx context.Context, input *parse.Input) decision.Decision {
 	var value ast.Value
 	d := e.decide(ctx, input, &value)

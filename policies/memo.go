@@ -132,7 +132,7 @@ type memoState int
 
 const (
 	memoSkip  memoState = iota // not memoizable (or not now): evaluate
-	memoHit                    // result is the decision's value
+	memoHit                    // the entry holds the decision
 	memoLearn                  // seen before: evaluate, then try to learn it
 )
 

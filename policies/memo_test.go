@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/http/httptest"
 	"reflect"
 	"strings"
 	"sync"
@@ -537,5 +538,57 @@ func TestMemoHitsAreLogged(t *testing.T) {
 	defer mu.Unlock()
 	if last := *ins[len(ins)-1].Postgres.Params[0]; !strings.Contains(logs.String(), "params:["+last+"]") {
 		t.Errorf("parameter %s of the last decision not logged:\n%s", last, logs.String())
+	}
+}
+
+// TestMemoDataOnlyBundle checks that a memoized decision is not served once
+// a data-only bundle downloaded from a bundle service changes the data it
+// was made on.
+func TestMemoDataOnlyBundle(t *testing.T) {
+	lists := func(dbs string) map[string]string {
+		return map[string]string{".manifest": `{"roots": ["lists"]}`, "data.json": `{"lists": {"allowed_dbs": ` + dbs + `}}`}
+	}
+	files := &bundleFiles{files: map[string][]byte{
+		"main.tar.gz": buildBundle(t, "m1", map[string]string{
+			".manifest":   `{"roots": ["gate"]}`,
+			"policy.rego": "package gate\n\ndecision := {\"allow\": input.postgres.database in data.lists.allowed_dbs}\n",
+		}),
+		"lists.tar.gz": buildBundle(t, "l1", lists(`["app"]`)),
+	}}
+	srv := httptest.NewServer(files)
+	defer srv.Close()
+	e := startEngine(t, Config{
+		OPA:      opaConfig(srv.URL, map[string]string{"main": "main.tar.gz", "lists": "lists.tar.gz"}),
+		Decision: "gate/decision",
+	})
+	ctx := context.Background()
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := e.WaitReady(wctx); err != nil {
+		t.Fatal(err)
+	}
+	ins := preparedInputs(t, 8)
+	decideAll := func(allow bool, rev string) {
+		t.Helper()
+		for _, in := range ins {
+			d := e.Decide(ctx, in)
+			if d.Allow != allow || d.Bundles["lists"].Revision != rev {
+				t.Fatalf("want allow %v under lists %s: %+v", allow, rev, d)
+			}
+		}
+	}
+	decideAll(true, "l1")
+	hits := e.memo.hits.Load()
+	if hits == 0 {
+		t.Fatal("no memo hits")
+	}
+	files.Set("lists.tar.gz", buildBundle(t, "l2", lists(`["other"]`)))
+	waitFor(t, "lists l2", func() bool { return e.Bundles()["lists"].Revision == "l2" })
+	decideAll(false, "l2")
+	files.Set("lists.tar.gz", buildBundle(t, "l3", lists(`["other", "app"]`)))
+	waitFor(t, "lists l3", func() bool { return e.Bundles()["lists"].Revision == "l3" })
+	decideAll(true, "l3")
+	if e.memo.hits.Load() < hits+2*(int64(len(ins))-2) {
+		t.Errorf("%d memo hits after the updates, want at least %d", e.memo.hits.Load(), hits+2*(int64(len(ins))-2))
 	}
 }
