@@ -201,9 +201,12 @@ func (e *Engine) activate(ctx context.Context, txn storage.Transaction) error {
 			rego.ShallowInlining(true),
 		).PrepareForPartial(ctx)
 		if err != nil {
-			return fmt.Errorf("prepare %s for partial evaluation: %w", e.ref, err)
+			// The decisions are evaluated as always; only the memo is off.
+			e.logger.Warn("cannot prepare the decision for partial evaluation; decisions are not memoized",
+				"decision", e.ref.String(), "error", err)
+		} else {
+			partial = &pq
 		}
-		partial = &pq
 	}
 	if len(active) > 0 && !definesDocument(compiler, e.ref) {
 		e.logger.Warn("no rule defines the decision; requests are denied unless bundle data provides it",

@@ -81,18 +81,23 @@ func memoInputs(t *testing.T) []*parse.Input {
 func checkMemoMatches(t *testing.T, e *Engine, ins []*parse.Input) {
 	t.Helper()
 	ctx := context.Background()
-	for round := range 4 {
-		for i, in := range ins {
+	wants := make([]decision.Decision, len(ins))
+	for i, in := range ins {
+		wants[i] = plainDecide(t, e, in)
+	}
+	for round := range memoLearnAt + 3 {
+		for i := range ins {
 			// Rounds go forwards and backwards so that a key's executions
 			// are interleaved with other keys'.
 			if round%2 == 1 {
-				in = ins[len(ins)-1-i]
+				i = len(ins) - 1 - i
 			}
+			in := ins[i]
 			got := e.Decide(ctx, in)
 			if got.ID == "" || got.ID == "plain" {
 				t.Fatalf("decision ID %q", got.ID)
 			}
-			want := plainDecide(t, e, in)
+			want := wants[i]
 			got.ID = want.ID
 			if !reflect.DeepEqual(got, want) {
 				t.Fatalf("round %d, query %q, params %v, time %v:\n got %+v\nwant %+v",
@@ -194,6 +199,7 @@ else := true`, true},
 	ins := memoInputs(t)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			cfg := Config{}
 			if tc.policy != "" {
 				cfg.Bundle = bundleDir(t, "custom", map[string]string{"policy.rego": "package regate\n\n" + tc.policy + "\n"})
@@ -216,7 +222,7 @@ else := true`, true},
 
 // TestMemoHitsPreparedSelect checks that the memo serves the default
 // library's decisions of a prepared SELECT executed with other parameters,
-// from its third execution on.
+// once learned (at its memoLearnAt-th execution).
 func TestMemoHitsPreparedSelect(t *testing.T) {
 	e := newEngine(t, Config{})
 	defer e.Close()
@@ -227,8 +233,8 @@ func TestMemoHitsPreparedSelect(t *testing.T) {
 			t.Fatalf("decision %+v", d)
 		}
 	}
-	if hits := e.memo.hits.Load(); hits != int64(len(ins)-2) {
-		t.Errorf("%d memo hits for %d executions, want %d", hits, len(ins), len(ins)-2)
+	if hits := e.memo.hits.Load(); hits != int64(len(ins)-memoLearnAt) {
+		t.Errorf("%d memo hits for %d executions, want %d", hits, len(ins), len(ins)-memoLearnAt)
 	}
 	if e.memo.learned.Load() != 1 || e.memo.refused.Load() != 0 {
 		t.Errorf("%d keys learned, %d refused; want 1, 0", e.memo.learned.Load(), e.memo.refused.Load())
@@ -240,7 +246,7 @@ func TestMemoHitsPreparedSelect(t *testing.T) {
 func TestMemoDecisionIsFresh(t *testing.T) {
 	e := newEngine(t, Config{})
 	defer e.Close()
-	ins := preparedInputs(t, 4)
+	ins := preparedInputs(t, memoLearnAt+2)
 	var ds []decision.Decision
 	for _, in := range ins {
 		ds = append(ds, e.Decide(context.Background(), in))
@@ -248,14 +254,14 @@ func TestMemoDecisionIsFresh(t *testing.T) {
 	if e.memo.hits.Load() != 2 {
 		t.Fatalf("%d memo hits", e.memo.hits.Load())
 	}
-	a, b := ds[2], ds[3]
+	a, b := ds[len(ds)-2], ds[len(ds)-1]
 	if a.ID == b.ID {
 		t.Errorf("two decisions with ID %s", a.ID)
 	}
 	a.Mask[0].Column = "changed"
 	a.Result.(map[string]any)["allow"] = false
 	a.Bundles["x"] = decision.Bundle{}
-	want := plainDecide(t, e, ins[3])
+	want := plainDecide(t, e, ins[len(ins)-1])
 	b.ID = want.ID
 	if !reflect.DeepEqual(b, want) {
 		t.Errorf("changing a decision changed another:\n got %+v\nwant %+v", b, want)
@@ -491,8 +497,8 @@ func TestMemoConcurrentLearning(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				ins := preparedInputs(t, 3)
-				for s := range 50 {
+				ins := preparedInputs(t, memoLearnAt+1)
+				for s := range 10 {
 					for _, in := range ins {
 						in.Session.ID = fmt.Sprintf("s%d-%d", g, s)
 						if d := e.Decide(context.Background(), in); !d.Allow {
@@ -519,7 +525,7 @@ func TestMemoHitsAreLogged(t *testing.T) {
 	logger := hclog.New(&hclog.LoggerOptions{Output: &lockedWriter{w: &logs, mu: &mu}, Level: hclog.Info})
 	e := startEngine(t, Config{OPA: []byte(`{"decision_logs": {"console": true}}`), Logger: logger})
 	var ids []string
-	ins := preparedInputs(t, 6)
+	ins := preparedInputs(t, memoLearnAt+4)
 	for _, in := range ins {
 		ids = append(ids, e.Decide(context.Background(), in).ID)
 	}
@@ -567,7 +573,7 @@ func TestMemoDataOnlyBundle(t *testing.T) {
 	if err := e.WaitReady(wctx); err != nil {
 		t.Fatal(err)
 	}
-	ins := preparedInputs(t, 8)
+	ins := preparedInputs(t, memoLearnAt+8)
 	decideAll := func(allow bool, rev string) {
 		t.Helper()
 		for _, in := range ins {
@@ -582,13 +588,18 @@ func TestMemoDataOnlyBundle(t *testing.T) {
 	if hits == 0 {
 		t.Fatal("no memo hits")
 	}
-	files.Set("lists.tar.gz", buildBundle(t, "l2", lists(`["other"]`)))
-	waitFor(t, "lists l2", func() bool { return e.Bundles()["lists"].Revision == "l2" })
-	decideAll(false, "l2")
-	files.Set("lists.tar.gz", buildBundle(t, "l3", lists(`["other", "app"]`)))
-	waitFor(t, "lists l3", func() bool { return e.Bundles()["lists"].Revision == "l3" })
-	decideAll(true, "l3")
-	if e.memo.hits.Load() < hits+2*(int64(len(ins))-2) {
-		t.Errorf("%d memo hits after the updates, want at least %d", e.memo.hits.Load(), hits+2*(int64(len(ins))-2))
+	for _, step := range []struct {
+		rev, dbs string
+		allow    bool
+	}{{"l2", `["other"]`, false}, {"l3", `["other", "app"]`, true}} {
+		files.Set("lists.tar.gz", buildBundle(t, step.rev, lists(step.dbs)))
+		waitFor(t, "lists "+step.rev, func() bool { return e.Bundles()["lists"].Revision == step.rev })
+		decideAll(step.allow, step.rev)
+		// Twice: the memo learns the new decisions and serves them.
+		decideAll(step.allow, step.rev)
+		if e.memo.hits.Load() == hits {
+			t.Errorf("no memo hits under lists %s", step.rev)
+		}
+		hits = e.memo.hits.Load()
 	}
 }
