@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io/fs"
 	"net/http/httptest"
 	"reflect"
 	"strings"
@@ -129,11 +130,29 @@ func TestMemoMatchesEvaluation(t *testing.T) {
 		policy string // package regate, after the package line
 		// memo: whether the memo must (true) or must not (false) hit at all.
 		memo bool
+		// library: the policy is added to the default library's files.
+		library bool
 	}{
-		{"default library", "", true},
+		{"default library", "", true, false},
+		// A rule of one's own that reads the parameters, even of other
+		// statements only, makes partial evaluation leave the library's
+		// sets to support rules for every statement: a limit of partial
+		// evaluation that leaves nothing memoized.
+		{"default library and a parameter rule", `deny contains "42" if {
+	some s in input.postgres.statements
+	s.command == "DELETE"
+	some p in input.postgres.params
+	p == "42"
+}`, false, true},
+		{"default library and a statement rule", `deny contains "no DELETE on t" if {
+	some s in input.postgres.statements
+	s.command == "DELETE"
+	some r in s.relations
+	r.name == "t"
+}`, true, true},
 		{"blocks a parameter", `decision := {"allow": allow, "reasons": []}
 allow := false if input.postgres.params[0] == "42"
-else := true`, false},
+else := true`, false, false},
 		{"blocks a parameter, among statements", `decision := {"allow": count(deny) == 0, "reasons": sort(deny)}
 deny contains "delete" if input.postgres.statements[_].command == "DELETE"
 deny contains "42" if {
@@ -142,59 +161,59 @@ deny contains "42" if {
 	r.name == "t"
 	some p in input.postgres.params
 	p == "42"
-}`, false}, // partial evaluation leaves count(set()) == 0 unfolded
-		{"time", `decision := {"allow": input.time < "2026"}`, false},
-		{"time in a reason", `decision := {"allow": true, "reasons": [input.time]}`, false},
+}`, false, false}, // partial evaluation leaves count(set()) == 0 unfolded
+		{"time", `decision := {"allow": input.time < "2026"}`, false, false},
+		{"time in a reason", `decision := {"allow": true, "reasons": [input.time]}`, false, false},
 		{"time with a default", `decision := {"allow": allow}
 default allow := true
-allow := false if input.time >= "2026"`, false},
-		{"time through object.get", `decision := {"allow": object.get(input, "time", "none") != "2027-01-01T00:00:00Z"}`, false},
+allow := false if input.time >= "2026"`, false, false},
+		{"time through object.get", `decision := {"allow": object.get(input, "time", "none") != "2027-01-01T00:00:00Z"}`, false, false},
 		{"time negated", `decision := {"allow": true, "reasons": ["new year"]} if not startswith(input.time, "2027-01-01")
-else := {"allow": false}`, false},
-		{"time.now_ns", `decision := {"allow": time.now_ns() > 0}`, false},
+else := {"allow": false}`, false, false},
+		{"time.now_ns", `decision := {"allow": time.now_ns() > 0}`, false, false},
 		{"time.now_ns in a test rule", `decision := {"allow": true}
-test_now if time.now_ns() > 0`, false},
-		{"print", `decision := {"allow": true} if print("deciding")`, false},
+test_now if time.now_ns() > 0`, false, false},
+		{"print", `decision := {"allow": true} if print("deciding")`, false, false},
 		{"http.send mocked", `decision := {"allow": true} if {
 	r := http.send({"method": "GET", "url": "http://127.0.0.1:1"}) with http.send as {"status_code": 200}
 	r.status_code == 200
-}`, false},
-		{"some k, v in input.postgres", `decision := {"allow": true, "reasons": [sprintf("%s=%v", [k, v]) | some k, v in input.postgres]}`, false},
-		{"some k in input.postgres", `decision := {"allow": true, "reasons": [k | some k, _ in input.postgres]}`, false},
-		{"some k in input", `decision := {"allow": true, "reasons": [k | some k, _ in input]}`, false},
-		{"count(input.postgres)", `decision := {"allow": count(input.postgres) == 6}`, false},
-		{"walk(input)", `decision := {"allow": true, "n": count([p | walk(input, [p, _])])}`, false},
-		{"walk(input.postgres) to params", `decision := {"allow": true, "reasons": [v | walk(input.postgres, [p, v]); is_string(v); count(p) == 2; p[0] == "params"]}`, false},
-		{"json.marshal(input)", `decision := {"allow": true, "reasons": [json.marshal(input)]}`, false},
-		{"json.marshal(input.postgres.statements)", `decision := {"allow": true, "reasons": [json.marshal(input.postgres.statements)]}`, true},
-		{"object.get with a dynamic key", `decision := {"allow": true, "reasons": [json.marshal(object.get(input.postgres, k, "none")) | some k in ["query", concat("", ["par", "ams"]), "x"]]}`, false},
-		{"object.keys", `decision := {"allow": count(object.keys(input.postgres)) == 6, "reasons": sort(object.keys(input.postgres))}`, false},
-		{"object.remove", `decision := {"allow": true, "x": object.remove(input.postgres, ["statements", "query"])}`, false},
-		{"input.postgres as a whole", `decision := {"allow": true, "x": input.postgres}`, false},
-		{"errors on some parameters", `decision := {"allow": to_number(input.postgres.params[0]) > 0}`, false},
-		{"errors on every request", `decision := {"allow": to_number(input.postgres.query) > 0}`, false},
+}`, false, false},
+		{"some k, v in input.postgres", `decision := {"allow": true, "reasons": [sprintf("%s=%v", [k, v]) | some k, v in input.postgres]}`, false, false},
+		{"some k in input.postgres", `decision := {"allow": true, "reasons": [k | some k, _ in input.postgres]}`, false, false},
+		{"some k in input", `decision := {"allow": true, "reasons": [k | some k, _ in input]}`, false, false},
+		{"count(input.postgres)", `decision := {"allow": count(input.postgres) == 6}`, false, false},
+		{"walk(input)", `decision := {"allow": true, "n": count([p | walk(input, [p, _])])}`, false, false},
+		{"walk(input.postgres) to params", `decision := {"allow": true, "reasons": [v | walk(input.postgres, [p, v]); is_string(v); count(p) == 2; p[0] == "params"]}`, false, false},
+		{"json.marshal(input)", `decision := {"allow": true, "reasons": [json.marshal(input)]}`, false, false},
+		{"json.marshal(input.postgres.statements)", `decision := {"allow": true, "reasons": [json.marshal(input.postgres.statements)]}`, true, false},
+		{"object.get with a dynamic key", `decision := {"allow": true, "reasons": [json.marshal(object.get(input.postgres, k, "none")) | some k in ["query", concat("", ["par", "ams"]), "x"]]}`, false, false},
+		{"object.keys", `decision := {"allow": count(object.keys(input.postgres)) == 6, "reasons": sort(object.keys(input.postgres))}`, false, false},
+		{"object.remove", `decision := {"allow": true, "x": object.remove(input.postgres, ["statements", "query"])}`, false, false},
+		{"input.postgres as a whole", `decision := {"allow": true, "x": input.postgres}`, false, false},
+		{"errors on some parameters", `decision := {"allow": to_number(input.postgres.params[0]) > 0}`, false, false},
+		{"errors on every request", `decision := {"allow": to_number(input.postgres.query) > 0}`, false, false},
 		{"conflict on some parameters", `decision := {"allow": true} if input.postgres.params[0] == "42"
-decision := {"allow": false} if input.postgres.database == "app"`, false},
+decision := {"allow": false} if input.postgres.database == "app"`, false, false},
 		{"every parameter", `decision := {"allow": ok}
 default ok := false
-ok if every p in input.postgres.params { p != "42" }`, false},
+ok if every p in input.postgres.params { p != "42" }`, false, false},
 		{"negated parameter", `decision := {"allow": ok}
 default ok := false
-ok if not input.postgres.params`, false},
-		{"with on the parameters", `decision := {"allow": true, "x": x} if x := input.postgres.params with input.postgres.params as ["1"]`, false},
-		{"with keeps the parameters", `decision := {"allow": true, "x": x} if x := count(input.postgres.params) with input.postgres.query as ""`, false},
+ok if not input.postgres.params`, false, false},
+		{"with on the parameters", `decision := {"allow": true, "x": x} if x := input.postgres.params with input.postgres.params as ["1"]`, false, false},
+		{"with keeps the parameters", `decision := {"allow": true, "x": x} if x := count(input.postgres.params) with input.postgres.query as ""`, false, false},
 		{"function of the parameters", `decision := {"allow": f(input.postgres.params)}
 f(ps) := false if ps[0] == "42"
-else := true`, false},
+else := true`, false, false},
 		{"function of the statements", `decision := {"allow": f(input.postgres.statements)}
 f(ss) := false if ss[0].command == "DROP"
-else := true`, true},
-		{"undefined decision", `decision := {"allow": true} if input.postgres.database == "other"`, false},
-		{"undefined for some parameters", `decision := {"allow": true} if input.postgres.params[0] != "42"`, false},
-		{"broken contract", `decision := {"allow": "yes", "mask": [{"column": "x", "colour": "red"}]}`, true},
-		{"set of reasons", `decision := {"allow": false, "reasons": {s.command | some s in input.postgres.statements}}`, true},
-		{"claims", `decision := {"allow": input.identity.claims.email == "alice@example.com"}`, true},
-		{"session", `decision := {"allow": input.session.id == "s1"}`, true},
+else := true`, true, false},
+		{"undefined decision", `decision := {"allow": true} if input.postgres.database == "other"`, false, false},
+		{"undefined for some parameters", `decision := {"allow": true} if input.postgres.params[0] != "42"`, false, false},
+		{"broken contract", `decision := {"allow": "yes", "mask": [{"column": "x", "colour": "red"}]}`, true, false},
+		{"set of reasons", `decision := {"allow": false, "reasons": {s.command | some s in input.postgres.statements}}`, true, false},
+		{"claims", `decision := {"allow": input.identity.claims.email == "alice@example.com"}`, true, false},
+		{"session", `decision := {"allow": input.session.id == "s1"}`, true, false},
 	}
 	ins := memoInputs(t)
 	for _, tc := range tests {
@@ -202,7 +221,17 @@ else := true`, true},
 			t.Parallel()
 			cfg := Config{}
 			if tc.policy != "" {
-				cfg.Bundle = bundleDir(t, "custom", map[string]string{"policy.rego": "package regate\n\n" + tc.policy + "\n"})
+				files := map[string]string{"policy.rego": "package regate\n\n" + tc.policy + "\n"}
+				if tc.library {
+					for _, name := range []string{"regate.rego", "postgres.rego", "regate/postgres/data.json"} {
+						b, err := fs.ReadFile(Default(), name)
+						if err != nil {
+							t.Fatal(err)
+						}
+						files[name] = string(b)
+					}
+				}
+				cfg.Bundle = bundleDir(t, "custom", files)
 			}
 			e := newEngine(t, cfg)
 			defer e.Close()
