@@ -2,6 +2,7 @@ package policies
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	mrand "math/rand/v2"
@@ -92,6 +93,7 @@ func (e *Engine) eval(ctx context.Context, d decision.Decision, value ast.Value,
 	// for it, so both name the state this evaluation sees.
 	var (
 		state memoState
+		en    *memoEntry
 		key   ast.Object
 		hash  uint64
 		epoch uint64
@@ -99,7 +101,6 @@ func (e *Engine) eval(ctx context.Context, d decision.Decision, value ast.Value,
 	if memo && gen.partial != nil && e.memo != nil {
 		if obj, ok := memoInput(value); ok {
 			key, hash, epoch = obj, keyHash(obj), e.epoch.Load()
-			var en *memoEntry
 			if state, en = e.memo.lookup(gen, epoch, key, hash); state == memoHit {
 				en.copyTo(&d)
 				return d
@@ -121,19 +122,30 @@ func (e *Engine) eval(ctx context.Context, d decision.Decision, value ast.Value,
 		rego.EvalMetrics(opametrics.NoOp()),
 	)
 	if err != nil {
-		if state == memoLearn && ctx.Err() == nil {
-			e.memo.store(gen, epoch, key, hash, nil)
+		switch state {
+		case memoLearn:
+			if ctx.Err() == nil {
+				e.memo.store(gen, epoch, key, hash, nil)
+			}
+		case memoVerify:
+			e.verify(ctx, gen, en, err, nil)
 		}
 		e.logger.Warn("policy evaluation failed", "decision_id", d.ID, "error", err)
 		return deny(d, "policy evaluation failed: "+err.Error())
 	}
 	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
-		if state == memoLearn {
+		switch state {
+		case memoLearn:
 			e.memo.store(gen, epoch, key, hash, nil)
+		case memoVerify:
+			e.verify(ctx, gen, en, errors.New("no decision"), nil)
 		}
 		return deny(d, "policy returned no decision at "+e.ref.String())
 	}
 	d.Result = rs[0].Expressions[0].Value
+	if state == memoVerify {
+		e.verify(ctx, gen, en, nil, d.Result)
+	}
 	if state == memoLearn {
 		// The memoized decision is made from a result of its own (learn's
 		// conversion), so that it shares nothing with d.

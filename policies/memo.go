@@ -46,6 +46,10 @@ import (
 // propagation it turns off writes into terms that concurrent evaluations
 // share.
 //
+// One hit in memoVerifyEvery is evaluated as usual and compared with the
+// memo: a difference (which only a bug can cause) is logged as an error and
+// turns the memo off for the generation.
+//
 // A key is only partially evaluated at its memoLearnAt-th execution, so
 // statements executed a few times never pay for it, and partial evaluation
 // is bounded by memoPETimeout and the request's context. A hit still
@@ -64,7 +68,13 @@ type decisionMemo struct {
 	next    int                     // next ring slot to evict once full
 	max     int                     // bound of each of seen, neg and entries
 
-	hits, learned, refused atomic.Int64 // for tests and benchmarks
+	// Every verifyEvery-th hit is evaluated instead and compared with the
+	// memo; a difference turns the memo off for the generation (off).
+	verifyEvery int64
+	checks      atomic.Int64
+	off         *generation
+
+	hits, learned, refused, mismatches atomic.Int64 // for tests and benchmarks
 }
 
 // memoEntry is a memoized decision: input is the input document it was
@@ -120,9 +130,11 @@ const (
 	// evaluation costs about as much as 50 evaluations (4-5 ms for the
 	// default library and pgbench's SELECT, against 80-100 µs), so keys are
 	// only learned once they have shown they are executed again and again.
-	memoLearnAt   = 8
-	memoSize      = 4096
-	memoPETimeout = 100 * time.Millisecond
+	memoLearnAt = 8
+	// memoVerifyEvery: one hit in so many is evaluated and compared.
+	memoVerifyEvery = 1000
+	memoSize        = 4096
+	memoPETimeout   = 100 * time.Millisecond
 	// memoMaxQuery is the longest query text whose decisions are memoized:
 	// entries hold their input, and huge statements are rarely repeated.
 	memoMaxQuery = 16 << 10
@@ -137,15 +149,16 @@ var memoUnknowns = []*ast.Term{
 }
 
 func newDecisionMemo(max int) *decisionMemo {
-	return &decisionMemo{max: max}
+	return &decisionMemo{max: max, verifyEvery: memoVerifyEvery}
 }
 
 type memoState int
 
 const (
-	memoSkip  memoState = iota // not memoizable (or not now): evaluate
-	memoHit                    // the entry holds the decision
-	memoLearn                  // seen memoLearnAt times: evaluate, then try to learn it
+	memoSkip   memoState = iota // not memoizable (or not now): evaluate
+	memoHit                     // the entry holds the decision
+	memoLearn                   // seen memoLearnAt times: evaluate, then try to learn it
+	memoVerify                  // a hit sampled for verification: evaluate, then compare
 )
 
 // lookup finds the memoized decision for input under gen and epoch. On a
@@ -162,6 +175,9 @@ func (m *decisionMemo) lookup(gen *generation, epoch uint64, input ast.Object, h
 	// Entries are immutable: compare outside the lock.
 	for _, en := range bucket {
 		if sameKey(en.input, input) {
+			if m.verifyEvery > 0 && m.checks.Add(1)%m.verifyEvery == 0 {
+				return memoVerify, en
+			}
 			m.hits.Add(1)
 			return memoHit, en
 		}
@@ -190,6 +206,9 @@ func (m *decisionMemo) lookup(gen *generation, epoch uint64, input ast.Object, h
 // they move on; false when they are older than the memo's (a request that
 // began before a commit neither reads nor fills the memo). m.mu is held.
 func (m *decisionMemo) current(gen *generation, epoch uint64) bool {
+	if gen == m.off {
+		return false
+	}
 	if m.gen == gen && m.epoch == epoch && m.entries != nil {
 		return true
 	}
@@ -204,6 +223,33 @@ func (m *decisionMemo) current(gen *generation, epoch uint64) bool {
 	m.entries = make(map[uint64][]*memoEntry)
 	m.ring, m.next = nil, 0
 	return true
+}
+
+// disable turns the memo off for gen, for good.
+func (m *decisionMemo) disable(gen *generation) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.off = gen
+	if m.gen == gen {
+		m.entries = nil
+	}
+}
+
+// verify compares a memoized decision with the evaluation of a request it
+// was served for (err the evaluation's error, result its result): a
+// difference, which only a bug can cause, is logged and turns the memo off
+// for the generation.
+func (e *Engine) verify(ctx context.Context, gen *generation, en *memoEntry, err error, result any) {
+	if err != nil && ctx.Err() != nil {
+		return
+	}
+	if err == nil && reflect.DeepEqual(en.decision.Result, result) {
+		return
+	}
+	e.memo.mismatches.Add(1)
+	e.memo.disable(gen)
+	e.logger.Error("a memoized decision differs from the evaluation of a request it was served for; the memo is off until the next policy activation",
+		"memoized", en.decision.Result, "evaluated", result, "error", err)
 }
 
 // store records the outcome of learning the key of input: its decision

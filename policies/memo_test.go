@@ -235,7 +235,12 @@ else := true`, true, false},
 			}
 			e := newEngine(t, cfg)
 			defer e.Close()
+			// One hit in three is evaluated and compared as well.
+			e.memo.verifyEvery = 3
 			checkMemoMatches(t, e, ins)
+			if n := e.memo.mismatches.Load(); n != 0 {
+				t.Errorf("%d memoized decisions differed from evaluation", n)
+			}
 			if hits := e.memo.hits.Load(); (hits > 0) != tc.memo {
 				t.Errorf("%d memo hits (%d keys learned, %d refused)", hits, e.memo.learned.Load(), e.memo.refused.Load())
 			}
@@ -630,5 +635,46 @@ func TestMemoDataOnlyBundle(t *testing.T) {
 			t.Errorf("no memo hits under lists %s", step.rev)
 		}
 		hits = e.memo.hits.Load()
+	}
+}
+
+// TestMemoVerifyCatchesWrongEntry checks that a sampled hit that differs
+// from evaluation (here a corrupted entry) is answered by evaluation and
+// turns the memo off for the generation.
+func TestMemoVerifyCatchesWrongEntry(t *testing.T) {
+	e := newEngine(t, Config{})
+	defer e.Close()
+	ctx := context.Background()
+	ins := preparedInputs(t, memoLearnAt+10)
+	for _, in := range ins[:memoLearnAt+1] {
+		if d := e.Decide(ctx, in); !d.Allow {
+			t.Fatalf("decision %+v", d)
+		}
+	}
+	if e.memo.hits.Load() != 1 {
+		t.Fatalf("%d memo hits", e.memo.hits.Load())
+	}
+	e.memo.mu.Lock()
+	for _, bucket := range e.memo.entries {
+		for _, en := range bucket {
+			en.decision.Allow = false
+			en.decision.Result = map[string]any{"allow": false}
+		}
+	}
+	e.memo.mu.Unlock()
+	e.memo.verifyEvery = 1
+	for _, in := range ins[memoLearnAt+1:] {
+		got := e.Decide(ctx, in)
+		want := plainDecide(t, e, in)
+		got.ID = want.ID
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("got %+v\nwant %+v", got, want)
+		}
+	}
+	if e.memo.mismatches.Load() != 1 || e.memo.hits.Load() != 1 {
+		t.Errorf("%d mismatches, %d hits; want 1, 1", e.memo.mismatches.Load(), e.memo.hits.Load())
+	}
+	if e.memo.learned.Load() != 1 {
+		t.Errorf("%d keys learned after the memo was turned off", e.memo.learned.Load())
 	}
 }
