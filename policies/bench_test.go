@@ -4,13 +4,18 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"strconv"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/util"
 
 	"github.com/regate/regate/parse"
+	"github.com/regate/regate/parse/sql"
 )
 
 // benchSelectAST is the pg_query JSON of
@@ -37,12 +42,14 @@ func benchInput(b *testing.B) *parse.Input {
 }
 
 // BenchmarkDecide measures one decision of the default library for a
-// realistic single-statement SELECT, input conversion included.
+// realistic single-statement SELECT, input conversion included, evaluated
+// every time (the memo, which would serve this repeated input, is off).
 func BenchmarkDecide(b *testing.B) {
 	e, err := New(context.Background(), Config{})
 	if err != nil {
 		b.Fatal(err)
 	}
+	e.memo = nil
 	in := benchInput(b)
 	ctx := context.Background()
 	b.ReportAllocs()
@@ -59,6 +66,7 @@ func BenchmarkDecideParallel(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	e.memo = nil
 	in := benchInput(b)
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
@@ -136,4 +144,87 @@ func BenchmarkEvalInput(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// preparedInputs returns n inputs of one session executing the pgbench -S
+// prepared statement (parsed by parse/sql, so its tree is shared as in the
+// proxy) with n different bound parameters and execution times.
+func preparedInputs(tb testing.TB, n int) []*parse.Input {
+	tb.Helper()
+	stmts, err := sql.NewParser(0).Parse("SELECT abalance FROM pgbench_accounts WHERE aid = $1;")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	base := pgInput(stmts...)
+	base.Postgres.Query = "SELECT abalance FROM pgbench_accounts WHERE aid = $1;"
+	ins := make([]*parse.Input, n)
+	for i := range ins {
+		in := *base
+		pg := *base.Postgres
+		p := strconv.Itoa(1 + i*7919%100000)
+		pg.Params = []*string{&p}
+		in.Postgres = &pg
+		in.Time = base.Time.Add(time.Duration(i) * time.Microsecond)
+		ins[i] = &in
+	}
+	return ins
+}
+
+// BenchmarkDecidePrepared measures the decision of the default library for
+// pgbench -S's prepared SELECT executed again and again with other
+// parameters, as the extended protocol does (the memo serves it).
+func BenchmarkDecidePrepared(b *testing.B) {
+	benchmarkDecidePrepared(b, true)
+}
+
+// BenchmarkDecidePreparedNoMemo is BenchmarkDecidePrepared evaluating every
+// decision.
+func BenchmarkDecidePreparedNoMemo(b *testing.B) {
+	benchmarkDecidePrepared(b, false)
+}
+
+func benchmarkDecidePrepared(b *testing.B, memo bool) {
+	e, err := New(context.Background(), Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if !memo {
+		e.memo = nil
+	}
+	ins := preparedInputs(b, 1024)
+	ctx := context.Background()
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if d := e.Decide(ctx, ins[i%len(ins)]); !d.Allow {
+			b.Fatalf("denied: %v", d.Reasons)
+		}
+		i++
+	}
+}
+
+// BenchmarkDecidePreparedParallel is BenchmarkDecidePrepared from GOMAXPROCS
+// goroutines, each its own session.
+func BenchmarkDecidePreparedParallel(b *testing.B) {
+	e, err := New(context.Background(), Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var sessions atomic.Int64
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		ins := preparedInputs(b, 256)
+		id := fmt.Sprintf("s%d", sessions.Add(1))
+		for _, in := range ins {
+			in.Session.ID = id
+		}
+		i := 0
+		for pb.Next() {
+			if d := e.Decide(context.Background(), ins[i%len(ins)]); !d.Allow {
+				b.Errorf("denied: %v", d.Reasons)
+				return
+			}
+			i++
+		}
+	})
 }

@@ -2,6 +2,7 @@ package policies
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	mrand "math/rand/v2"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/open-policy-agent/opa/v1/ast"
+	opametrics "github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/open-policy-agent/opa/v1/util"
@@ -20,7 +22,9 @@ import (
 // Decide evaluates the decision for input. It never fails: every problem
 // (no input, an evaluation error, an undefined or malformed result) is a
 // denying decision whose Error and Reasons say what went wrong. ctx cancels
-// the evaluation.
+// the evaluation. A decision that partial evaluation proved independent of
+// the request's parameters and time is served from a memo once learned
+// (see decisionMemo): the same decision, under a new ID.
 func (e *Engine) Decide(ctx context.Context, input *parse.Input) decision.Decision {
 	var value ast.Value
 	d := e.decide(ctx, input, &value)
@@ -46,7 +50,7 @@ func (e *Engine) decide(ctx context.Context, input *parse.Input, out *ast.Value)
 		return deny(d, "policy evaluation failed: "+err.Error())
 	}
 	*out = value
-	return e.eval(ctx, d, value)
+	return e.eval(ctx, d, value, input.Postgres != nil)
 }
 
 // DecideJSON evaluates the decision for an input document given as JSON, as
@@ -65,11 +69,12 @@ func (e *Engine) DecideJSON(ctx context.Context, input []byte) decision.Decision
 	if err != nil {
 		return deny(d, "policy evaluation failed: "+err.Error())
 	}
-	return e.eval(ctx, d, value)
+	return e.eval(ctx, d, value, false)
 }
 
-// eval evaluates the decision for an input value.
-func (e *Engine) eval(ctx context.Context, d decision.Decision, value ast.Value) decision.Decision {
+// eval evaluates the decision for an input value, through the memo when
+// memo is set (see decisionMemo).
+func (e *Engine) eval(ctx context.Context, d decision.Decision, value ast.Value, memo bool) decision.Decision {
 	ctx = context.WithValue(ctx, decisionIDKey{}, d.ID)
 	// The read transaction pins the store; the generation loaded under it is
 	// the one whose compiler matches the data it sees (activations swap the
@@ -84,6 +89,24 @@ func (e *Engine) eval(ctx context.Context, d decision.Decision, value ast.Value)
 	if len(gen.bundles) == 0 {
 		return deny(d, "no policy bundle is active yet")
 	}
+	// The epoch is read under the read transaction, as gen is: commits wait
+	// for it, so both name the state this evaluation sees.
+	var (
+		state memoState
+		en    *memoEntry
+		key   ast.Object
+		hash  uint64
+		epoch uint64
+	)
+	if memo && gen.partial != nil && e.memo != nil {
+		if obj, ok := memoInput(value); ok {
+			key, hash, epoch = obj, keyHash(obj), e.epoch.Load()
+			if state, en = e.memo.lookup(gen, epoch, key, hash); state == memoHit {
+				en.copyTo(&d)
+				return d
+			}
+		}
+	}
 	// Cancel the evaluation when ctx ends, without the goroutine per
 	// evaluation that OPA starts to watch ctx otherwise.
 	cancel := topdown.NewCancel()
@@ -95,15 +118,44 @@ func (e *Engine) eval(ctx context.Context, d decision.Decision, value ast.Value)
 		rego.EvalTransaction(txn),
 		rego.EvalSortSets(true),
 		rego.EvalCopyMaps(true),
+		// Nobody reads OPA's per-evaluation timers: spare their allocation.
+		rego.EvalMetrics(opametrics.NoOp()),
 	)
 	if err != nil {
+		switch state {
+		case memoLearn:
+			if ctx.Err() == nil {
+				e.memo.store(gen, epoch, key, hash, nil)
+			}
+		case memoVerify:
+			e.verify(ctx, gen, en, err, nil)
+		}
 		e.logger.Warn("policy evaluation failed", "decision_id", d.ID, "error", err)
 		return deny(d, "policy evaluation failed: "+err.Error())
 	}
 	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
+		switch state {
+		case memoLearn:
+			e.memo.store(gen, epoch, key, hash, nil)
+		case memoVerify:
+			e.verify(ctx, gen, en, errors.New("no decision"), nil)
+		}
 		return deny(d, "policy returned no decision at "+e.ref.String())
 	}
 	d.Result = rs[0].Expressions[0].Value
+	if state == memoVerify {
+		e.verify(ctx, gen, en, nil, d.Result)
+	}
+	if state == memoLearn {
+		// The memoized decision is made from a result of its own (learn's
+		// conversion), so that it shares nothing with d.
+		if result, record := e.learn(ctx, gen, txn, key, d.Result); result != nil {
+			m := apply(decision.Decision{Result: result}, result)
+			e.memo.store(gen, epoch, key, hash, &m)
+		} else if record {
+			e.memo.store(gen, epoch, key, hash, nil)
+		}
+	}
 	return apply(d, d.Result)
 }
 

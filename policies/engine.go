@@ -63,6 +63,11 @@ type Engine struct {
 	gen    atomic.Pointer[generation]
 	dlogs  *logs.Plugin // OPA decision logs, when configured
 
+	// memo holds decisions that do not depend on the parameters or time of
+	// a request (see decisionMemo); epoch counts the store's commits.
+	memo  *decisionMemo
+	epoch atomic.Uint64
+
 	metrics  metrics
 	stopOnce sync.Once
 
@@ -79,6 +84,10 @@ type generation struct {
 	query     rego.PreparedEvalQuery
 	bundles   map[string]decision.Bundle
 	activated time.Time
+
+	// partial is the decision query prepared for partial evaluation, set
+	// when the memo may serve this generation's decisions.
+	partial *rego.PreparedPartialQuery
 }
 
 // New loads the configured bundles and prepares the decision query. A local
@@ -120,14 +129,22 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		return nil, err
 	}
 	e := &Engine{ref: ref, path: path, logger: logger, cache: newValueCache(8192), source: src, store: src.Store(),
-		local: cfg.Bundle, localName: localName, unverified: cfg.Unverified}
+		memo: newDecisionMemo(memoSize), local: cfg.Bundle, localName: localName, unverified: cfg.Unverified}
 	src.OnActivate(func(ctx context.Context, txn storage.Transaction) {
 		if err := e.activate(ctx, txn); err != nil {
 			e.metrics.swapFailures.Add(1)
 			e.logger.Error("cannot prepare the decision query on the new bundles; the previous ones stay in force", "error", err)
 		}
 	})
-	if err := storage.Txn(ctx, e.store, storage.TransactionParams{}, func(txn storage.Transaction) error {
+	if err := storage.Txn(ctx, e.store, storage.TransactionParams{Write: true}, func(txn storage.Transaction) error {
+		// Every commit (bundles, data-only bundles, any write) starts a new
+		// epoch: memoized decisions never outlive the data they were made on.
+		if _, err := e.store.Register(ctx, txn, storage.TriggerConfig{
+			SkipDataConversion: true,
+			OnCommit:           func(context.Context, storage.Transaction, storage.TriggerEvent) { e.epoch.Add(1) },
+		}); err != nil {
+			return err
+		}
 		return e.activate(ctx, txn)
 	}); err != nil {
 		src.Close()
@@ -169,11 +186,33 @@ func (e *Engine) activate(ctx context.Context, txn storage.Transaction) error {
 	if err != nil {
 		return fmt.Errorf("prepare %s: %w", e.ref, err)
 	}
+	var partial *rego.PreparedPartialQuery
+	if memoizable(compiler) {
+		pq, err := rego.New(
+			rego.ParsedQuery(ast.NewBody(ast.Equality.Expr(ast.NewTerm(memoVar), ast.NewTerm(e.ref)))),
+			rego.Compiler(compiler),
+			rego.Store(e.store),
+			rego.Transaction(txn),
+			rego.SetRegoVersion(ast.RegoV1),
+			rego.StrictBuiltinErrors(true),
+			// Copy propagation, which shallow inlining turns off, writes
+			// into the terms of values it substitutes, such as a rule's
+			// constant head that concurrent evaluations are reading.
+			rego.ShallowInlining(true),
+		).PrepareForPartial(ctx)
+		if err != nil {
+			// The decisions are evaluated as always; only the memo is off.
+			e.logger.Warn("cannot prepare the decision for partial evaluation; decisions are not memoized",
+				"decision", e.ref.String(), "error", err)
+		} else {
+			partial = &pq
+		}
+	}
 	if len(active) > 0 && !definesDocument(compiler, e.ref) {
 		e.logger.Warn("no rule defines the decision; requests are denied unless bundle data provides it",
 			"decision", e.ref.String(), "bundles", active)
 	}
-	prev := e.gen.Swap(&generation{query: query, bundles: active, activated: time.Now()})
+	prev := e.gen.Swap(&generation{query: query, bundles: active, activated: time.Now(), partial: partial})
 	e.metrics.activations.Add(1)
 	if prev != nil {
 		for name, b := range active {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -30,6 +31,24 @@ type valueCache struct {
 	// targets caches the values of targets (a handful per gateway), keyed
 	// by their fields with the labels map by identity.
 	targets map[targetKey]cached
+
+	// stmts caches the values of statements, keyed by their tree (as the
+	// cache of trees is) and checked against their other fields, which are
+	// kept with the value.
+	stmts map[unsafe.Pointer]cachedStatement
+}
+
+type cachedStatement struct {
+	stmt  parse.Statement // AST keeps the tree alive; RawAST, Base, Patches unset
+	value ast.Value
+}
+
+// sameFields tells whether s has the fields the cached value was made from.
+func (c *cachedStatement) sameFields(s *parse.Statement) bool {
+	k := &c.stmt
+	return k.Command == s.Command && k.Node == s.Node && k.HasWhere == s.HasWhere &&
+		(k.Relations == nil) == (s.Relations == nil) && slices.Equal(k.Relations, s.Relations) &&
+		(k.Functions == nil) == (s.Functions == nil) && slices.Equal(k.Functions, s.Functions)
 }
 
 type targetKey struct {
@@ -185,7 +204,37 @@ func (e *Engine) postgresValue(p *parse.Postgres) (ast.Value, error) {
 	), nil
 }
 
+// statementValue returns the value of s, cached when its tree is its own
+// (not patched from a template's).
 func (e *Engine) statementValue(s *parse.Statement) (ast.Value, error) {
+	if s.AST == nil || (s.Base != nil && len(s.Patches) > 0) {
+		return e.makeStatementValue(s)
+	}
+	key := mapKey(s.AST)
+	c := e.cache
+	c.mu.Lock()
+	cs, ok := c.stmts[key]
+	c.mu.Unlock()
+	if ok && cs.sameFields(s) {
+		return cs.value, nil
+	}
+	v, err := e.makeStatementValue(s)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stmts == nil || len(c.stmts) >= c.max {
+		c.stmts = make(map[unsafe.Pointer]cachedStatement)
+	}
+	c.stmts[key] = cachedStatement{value: v, stmt: parse.Statement{
+		Command: s.Command, Node: s.Node, HasWhere: s.HasWhere, AST: s.AST,
+		Relations: slices.Clone(s.Relations), Functions: slices.Clone(s.Functions),
+	}}
+	return v, nil
+}
+
+func (e *Engine) makeStatementValue(s *parse.Statement) (ast.Value, error) {
 	tree, err := e.treeValue(s)
 	if err != nil {
 		return nil, err

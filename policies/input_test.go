@@ -94,3 +94,41 @@ func TestInputValueRejectsNonJSONNumbers(t *testing.T) {
 		t.Errorf("decision = %+v", d)
 	}
 }
+
+// TestStatementValueCache checks that a statement's cached value is only
+// reused for a statement with the same tree and the same other fields.
+func TestStatementValueCache(t *testing.T) {
+	e := &Engine{cache: newValueCache(16)}
+	tree := map[string]any{"SelectStmt": map[string]any{"op": "SETOP_NONE"}}
+	base := parse.Statement{Command: "SELECT", Node: "SelectStmt", AST: tree,
+		Relations: []parse.Relation{{Schema: "public", Name: "t", Access: parse.AccessRead}}, Functions: []string{"f"}}
+	variants := []func(s *parse.Statement){
+		func(s *parse.Statement) {},
+		func(s *parse.Statement) { s.Command = "DELETE" },
+		func(s *parse.Statement) { s.Node = "DeleteStmt" },
+		func(s *parse.Statement) { s.HasWhere = true },
+		func(s *parse.Statement) { s.Relations = nil },
+		func(s *parse.Statement) { s.Relations = []parse.Relation{} },
+		func(s *parse.Statement) { s.Relations = []parse.Relation{{Name: "t", Access: parse.AccessWrite}} },
+		func(s *parse.Statement) { s.Functions = nil },
+		func(s *parse.Statement) { s.Functions = []string{} },
+		func(s *parse.Statement) { s.Functions = []string{"g"} },
+	}
+	for round := range 2 {
+		for i, change := range variants {
+			s := base
+			change(&s)
+			got, err := e.statementValue(&s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := viaJSON(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Compare(want) != 0 || got.String() != want.String() {
+				t.Errorf("round %d, variant %d: %v, want %v", round, i, got, want)
+			}
+		}
+	}
+}

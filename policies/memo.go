@@ -1,0 +1,641 @@
+package policies
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage"
+	"github.com/open-policy-agent/opa/v1/topdown"
+
+	"github.com/regate/regate/policies/decision"
+)
+
+// The decision memo spares the evaluation of a decision that is known not to
+// depend on the parts of the input that change between executions of a
+// prepared statement: its bound parameters (input.postgres.params) and the
+// time of the request (input.time). Everything else in the input (identity
+// with its claims, target with its labels, session, database, users, query
+// text and parsed statements) is the memo's key, compared exactly.
+//
+// The proof is OPA's partial evaluation: the decision query is partially
+// evaluated with the key as input and input.time and input.postgres.params
+// as unknowns. Only when that yields a single query binding the decision to
+// a ground value, with no support rules, does the decision provably not
+// depend on the unknowns; the value is then memoized, after checking that it
+// is what the ordinary evaluation of the same request returned. Any other
+// outcome (the decision reads a parameter or the time, calls a
+// non-deterministic built-in, errors, is undefined, is a conflict, ...)
+// marks the key as not memoizable and its requests are evaluated as always.
+//
+// Entries belong to one generation (compiled policy) and one store epoch,
+// which every commit to OPA's store advances (new bundles, data-only
+// bundles, any write): a lookup under another generation or epoch never
+// hits, and the memo is emptied when they change. A generation whose
+// modules call a non-deterministic built-in (time.now_ns, http.send,
+// rand.intn, ...) or print() never uses the memo (print output would be
+// lost on hits). Before a ground value is memoized, the decision is also
+// evaluated with other values for the unknowns (probeInput) and must come
+// out the same. Partial evaluation runs with shallow inlining: the copy
+// propagation it turns off writes into terms that concurrent evaluations
+// share.
+//
+// One hit in memoVerifyEvery is evaluated as usual and compared with the
+// memo: a difference (which only a bug can cause) is logged as an error and
+// turns the memo off for the generation.
+//
+// A key is only partially evaluated at its memoLearnAt-th execution, so
+// statements executed a few times never pay for it, and partial evaluation
+// is bounded by memoPETimeout and the request's context. A hit still
+// produces a full decision (new ID, the generation's bundles, a deep copy
+// of the memoized Result, reasons and obligations) and is logged and
+// counted like any other.
+type decisionMemo struct {
+	mu    sync.Mutex
+	gen   *generation
+	epoch uint64
+
+	seen    map[uint64]int          // sightings of key hashes not learned yet (collisions only bring PE forward)
+	neg     map[uint64]struct{}     // key hashes not to memoize (collisions only lose hits)
+	entries map[uint64][]*memoEntry // memoized decisions by key hash
+	ring    []*memoEntry            // entries in insertion order, for eviction
+	next    int                     // next ring slot to evict once full
+	max     int                     // bound of each of seen, neg and entries
+
+	// Every verifyEvery-th hit is evaluated instead and compared with the
+	// memo; a difference turns the memo off for the generation (off).
+	verifyEvery int64
+	checks      atomic.Int64
+	off         *generation
+
+	hits, learned, refused, mismatches atomic.Int64 // for tests and benchmarks
+}
+
+// memoEntry is a memoized decision: input is the input document it was
+// learned from (only its key part matters) and decision what apply made of
+// the decision's value (ID, Path and Bundles unset), which hits copy.
+type memoEntry struct {
+	hash     uint64
+	input    ast.Object
+	decision decision.Decision
+}
+
+// copyTo fills d with a deep copy of the memoized decision.
+func (en *memoEntry) copyTo(d *decision.Decision) {
+	m := &en.decision
+	d.Allow, d.Error = m.Allow, m.Error
+	d.Reasons = slices.Clone(m.Reasons)
+	d.Mask = slices.Clone(m.Mask)
+	if m.Approval != nil {
+		d.Approval = &decision.Approval{Groups: slices.Clone(m.Approval.Groups), Reason: m.Approval.Reason}
+	}
+	d.Result = cloneJSON(m.Result)
+}
+
+// cloneJSON deep-copies a value decoded from JSON (or converted from a Rego
+// value): its maps and slices; other values are immutable.
+func cloneJSON(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		if x == nil {
+			return x
+		}
+		out := make(map[string]any, len(x))
+		for k, v := range x {
+			out[k] = cloneJSON(v)
+		}
+		return out
+	case []any:
+		if x == nil {
+			return x
+		}
+		out := make([]any, len(x))
+		for i, v := range x {
+			out[i] = cloneJSON(v)
+		}
+		return out
+	default:
+		return v
+	}
+}
+
+const (
+	// memoLearnAt is the execution of a key that learns it. Partial
+	// evaluation costs about as much as 50 evaluations (4-5 ms for the
+	// default library and pgbench's SELECT, against 80-100 µs), so keys are
+	// only learned once they have shown they are executed again and again.
+	memoLearnAt = 8
+	// memoVerifyEvery: one hit in so many is evaluated and compared.
+	memoVerifyEvery = 1000
+	memoSize        = 4096
+	memoPETimeout   = 100 * time.Millisecond
+	// memoMaxQuery is the longest query text whose decisions are memoized:
+	// entries hold their input, and huge statements are rarely repeated.
+	memoMaxQuery = 16 << 10
+	memoVar      = ast.Var("__regate_memo__")
+)
+
+// memoUnknowns are the parts of the input partial evaluation treats as
+// unknown: what changes between executions of one prepared statement.
+var memoUnknowns = []*ast.Term{
+	ast.MustParseTerm("input.time"),
+	ast.MustParseTerm("input.postgres.params"),
+}
+
+func newDecisionMemo(max int) *decisionMemo {
+	return &decisionMemo{max: max, verifyEvery: memoVerifyEvery}
+}
+
+type memoState int
+
+const (
+	memoSkip   memoState = iota // not memoizable (or not now): evaluate
+	memoHit                     // the entry holds the decision
+	memoLearn                   // seen memoLearnAt times: evaluate, then try to learn it
+	memoVerify                  // a hit sampled for verification: evaluate, then compare
+)
+
+// lookup finds the memoized decision for input under gen and epoch. On a
+// miss it records the sighting and tells whether this request should learn
+// the key (the memoLearnAt-th time it is seen; only one request learns it).
+func (m *decisionMemo) lookup(gen *generation, epoch uint64, input ast.Object, hash uint64) (memoState, *memoEntry) {
+	m.mu.Lock()
+	if !m.current(gen, epoch) {
+		m.mu.Unlock()
+		return memoSkip, nil
+	}
+	bucket := m.entries[hash]
+	m.mu.Unlock()
+	// Entries are immutable: compare outside the lock.
+	for _, en := range bucket {
+		if sameKey(en.input, input) {
+			if m.verifyEvery > 0 && m.checks.Add(1)%m.verifyEvery == 0 {
+				return memoVerify, en
+			}
+			m.hits.Add(1)
+			return memoHit, en
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.gen != gen || m.epoch != epoch {
+		return memoSkip, nil
+	}
+	if _, ok := m.neg[hash]; ok {
+		return memoSkip, nil
+	}
+	n, ok := m.seen[hash]
+	if !ok && len(m.seen) >= m.max {
+		clear(m.seen)
+	}
+	if n+1 >= memoLearnAt {
+		delete(m.seen, hash)
+		return memoLearn, nil
+	}
+	m.seen[hash] = n + 1
+	return memoSkip, nil
+}
+
+// current makes the memo's contents those of gen and epoch, emptying it when
+// they move on; false when they are older than the memo's (a request that
+// began before a commit neither reads nor fills the memo). m.mu is held.
+func (m *decisionMemo) current(gen *generation, epoch uint64) bool {
+	if gen == m.off {
+		return false
+	}
+	if m.gen == gen && m.epoch == epoch && m.entries != nil {
+		return true
+	}
+	if m.entries != nil && epoch <= m.epoch {
+		// An older epoch, or the same epoch under another generation (which
+		// commits never produce: every activation is a commit).
+		return false
+	}
+	m.gen, m.epoch = gen, epoch
+	m.seen = make(map[uint64]int)
+	m.neg = make(map[uint64]struct{})
+	m.entries = make(map[uint64][]*memoEntry)
+	m.ring, m.next = nil, 0
+	return true
+}
+
+// disable turns the memo off for gen, for good.
+func (m *decisionMemo) disable(gen *generation) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.off = gen
+	if m.gen == gen {
+		m.entries = nil
+	}
+}
+
+// verify compares a memoized decision with the evaluation of a request it
+// was served for (err the evaluation's error, result its result): a
+// difference, which only a bug can cause, is logged and turns the memo off
+// for the generation.
+func (e *Engine) verify(ctx context.Context, gen *generation, en *memoEntry, err error, result any) {
+	if err != nil && ctx.Err() != nil {
+		return
+	}
+	if err == nil && reflect.DeepEqual(en.decision.Result, result) {
+		return
+	}
+	e.memo.mismatches.Add(1)
+	e.memo.disable(gen)
+	e.logger.Error("a memoized decision differs from the evaluation of a request it was served for; the memo is off until the next policy activation",
+		"memoized", en.decision.Result, "evaluated", result, "error", err)
+}
+
+// store records the outcome of learning the key of input: its decision
+// when d is not nil, else that the key is not memoizable.
+func (m *decisionMemo) store(gen *generation, epoch uint64, input ast.Object, hash uint64, d *decision.Decision) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.gen != gen || m.epoch != epoch || m.entries == nil {
+		return
+	}
+	if d == nil {
+		m.refused.Add(1)
+		if len(m.neg) >= m.max {
+			clear(m.neg)
+		}
+		m.neg[hash] = struct{}{}
+		return
+	}
+	for _, en := range m.entries[hash] {
+		if sameKey(en.input, input) {
+			return
+		}
+	}
+	m.learned.Add(1)
+	en := &memoEntry{hash: hash, input: input, decision: *d}
+	if len(m.ring) < m.max {
+		m.ring = append(m.ring, en)
+	} else {
+		old := m.ring[m.next]
+		m.removeEntry(old)
+		m.ring[m.next] = en
+		m.next = (m.next + 1) % m.max
+	}
+	m.entries[hash] = append(m.entries[hash], en)
+}
+
+func (m *decisionMemo) removeEntry(old *memoEntry) {
+	bucket := m.entries[old.hash]
+	kept := make([]*memoEntry, 0, len(bucket))
+	for _, en := range bucket {
+		if en != old {
+			kept = append(kept, en)
+		}
+	}
+	if len(kept) == 0 {
+		delete(m.entries, old.hash)
+	} else {
+		m.entries[old.hash] = kept
+	}
+}
+
+// memoInput returns input as an object when its decision may be memoized: a
+// postgres request whose query text is not huge.
+func memoInput(value ast.Value) (ast.Object, bool) {
+	obj, ok := value.(ast.Object)
+	if !ok {
+		return nil, false
+	}
+	t := obj.Get(ast.InternedTerm("postgres"))
+	if t == nil {
+		return nil, false
+	}
+	pg, ok := t.Value.(ast.Object)
+	if !ok {
+		return nil, false
+	}
+	t = pg.Get(ast.InternedTerm("query"))
+	if t == nil {
+		return nil, false
+	}
+	if q, ok := t.Value.(ast.String); !ok || len(q) > memoMaxQuery {
+		return nil, false
+	}
+	return obj, true
+}
+
+// isUnknown tells whether the member k of the input (in postgres when inPG)
+// is one of memoUnknowns.
+func isUnknown(k ast.String, inPG bool) bool {
+	if inPG {
+		return k == "params"
+	}
+	return k == "time"
+}
+
+// keyHash hashes the key part of an input: every member but the unknowns.
+// Equal keys have equal hashes; sameKey decides equality.
+func keyHash(in ast.Object) uint64 {
+	h := uint64(14695981039346656037)
+	mix := func(x int) {
+		h ^= uint64(x)
+		h *= 1099511628211
+		h ^= h >> 29
+	}
+	in.Foreach(func(k, v *ast.Term) {
+		ks, ok := k.Value.(ast.String)
+		if ok && isUnknown(ks, false) {
+			return
+		}
+		mix(k.Hash())
+		if pg, ok := v.Value.(ast.Object); ok && ks == "postgres" {
+			pg.Foreach(func(k, v *ast.Term) {
+				if ks, ok := k.Value.(ast.String); ok && isUnknown(ks, true) {
+					return
+				}
+				mix(k.Hash())
+				mix(v.Hash())
+			})
+			return
+		}
+		mix(v.Hash())
+	})
+	return h
+}
+
+// sameKey tells whether two inputs have the same key part: the same members
+// (unknowns included, so that both have them or neither), all of them but
+// the unknowns exactly equal.
+func sameKey(a, b ast.Object) bool {
+	if a == b {
+		return true
+	}
+	return sameObject(a, b, func(k ast.String, x, y ast.Value) bool {
+		switch {
+		case isUnknown(k, false):
+			return true
+		case k == "postgres":
+			px, ok1 := x.(ast.Object)
+			py, ok2 := y.(ast.Object)
+			if !ok1 || !ok2 {
+				return sameValue(x, y)
+			}
+			return sameObject(px, py, func(k ast.String, x, y ast.Value) bool {
+				return isUnknown(k, true) || sameValue(x, y)
+			})
+		default:
+			return sameValue(x, y)
+		}
+	})
+}
+
+// sameObject tells whether a and b have the same string keys and each
+// pair of values satisfies same. Objects with keys of other types are never
+// the same (an input document has none).
+func sameObject(a, b ast.Object, same func(k ast.String, x, y ast.Value) bool) bool {
+	if a.Len() != b.Len() {
+		return false
+	}
+	return !a.Until(func(k, x *ast.Term) bool {
+		ks, ok := k.Value.(ast.String)
+		if !ok {
+			return true
+		}
+		y := b.Get(k)
+		return y == nil || !same(ks, x.Value, y.Value)
+	})
+}
+
+// sameValue tells whether two JSON-shaped values are identical: stricter
+// than Rego equality (numbers compare by their text, as json.marshal would
+// tell 1 from 1.0), and false for anything an input document cannot hold.
+// Shared sub-documents (cached identities, statement trees) compare by
+// identity.
+func sameValue(a, b ast.Value) bool {
+	switch x := a.(type) {
+	case ast.Null:
+		_, ok := b.(ast.Null)
+		return ok
+	case ast.Boolean:
+		y, ok := b.(ast.Boolean)
+		return ok && x == y
+	case ast.String:
+		y, ok := b.(ast.String)
+		return ok && x == y
+	case ast.Number:
+		y, ok := b.(ast.Number)
+		return ok && x == y
+	case *ast.Array:
+		y, ok := b.(*ast.Array)
+		if !ok || x.Len() != y.Len() {
+			return false
+		}
+		if x == y {
+			return true
+		}
+		for i := range x.Len() {
+			if !sameValue(x.Elem(i).Value, y.Elem(i).Value) {
+				return false
+			}
+		}
+		return true
+	case ast.Object:
+		y, ok := b.(ast.Object)
+		if !ok {
+			return false
+		}
+		if x == y {
+			return true
+		}
+		return sameObject(x, y, func(_ ast.String, v, w ast.Value) bool { return sameValue(v, w) })
+	default:
+		return false
+	}
+}
+
+// knownPart returns the input without the unknowns, the input partial
+// evaluation gets.
+func knownPart(in ast.Object) ast.Object {
+	out := ast.NewObject()
+	in.Foreach(func(k, v *ast.Term) {
+		ks, _ := k.Value.(ast.String)
+		if isUnknown(ks, false) {
+			return
+		}
+		if pg, ok := v.Value.(ast.Object); ok && ks == "postgres" {
+			known := ast.NewObject()
+			pg.Foreach(func(k, v *ast.Term) {
+				if ks, ok := k.Value.(ast.String); !ok || !isUnknown(ks, true) {
+					known.Insert(k, v)
+				}
+			})
+			v = ast.NewTerm(known)
+		}
+		out.Insert(k, v)
+	})
+	return out
+}
+
+// probeInput returns input with other values for the unknowns: a time no
+// request has, and parameters of another shape (null for an array, an
+// array for null).
+func probeInput(in ast.Object) ast.Object {
+	out := ast.NewObject()
+	in.Foreach(func(k, v *ast.Term) {
+		ks, _ := k.Value.(ast.String)
+		if isUnknown(ks, false) {
+			v = ast.StringTerm("0001-01-01T00:00:00Z")
+		} else if pg, ok := v.Value.(ast.Object); ok && ks == "postgres" {
+			probe := ast.NewObject()
+			pg.Foreach(func(k, v *ast.Term) {
+				if ks, ok := k.Value.(ast.String); ok && isUnknown(ks, true) {
+					if _, null := v.Value.(ast.Null); null {
+						v = ast.ArrayTerm(ast.StringTerm("\x00regate probe"), ast.NullTerm())
+					} else {
+						v = ast.NullTerm()
+					}
+				}
+				probe.Insert(k, v)
+			})
+			v = ast.NewTerm(probe)
+		}
+		out.Insert(k, v)
+	})
+	return out
+}
+
+// errMemoTimeout cancels a partial evaluation that takes too long.
+var errMemoTimeout = errors.New("partial evaluation took too long")
+
+// learn partially evaluates the decision for the key of input, in txn (the
+// transaction the request was evaluated in), and returns the decision's
+// result when it does not depend on the unknowns and equals want, the
+// ordinary evaluation's result, and the result of evaluating the decision
+// with other values for the unknowns (probeInput). record is false when nothing may be
+// recorded (the request's context ended).
+func (e *Engine) learn(ctx context.Context, gen *generation, txn storage.Transaction, input ast.Object, want any) (result any, record bool) {
+	pctx, cancelCtx := context.WithTimeoutCause(ctx, memoPETimeout, errMemoTimeout)
+	defer cancelCtx()
+	cancel := topdown.NewCancel()
+	stop := context.AfterFunc(pctx, cancel.Cancel)
+	defer stop()
+	pq, err := gen.partial.Partial(pctx,
+		rego.EvalParsedInput(knownPart(input)),
+		rego.EvalParsedUnknowns(memoUnknowns),
+		rego.EvalTransaction(txn),
+		rego.EvalExternalCancel(cancel),
+	)
+	if err != nil {
+		return nil, ctx.Err() == nil
+	}
+	value := groundDecision(pq)
+	if value == nil {
+		return nil, true
+	}
+	got, err := ast.JSONWithOpt(value, ast.JSONOpt{SortSets: true, CopyMaps: true})
+	if err != nil || !reflect.DeepEqual(got, want) {
+		// Partial evaluation disagrees with evaluation: never memoize.
+		e.logger.Warn("partial evaluation of the decision disagrees with its evaluation; not memoized",
+			"partial", ast.NewTerm(value).String())
+		return nil, true
+	}
+	// Belt and braces: the decision for other values of the unknowns must be
+	// the same too.
+	rs, err := gen.query.Eval(pctx,
+		rego.EvalParsedInput(probeInput(input)),
+		rego.EvalTransaction(txn),
+		rego.EvalExternalCancel(cancel),
+		rego.EvalSortSets(true),
+		rego.EvalCopyMaps(true),
+	)
+	if err != nil || len(rs) == 0 || len(rs[0].Expressions) == 0 || !reflect.DeepEqual(rs[0].Expressions[0].Value, want) {
+		if ctx.Err() != nil {
+			return nil, false
+		}
+		e.logger.Warn("the decision for other parameters and time differs from the one partial evaluation proved; not memoized",
+			"partial", ast.NewTerm(value).String(), "error", err)
+		return nil, true
+	}
+	return got, true
+}
+
+// groundDecision returns the decision's value when pq is exactly one query
+// binding memoVar to a ground JSON-shaped value, with no support rules;
+// otherwise nil.
+func groundDecision(pq *rego.PartialQueries) ast.Value {
+	if pq == nil || len(pq.Support) != 0 || len(pq.Queries) != 1 || len(pq.Queries[0]) != 1 {
+		return nil
+	}
+	expr := pq.Queries[0][0]
+	if expr.Negated || len(expr.With) != 0 || !expr.IsEquality() {
+		return nil
+	}
+	a, b := expr.Operand(0), expr.Operand(1)
+	if v, ok := b.Value.(ast.Var); ok && v.Equal(memoVar) {
+		a, b = b, a
+	}
+	if v, ok := a.Value.(ast.Var); !ok || !v.Equal(memoVar) {
+		return nil
+	}
+	if !jsonShaped(b.Value) {
+		return nil
+	}
+	return b.Value
+}
+
+// jsonShaped tells whether v holds only null, booleans, numbers, strings,
+// arrays, objects and sets of those (no variables, references, calls or
+// comprehensions).
+func jsonShaped(v ast.Value) bool {
+	switch x := v.(type) {
+	case ast.Null, ast.Boolean, ast.Number, ast.String:
+		return true
+	case *ast.Array:
+		for i := range x.Len() {
+			if !jsonShaped(x.Elem(i).Value) {
+				return false
+			}
+		}
+		return true
+	case ast.Object:
+		return !x.Until(func(k, v *ast.Term) bool { return !jsonShaped(k.Value) || !jsonShaped(v.Value) })
+	case ast.Set:
+		return !x.Until(func(t *ast.Term) bool { return !jsonShaped(t.Value) })
+	default:
+		return false
+	}
+}
+
+// memoizable tells whether decisions of the compiled modules may be
+// memoized: no module calls (or refers to) a non-deterministic built-in or
+// print, which partial evaluation would keep out of a ground value anyway.
+func memoizable(c *ast.Compiler) bool {
+	nd := map[string]bool{"print": true, "internal.print": true}
+	for _, b := range ast.Builtins {
+		if b.Nondeterministic {
+			nd[b.Name] = true
+		}
+	}
+	if caps := c.Capabilities(); caps != nil {
+		for _, b := range caps.Builtins {
+			if b.Nondeterministic {
+				nd[b.Name] = true
+			}
+		}
+	}
+	for _, mod := range c.Modules {
+		found := false
+		ast.WalkRefs(mod, func(r ast.Ref) bool {
+			if !found && nd[r.String()] {
+				found = true
+			}
+			return found
+		})
+		if found {
+			return false
+		}
+	}
+	return true
+}
