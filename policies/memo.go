@@ -74,7 +74,7 @@ type decisionMemo struct {
 	checks      atomic.Int64
 	off         *generation
 
-	hits, learned, refused, mismatches atomic.Int64 // for tests and benchmarks
+	hits, learned, refused, mismatches atomic.Int64 // for /metrics, tests and benchmarks
 }
 
 // memoEntry is a memoized decision: input is the input document it was

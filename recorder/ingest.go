@@ -150,6 +150,7 @@ func (s *sqliteStore) ingestOnce() (int, error) {
 	defer s.imu.Unlock()
 	s.ingestErr = err
 	if err != nil {
+		s.copyFailures++
 		return 0, err
 	}
 	for i := range batch {
@@ -310,6 +311,7 @@ func (s *sqliteStore) recover(ctx context.Context) error {
 	s.headSeq, s.headHash = seq, hash
 	s.headAtomic.Store(seq)
 	s.ingested.Store(seq)
+	s.openedAt = seq
 	return nil
 }
 
@@ -318,6 +320,25 @@ func (s *sqliteStore) brokenJournal(l journalLine, seq int64, prev string) error
 		"the line at offset %d holds seq %d with prev_hash %q, expected seq %d after hash %q; "+
 		"move the journal aside to open the database without the events it holds",
 		s.journal.path, s.path, l.offset, l.rec.Seq, l.rec.PrevHash, seq, prev)
+}
+
+// Stats reports the write path of a store opened for appending (zero for a
+// read-only one).
+func (s *sqliteStore) Stats() Stats {
+	if s.journal == nil {
+		return Stats{}
+	}
+	s.jmu.Lock()
+	head, size := s.headSeq, s.journal.size
+	s.jmu.Unlock()
+	s.imu.Lock()
+	defer s.imu.Unlock()
+	st := Stats{Appended: head - s.openedAt, Backlog: int64(len(s.iq)), JournalBytes: size,
+		CopyFailures: s.copyFailures}
+	if s.ingestErr != nil {
+		st.LastCopyError = s.ingestErr.Error()
+	}
+	return st
 }
 
 // catchUp waits (up to a few seconds, or until ctx ends or a copy fails) until

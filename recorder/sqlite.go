@@ -102,15 +102,17 @@ type sqliteStore struct {
 
 	// The ingester (ingest.go): records journaled but not yet in the
 	// database, in chain order, and their IDs.
-	imu        sync.Mutex
-	iq         []Record
-	ingestIDs  map[string]struct{}
-	ingestErr  error        // the last copy's error, nil once one succeeds
-	ingested   atomic.Int64 // seq of the last record in the database
-	maxBacklog int
-	ingestKick chan struct{}
-	ingestStop chan struct{}
-	ingestDone chan struct{}
+	imu          sync.Mutex
+	iq           []Record
+	ingestIDs    map[string]struct{}
+	ingestErr    error        // the last copy's error, nil once one succeeds
+	copyFailures int64        // failed copies
+	openedAt     int64        // the chain head at open (Stats.Appended counts from it)
+	ingested     atomic.Int64 // seq of the last record in the database
+	maxBacklog   int
+	ingestKick   chan struct{}
+	ingestStop   chan struct{}
+	ingestDone   chan struct{}
 
 	// filter holds every event ID of the store (idfilter.go), loaded by a
 	// goroutine that stopFilter ends.

@@ -140,3 +140,24 @@ func open(ctx context.Context, url string, logger hclog.Logger, readOnly bool) (
 		return nil, fmt.Errorf("recorder: unsupported store URL scheme %q; use %s", scheme, acceptedURLs)
 	}
 }
+
+// Stats describes a store's write path for monitoring.
+type Stats struct {
+	// Appended counts the events appended since the store was opened.
+	Appended int64 `json:"appended"`
+	// Backlog is the number of events in the journal not yet copied into
+	// the database.
+	Backlog int64 `json:"backlog"`
+	// JournalBytes is the size of the journal.
+	JournalBytes int64 `json:"journal_bytes"`
+	// CopyFailures counts failed copies into the database (each is retried).
+	CopyFailures int64 `json:"copy_failures"`
+	// LastCopyError is the error of the last copy when it failed, else "".
+	LastCopyError string `json:"last_copy_error,omitempty"`
+}
+
+// StatsReporter is implemented by stores that report Stats (the SQLite
+// store opened for appending).
+type StatsReporter interface {
+	Stats() Stats
+}

@@ -110,7 +110,7 @@ func runGateway(ctx context.Context, cfg *config.Config, log hclog.Logger, ready
 	var wg sync.WaitGroup
 	errs := make(chan error, len(servers)+1)
 	if cfg.Admin.Listen != "" {
-		admin := adminHandler(engine, approval.Handler(broker, verifier, log.Named("approval")))
+		admin := adminHandler(engine, store, approval.Handler(broker, verifier, log.Named("approval")))
 		if err := startAdmin(ctx, &wg, cfg.Admin.Listen, admin, log, errs); err != nil {
 			closeAll()
 			return err
@@ -262,7 +262,14 @@ func newBroker(cfg *config.Config, store recorder.Store, log hclog.Logger) (*app
 }
 
 // adminHandler serves /healthz, /v1/status, /metrics and the approval API.
-func adminHandler(engine *policies.Engine, approvals http.Handler) http.Handler {
+func adminHandler(engine *policies.Engine, store recorder.Store, approvals http.Handler) http.Handler {
+	stats := func() *recorder.Stats {
+		if r, ok := store.(recorder.StatsReporter); ok {
+			st := r.Stats()
+			return &st
+		}
+		return nil
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -272,11 +279,16 @@ func adminHandler(engine *policies.Engine, approvals http.Handler) http.Handler 
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		_ = enc.Encode(map[string]any{"policy": engine.Status()})
+		_ = enc.Encode(map[string]any{"policy": engine.Status(), "recorder": stats()})
 	})
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-		_ = engine.WriteMetrics(w)
+		if err := engine.WriteMetrics(w); err != nil {
+			return
+		}
+		if st := stats(); st != nil {
+			_ = writeRecorderMetrics(w, *st)
+		}
 	})
 	mux.Handle("/v1/approvals", approvals)
 	mux.Handle("/v1/approvals/", approvals)
@@ -285,6 +297,24 @@ func adminHandler(engine *policies.Engine, approvals http.Handler) http.Handler 
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	}
 	return mux
+}
+
+// writeRecorderMetrics writes the store's write path in Prometheus' text format.
+func writeRecorderMetrics(w io.Writer, st recorder.Stats) error {
+	_, err := fmt.Fprintf(w, `# HELP regate_recorder_events_appended_total Events recorded (made durable in the journal) since start.
+# TYPE regate_recorder_events_appended_total counter
+regate_recorder_events_appended_total %d
+# HELP regate_recorder_backlog_events Events in the journal not yet copied into the database.
+# TYPE regate_recorder_backlog_events gauge
+regate_recorder_backlog_events %d
+# HELP regate_recorder_journal_bytes Size of the store's journal.
+# TYPE regate_recorder_journal_bytes gauge
+regate_recorder_journal_bytes %d
+# HELP regate_recorder_copy_failures_total Failed copies of the journal into the database (each is retried).
+# TYPE regate_recorder_copy_failures_total counter
+regate_recorder_copy_failures_total %d
+`, st.Appended, st.Backlog, st.JournalBytes, st.CopyFailures)
+	return err
 }
 
 // startAdmin serves the admin API on its loopback listener.
