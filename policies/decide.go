@@ -2,6 +2,7 @@ package policies
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -151,6 +152,11 @@ func (e *Engine) eval(ctx context.Context, d decision.Decision, value ast.Value,
 		// conversion), so that it shares nothing with d.
 		if result, record := e.learn(ctx, gen, txn, key, d.Result); result != nil {
 			m := apply(decision.Decision{Result: result}, result)
+			// Hits carry the result's encoding too: records copy it
+			// rather than encode the result again.
+			if raw, err := json.Marshal(m.Result); err == nil {
+				m.RawResult = raw
+			}
 			e.memo.store(gen, epoch, key, hash, &m)
 		} else if record {
 			e.memo.store(gen, epoch, key, hash, nil)

@@ -96,6 +96,7 @@ func (en *memoEntry) copyTo(d *decision.Decision) {
 		d.Approval = &decision.Approval{Groups: slices.Clone(m.Approval.Groups), Reason: m.Approval.Reason}
 	}
 	d.Result = cloneJSON(m.Result)
+	d.RawResult = m.RawResult // immutable, shared
 }
 
 // cloneJSON deep-copies a value decoded from JSON (or converted from a Rego
