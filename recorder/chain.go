@@ -61,6 +61,7 @@ var (
 	seqKey  = []byte(`{"seq":`)
 
 	inputKey         = []byte(`,"input":`)
+	resultKey        = []byte(`,"result":0`)
 	inputPlaceholder = json.RawMessage(`0`)
 )
 
@@ -87,9 +88,32 @@ func Encode(ev *Event) (Draft, error) {
 	if splice {
 		tmp.Input = inputPlaceholder
 	}
+	var rawResult json.RawMessage
+	if d := ev.Decision; d != nil && d.RawResult != nil && d.Result != nil {
+		// The decision's result is encoded already (a memoized decision):
+		// encode a placeholder and copy the encoding in its place.
+		dc := *d
+		dc.Result = inputPlaceholder
+		tmp.Decision, rawResult = &dc, d.RawResult
+	}
 	tpl, err := json.Marshal(&tmp)
 	if err != nil {
 		return Draft{}, fmt.Errorf("recorder: encode event %q: %w", ev.ID, err)
+	}
+	if rawResult != nil {
+		// The last `,"result":0` is the key: after the decision's result
+		// come only strings (in which a quote is always escaped) and
+		// objects without a "result" key. (An input not spliced comes
+		// before it and may hold anything.)
+		i := bytes.LastIndex(tpl, resultKey)
+		at := i + len(resultKey)
+		if i < 0 || at >= len(tpl) || (tpl[at] != ',' && tpl[at] != '}') {
+			return Draft{}, fmt.Errorf("recorder: encode event %q: no decision result in %.60q", ev.ID, tpl)
+		}
+		out := make([]byte, 0, len(tpl)+len(rawResult))
+		out = append(out, tpl[:at-len(inputPlaceholder)]...)
+		out = append(out, rawResult...)
+		tpl = append(out, tpl[at:]...)
 	}
 	if splice {
 		// The first `,"input":` is the key: the fields before it are strings,

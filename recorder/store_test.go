@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/regate/regate/policies/decision"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -388,6 +389,65 @@ func TestCanonicalInputSplice(t *testing.T) {
 		replaced.Seq, replaced.PrevHash = 3, "ab"
 		if want, _ := json.Marshal(replaced); string(bodies[2]) != string(want) {
 			t.Errorf("input %d replaced:\n got %s\nwant %s", i, bodies[2], want)
+		}
+	}
+}
+
+// TestRawResultSplice: a decision that carries its result's encoding
+// (RawResult, set on memoized decisions) gives the same body, byte for byte,
+// as the same decision without it, with or without a spliced input, whatever
+// the strings around it hold.
+func TestRawResultSplice(t *testing.T) {
+	results := []any{
+		map[string]any{"allow": true, "reasons": []any{}, "mask": []any{map[string]any{"column": "email"}}},
+		map[string]any{"allow": false, "reasons": []any{`x,"result":0`, `<&> \u2028`}},
+		[]any{1.5, "a", nil, true},
+		"just a string",
+		float64(0),
+	}
+	decisions := []decision.Decision{
+		{ID: "d1", Path: "regate/decision", Allow: true},
+		{ID: `,"result":0`, Path: "p", Reasons: []string{`,"result":0,`, `,"bundles":{}`}, Error: `,"result":0}`},
+		{ID: "d3", Path: "p", Allow: true, Mask: []decision.Mask{{Column: "email"}, {Detector: "jwt", With: `,"result":0`}},
+			Approval: &decision.Approval{Groups: []string{"dba"}, Reason: `r,"result":0`},
+			Bundles:  map[string]decision.Bundle{"b": {Revision: "r1"}, "a": {Revision: `,"result":0`}}},
+		{ID: "d4", Path: "p", Bundles: map[string]decision.Bundle{"x": {Revision: "1"}}, Error: "e"},
+	}
+	input := json.RawMessage(`{"q":",\"result\":0","result":0}`)
+	for ri, r := range results {
+		raw, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for di, d := range decisions {
+			for _, canon := range []bool{false, true} {
+				mk := func(raw json.RawMessage) *Event {
+					dc := d
+					dc.Result, dc.RawResult = r, raw
+					ev := &Event{ID: "e", Type: TypeCommand, Time: t0, SessionID: `,"result":0`, Decision: &dc}
+					if canon {
+						ev.SetCanonicalInput(input)
+					} else {
+						ev.Input = input
+					}
+					return ev
+				}
+				var bodies [2][]byte
+				for j, ev := range []*Event{mk(nil), mk(raw)} {
+					dr, err := Encode(ev)
+					if err != nil {
+						t.Fatalf("Encode: %v", err)
+					}
+					rec, err := dr.Seal(1, "")
+					if err != nil {
+						t.Fatal(err)
+					}
+					bodies[j] = rec.Body
+				}
+				if string(bodies[0]) != string(bodies[1]) {
+					t.Errorf("result %d, decision %d, canonical input %v:\n got %s\nwant %s", ri, di, canon, bodies[1], bodies[0])
+				}
+			}
 		}
 	}
 }

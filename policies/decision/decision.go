@@ -1,9 +1,6 @@
 package decision
 
-import (
-	"bytes"
-	"encoding/json"
-)
+import "encoding/json"
 
 // Decision is the outcome of evaluating the policy for one input document.
 //
@@ -29,46 +26,11 @@ type Decision struct {
 	Error string `json:"error,omitempty"`
 
 	// RawResult, when set, is Result's JSON encoding, exactly as json.Marshal
-	// writes Result: encoding the decision copies it instead of encoding
+	// writes Result: the recorder copies it into a record instead of encoding
 	// Result again (the policy engine sets it on decisions it serves from
 	// its memo). Whoever sets it keeps the two in step, and never modifies it.
 	RawResult json.RawMessage `json:"-"`
 }
-
-// MarshalJSON encodes the decision as encoding/json encodes its fields, with
-// RawResult, when set, in the place of Result's encoding.
-func (d Decision) MarshalJSON() ([]byte, error) {
-	type plain Decision
-	if d.RawResult == nil || d.Result == nil {
-		return json.Marshal(plain(d))
-	}
-	p := plain(d)
-	p.Result = nil
-	out, err := json.Marshal(p)
-	if err != nil {
-		return nil, err
-	}
-	// "result" comes right before "bundles" or else "error" (both omitted
-	// when empty) or else the end. A key cannot occur inside an encoded
-	// string (its quotes would be escaped), so the first occurrence is it.
-	at := len(out) - 1
-	for _, key := range resultFollowers {
-		if i := bytes.Index(out, key); i >= 0 {
-			at = i
-			break
-		}
-	}
-	res := make([]byte, 0, len(out)+len(resultKey)+len(d.RawResult))
-	res = append(res, out[:at]...)
-	res = append(res, resultKey...)
-	res = append(res, d.RawResult...)
-	return append(res, out[at:]...), nil
-}
-
-var (
-	resultKey       = []byte(`,"result":`)
-	resultFollowers = [][]byte{[]byte(`,"bundles":`), []byte(`,"error":`)}
-)
 
 // Approval asks for a human approval before the request is forwarded.
 type Approval struct {
