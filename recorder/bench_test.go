@@ -2,7 +2,6 @@ package recorder
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"sync/atomic"
 	"testing"
@@ -11,13 +10,16 @@ import (
 )
 
 // benchEvent is a typical command event: a ~300-byte input and a decision.
+// benchEvent is a command event as the gateway records it: its input set
+// with SetCanonicalInput.
 func benchEvent(id string) *Event {
-	return &Event{ID: id, Type: TypeCommand, SessionID: "bench", Protocol: "postgres",
+	ev := &Event{ID: id, Type: TypeCommand, SessionID: "bench", Protocol: "postgres",
 		Target: "orders-db", Subject: "alice@example.com",
-		Input: json.RawMessage(`{"sql":"SELECT o.id, o.total, c.email FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.created_at > now() - interval '1 day'","statements":[{"kind":"select","tables":["orders","customers"],"columns":["id","total","email"]}],"database":"orders","user":"app"}`),
 		Decision: &decision.Decision{ID: "d-" + id, Path: "regate/decision", Allow: true,
 			Reasons: []string{"read-only query"}, Result: map[string]any{"allow": true},
 			Bundles: map[string]decision.Bundle{"main": {Revision: "2025-03-01"}}}}
+	ev.SetCanonicalInput([]byte(`{"sql":"SELECT o.id, o.total, c.email FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.created_at \u003e now() - interval '1 day'","statements":[{"kind":"select","tables":["orders","customers"],"columns":["id","total","email"]}],"database":"orders","user":"app"}`))
+	return ev
 }
 
 // BenchmarkAppend appends from many goroutines (parallelism x GOMAXPROCS)

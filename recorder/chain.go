@@ -82,6 +82,13 @@ func Encode(ev *Event) (Draft, error) {
 		ev.Time = time.Now()
 	}
 	ev.Time = ev.Time.UTC()
+	cols := Record{
+		ID: ev.ID, Time: ev.Time.Format(TimeFormat), Type: ev.Type, SessionID: ev.SessionID,
+		Target: ev.Target, Subject: ev.Subject, Ref: ev.Ref,
+	}
+	if tpl, ok := appendTemplate(make([]byte, 0, 512+len(ev.Input)), ev); ok {
+		return Draft{cols: cols, tpl: tpl}, nil
+	}
 	tmp := *ev
 	tmp.Seq, tmp.PrevHash, tmp.Hash = 0, GenesisPrevHash, ""
 	splice := ev.canonicalInput()
@@ -130,10 +137,6 @@ func Encode(ev *Event) (Draft, error) {
 	}
 	if !bytes.HasPrefix(tpl, tplHead) || !bytes.HasSuffix(tpl, tplTail) {
 		return Draft{}, fmt.Errorf("recorder: encode event %q: unexpected canonical form %.40q", ev.ID, tpl)
-	}
-	cols := Record{
-		ID: ev.ID, Time: ev.Time.Format(TimeFormat), Type: ev.Type, SessionID: ev.SessionID,
-		Target: ev.Target, Subject: ev.Subject, Ref: ev.Ref,
 	}
 	return Draft{cols: cols, tpl: tpl}, nil
 }
