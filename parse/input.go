@@ -52,8 +52,10 @@ type Postgres struct {
 	Database string `json:"database"`
 	// User is the database role regate runs the statement as (the target's credentials).
 	User string `json:"user"`
-	// ClientUser is the user name the client sent in its startup message. It is
-	// not authenticated; Identity is.
+	// ClientUser is the user name the client sent in its startup message:
+	// regate accepts only the target's account, one of the identity's names
+	// (subject, email, preferred_username) or one of the target's
+	// client_users. Identity, not this name, is what was authenticated.
 	ClientUser string `json:"client_user"`
 	// Query is the statement text exactly as the client sent it.
 	Query string `json:"query"`
