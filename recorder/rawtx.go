@@ -10,8 +10,8 @@ import (
 	"strings"
 )
 
-// rawStmts are the writer's statements prepared on the driver connection
-// itself: a batch runs them through database/sql's Conn.Raw, without a
+// rawStmts are the ingester's statements prepared on the driver connection
+// itself: a copy runs them through database/sql's Conn.Raw, without a
 // database/sql transaction (whose goroutine, context and per-call argument
 // conversion cost more than SQLite's own work for small batches) and without
 // compiling BEGIN and COMMIT again for every batch.

@@ -13,7 +13,7 @@ import (
 )
 
 const (
-	// maxBatch bounds the events written in one transaction.
+	// maxBatch bounds the events written to the journal in one write.
 	maxBatch = 1024
 	// maxDefer is how long deferred appends (AppendDeferred) are held back,
 	// waiting for an append that must be written now to share their commit.
@@ -194,10 +194,10 @@ func (s *sqliteStore) lead(force bool) {
 	batch := s.take(make([]*pending, 0, min(len(s.q), maxBatch)))
 	s.qmu.Unlock()
 	// Before committing, let goroutines that are ready to run (sessions
-	// about to append a command) run first, and take what they queue:
-	// commits have a high fixed cost (transaction, chain head, WAL header
-	// pages), and on a busy gateway this makes batches larger. When nothing
-	// else is runnable, Gosched returns at once.
+	// about to append a command) run first, and take what they queue: a
+	// commit is a system call (and an fsync with synchronous=full), and on
+	// a busy gateway this makes batches larger. When nothing else is
+	// runnable, Gosched returns at once.
 	for range yieldRounds {
 		if len(batch) == maxBatch {
 			break
