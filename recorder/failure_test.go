@@ -340,3 +340,23 @@ func TestReadOnlySeesJournal(t *testing.T) {
 		t.Errorf("Commands(late) = %d, %v; want 4", cmds, err)
 	}
 }
+
+// TestSynchronousFull: with synchronous=full the journal is synced after every
+// write, and the store works as with the default.
+func TestSynchronousFull(t *testing.T) {
+	s, path := openTemp(t, "?synchronous=full")
+	if !s.journal.sync {
+		t.Fatal("synchronous=full does not sync the journal")
+	}
+	events := fillStore(t, s, 2)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2 := openPath(t, path, "?synchronous=full")
+	if res := mustVerify(t, s2); !res.OK || res.Events != int64(len(events)) || res.Head != events[len(events)-1].Hash {
+		t.Errorf("Verify = %+v, want OK with %d events", res, len(events))
+	}
+	if d, _ := openTemp(t, ""); d.journal.sync {
+		t.Error("the default (synchronous=normal) syncs the journal")
+	}
+}
