@@ -120,43 +120,22 @@ func (e *InputEncoder) encode(in *Input, static []byte) ([]byte, error) {
 		b = append(b, `,"query":`...)
 		b = AppendJSONString(b, pg.Query)
 		b = append(b, `,"params":`...)
-		if pg.Params == nil {
-			b = append(b, "null"...)
-		} else {
-			b = append(b, '[')
-			for i, p := range pg.Params {
-				if i > 0 {
-					b = append(b, ',')
-				}
-				if p == nil {
-					b = append(b, "null"...)
-				} else {
-					b = AppendJSONString(b, *p)
-				}
+		b, _ = appendList(b, pg.Params, func(b []byte, p *string) ([]byte, error) {
+			if p == nil {
+				return append(b, "null"...), nil
 			}
-			b = append(b, ']')
-		}
+			return AppendJSONString(b, *p), nil
+		})
 		b = append(b, `,"statements":`...)
-		if pg.Statements == nil {
-			b = append(b, "null"...)
-		} else {
-			b = append(b, '[')
-			for i := range pg.Statements {
-				if i > 0 {
-					b = append(b, ',')
-				}
-				if b, err = appendStatement(b, &pg.Statements[i]); err != nil {
-					return nil, err
-				}
-			}
-			b = append(b, ']')
+		if b, err = appendList(b, pg.Statements, appendStatement); err != nil {
+			return nil, err
 		}
 		b = append(b, '}')
 	}
 	return append(b, '}'), nil
 }
 
-func appendStatement(b []byte, s *Statement) ([]byte, error) {
+func appendStatement(b []byte, s Statement) ([]byte, error) {
 	if s.RawAST == nil {
 		raw, err := s.MarshalJSON()
 		if err != nil {
@@ -169,42 +148,48 @@ func appendStatement(b []byte, s *Statement) ([]byte, error) {
 	b = append(b, `,"node":`...)
 	b = AppendJSONString(b, s.Node)
 	b = append(b, `,"relations":`...)
-	if s.Relations == nil {
-		b = append(b, "null"...)
-	} else {
-		b = append(b, '[')
-		for i, r := range s.Relations {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = append(b, `{"schema":`...)
-			b = AppendJSONString(b, r.Schema)
-			b = append(b, `,"name":`...)
-			b = AppendJSONString(b, r.Name)
-			b = append(b, `,"access":`...)
-			b = AppendJSONString(b, r.Access)
-			b = append(b, '}')
-		}
-		b = append(b, ']')
-	}
+	b, _ = appendList(b, s.Relations, func(b []byte, r Relation) ([]byte, error) {
+		b = append(b, `{"schema":`...)
+		b = AppendJSONString(b, r.Schema)
+		b = append(b, `,"name":`...)
+		b = AppendJSONString(b, r.Name)
+		b = append(b, `,"access":`...)
+		b = AppendJSONString(b, r.Access)
+		return append(b, '}'), nil
+	})
 	b = append(b, `,"has_where":`...)
 	b = strconv.AppendBool(b, s.HasWhere)
 	b = append(b, `,"functions":`...)
-	if s.Functions == nil {
-		b = append(b, "null"...)
-	} else {
-		b = append(b, '[')
-		for i, f := range s.Functions {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = AppendJSONString(b, f)
-		}
-		b = append(b, ']')
-	}
+	b = AppendJSONStrings(b, s.Functions)
 	b = append(b, `,"ast":`...)
 	b = append(b, s.RawAST...)
 	return append(b, '}'), nil
+}
+
+// appendList appends items as encoding/json encodes a slice: null when nil,
+// else each item as each appends it, in brackets.
+func appendList[T any](b []byte, items []T, each func([]byte, T) ([]byte, error)) ([]byte, error) {
+	if items == nil {
+		return append(b, "null"...), nil
+	}
+	b = append(b, '[')
+	for i, it := range items {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		var err error
+		if b, err = each(b, it); err != nil {
+			return nil, err
+		}
+	}
+	return append(b, ']'), nil
+}
+
+// AppendJSONStrings appends ss as encoding/json encodes a []string: null when
+// nil.
+func AppendJSONStrings(dst []byte, ss []string) []byte {
+	dst, _ = appendList(dst, ss, func(b []byte, s string) ([]byte, error) { return AppendJSONString(b, s), nil })
+	return dst
 }
 
 const hexDigits = "0123456789abcdef"

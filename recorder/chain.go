@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/regate/regate/parse"
 )
 
 // GenesisPrevHash is the PrevHash of the first event of a chain.
@@ -159,7 +161,7 @@ func (d Draft) Seal(seq int64, prevHash string) (Record, error) {
 	body = append(body, seqKey...)
 	body = strconv.AppendInt(body, seq, 10)
 	body = append(body, mid...)
-	body = appendJSONString(body, prevHash)
+	body = parse.AppendJSONString(body, prevHash)
 	body = append(body, '}')
 	r := d.cols
 	r.Seq, r.Body, r.PrevHash, r.Hash = seq, body, prevHash, hashBody(body)
@@ -170,23 +172,6 @@ func (d Draft) Seal(seq int64, prevHash string) (Record, error) {
 func hashBody(body []byte) string {
 	sum := sha256.Sum256(body)
 	return hex.EncodeToString(sum[:])
-}
-
-// appendJSONString appends s as json.Marshal encodes it. Hashes are lowercase
-// hex, which needs no escaping; anything else goes through json.Marshal.
-func appendJSONString(dst []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			b, err := json.Marshal(s)
-			if err != nil { // cannot happen for a string
-				return append(dst, `""`...)
-			}
-			return append(dst, b...)
-		}
-	}
-	dst = append(dst, '"')
-	dst = append(dst, s...)
-	return append(dst, '"')
 }
 
 // chainFields are the parts of a body that the indexed columns repeat.

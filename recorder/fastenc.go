@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/regate/regate/parse"
 	"github.com/regate/regate/policies/decision"
 )
 
@@ -24,13 +25,13 @@ func appendTemplate(dst []byte, ev *Event) ([]byte, bool) {
 		return dst, false // json.Marshal fails on these; let it say so
 	}
 	dst = append(dst, `{"seq":0,"id":`...)
-	dst = appendJSONStr(dst, ev.ID)
+	dst = parse.AppendJSONString(dst, ev.ID)
 	dst = append(dst, `,"time":"`...)
 	dst = ev.Time.AppendFormat(dst, time.RFC3339Nano)
 	dst = append(dst, `","type":`...)
-	dst = appendJSONStr(dst, ev.Type)
+	dst = parse.AppendJSONString(dst, ev.Type)
 	dst = append(dst, `,"session_id":`...)
-	dst = appendJSONStr(dst, ev.SessionID)
+	dst = parse.AppendJSONString(dst, ev.SessionID)
 	dst = appendOptStr(dst, `,"protocol":`, ev.Protocol)
 	dst = appendOptStr(dst, `,"target":`, ev.Target)
 	dst = appendOptStr(dst, `,"subject":`, ev.Subject)
@@ -47,9 +48,9 @@ func appendTemplate(dst []byte, ev *Event) ([]byte, bool) {
 	}
 	if o := ev.Outcome; o != nil {
 		dst = append(dst, `,"outcome":{"status":`...)
-		dst = appendJSONStr(dst, o.Status)
+		dst = parse.AppendJSONString(dst, o.Status)
 		if len(o.Tags) > 0 {
-			dst = appendStrs(append(dst, `,"tags":`...), o.Tags)
+			dst = parse.AppendJSONStrings(append(dst, `,"tags":`...), o.Tags)
 		}
 		if o.Rows != 0 {
 			dst = strconv.AppendInt(append(dst, `,"rows":`...), o.Rows, 10)
@@ -62,7 +63,7 @@ func appendTemplate(dst []byte, ev *Event) ([]byte, bool) {
 				if i > 0 {
 					dst = append(dst, ',')
 				}
-				dst = append(appendJSONStr(dst, k), ':')
+				dst = append(parse.AppendJSONString(dst, k), ':')
 				dst = strconv.AppendInt(dst, o.Masked[k], 10)
 			}
 			dst = append(dst, '}')
@@ -74,20 +75,15 @@ func appendTemplate(dst []byte, ev *Event) ([]byte, bool) {
 
 func appendDecision(dst []byte, d *decision.Decision) ([]byte, bool) {
 	dst = append(dst, `{"decision_id":`...)
-	dst = appendJSONStr(dst, d.ID)
+	dst = parse.AppendJSONString(dst, d.ID)
 	dst = append(dst, `,"path":`...)
-	dst = appendJSONStr(dst, d.Path)
+	dst = parse.AppendJSONString(dst, d.Path)
 	dst = strconv.AppendBool(append(dst, `,"allow":`...), d.Allow)
 	if len(d.Reasons) > 0 {
-		dst = appendStrs(append(dst, `,"reasons":`...), d.Reasons)
+		dst = parse.AppendJSONStrings(append(dst, `,"reasons":`...), d.Reasons)
 	}
 	if a := d.Approval; a != nil {
-		dst = append(dst, `,"approval":{"groups":`...)
-		if a.Groups == nil {
-			dst = append(dst, "null"...)
-		} else {
-			dst = appendStrs(dst, a.Groups)
-		}
+		dst = parse.AppendJSONStrings(append(dst, `,"approval":{"groups":`...), a.Groups)
 		dst = append(appendOptStr(dst, `,"reason":`, a.Reason), '}')
 	}
 	if len(d.Mask) > 0 {
@@ -126,8 +122,8 @@ func appendDecision(dst []byte, d *decision.Decision) ([]byte, bool) {
 			if i > 0 {
 				dst = append(dst, ',')
 			}
-			dst = append(appendJSONStr(dst, name), `:{"revision":`...)
-			dst = append(appendJSONStr(dst, d.Bundles[name].Revision), '}')
+			dst = append(parse.AppendJSONString(dst, name), `:{"revision":`...)
+			dst = append(parse.AppendJSONString(dst, d.Bundles[name].Revision), '}')
 		}
 		dst = append(dst, '}')
 	}
@@ -139,34 +135,5 @@ func appendOptStr(dst []byte, key, s string) []byte {
 	if s == "" {
 		return dst
 	}
-	return appendJSONStr(append(dst, key...), s)
-}
-
-func appendStrs(dst []byte, ss []string) []byte {
-	dst = append(dst, '[')
-	for i, s := range ss {
-		if i > 0 {
-			dst = append(dst, ',')
-		}
-		dst = appendJSONStr(dst, s)
-	}
-	return append(dst, ']')
-}
-
-// appendJSONStr appends s as json.Marshal encodes it: strings of printable
-// ASCII that needs no escaping (IDs, names, most SQL) are quoted here, any
-// other goes through json.Marshal.
-func appendJSONStr(dst []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			b, err := json.Marshal(s)
-			if err != nil { // cannot happen for a string
-				return append(dst, `""`...)
-			}
-			return append(dst, b...)
-		}
-	}
-	dst = append(dst, '"')
-	dst = append(dst, s...)
-	return append(dst, '"')
+	return parse.AppendJSONString(append(dst, key...), s)
 }
