@@ -360,3 +360,32 @@ func TestSynchronousFull(t *testing.T) {
 		t.Error("the default (synchronous=normal) syncs the journal")
 	}
 }
+
+// TestJournalLongLine: an event larger than the journal reader's buffer
+// (1 MiB) is read back whole, by a read-only open's tail and at recovery.
+func TestJournalLongLine(t *testing.T) {
+	path := t.TempDir() + "/events.db"
+	big := &Event{ID: "big", Type: TypeCommand,
+		Input: json.RawMessage(fmt.Sprintf(`{"sql":%q}`, strings.Repeat("y", 3<<20)))}
+	journalOnly(t, path, []*Event{{ID: "a", Type: TypeCommand}, big, {ID: "c", Type: TypeCommand}})
+	s := openPath(t, path, "") // holds the journal: the read-only open below reads its tail
+	if err := s.writer.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// s recovered the journal at open; add more that stay in its journal.
+	late := &Event{ID: "late", Type: TypeCommand,
+		Input: json.RawMessage(fmt.Sprintf(`{"sql":%q}`, strings.Repeat("z", 2<<20)))}
+	appendAll(t, s, []*Event{late})
+	ro, err := OpenReadOnly(context.Background(), "sqlite://"+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	if res := mustVerify(t, ro); !res.OK || res.Events != 4 || res.Head != late.Hash {
+		t.Errorf("Verify = %+v, want OK with 4 events, head %s", res, late.Hash)
+	}
+	evs, err := ro.Events(context.Background(), "")
+	if err != nil || len(evs) != 4 || len(evs[1].Input) != len(big.Input) {
+		t.Errorf("Events = %d events, %v; want 4 with the big input whole", len(evs), err)
+	}
+}

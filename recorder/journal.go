@@ -89,36 +89,61 @@ type journalLine struct {
 	rec    Record
 }
 
-// readJournal reads the records of the journal in order. A last line without
-// its newline is a write that never completed (its append was never
+// read reads the records of the journal in order. A last line without its
+// newline is a write that never completed (its append was never
 // acknowledged): it is reported by torn (its offset), not as an error. Any
 // other line that is not an event body is an error naming its offset.
 func (j *journal) read() (lines []journalLine, torn int64, err error) {
 	if _, err := j.f.Seek(0, io.SeekStart); err != nil {
 		return nil, -1, fmt.Errorf("recorder: read event journal %q: %w", j.path, err)
 	}
-	r := bufio.NewReaderSize(j.f, 1<<20)
-	var off int64
-	torn = -1
-	for {
-		line, err := r.ReadBytes('\n')
-		if errors.Is(err, io.EOF) {
-			if len(line) > 0 {
-				torn = off
-			}
-			break
-		}
+	torn, err = scanJournal(j.path, j.f, func(off int64, line []byte) error {
+		rec, err := recordFromBody(line)
 		if err != nil {
-			return nil, -1, fmt.Errorf("recorder: read event journal %q: %w", j.path, err)
-		}
-		rec, perr := recordFromBody(bytes.TrimSuffix(line, []byte{'\n'}))
-		if perr != nil {
-			return nil, -1, fmt.Errorf("recorder: event journal %q, line at offset %d: %w", j.path, off, perr)
+			return fmt.Errorf("recorder: event journal %q, line at offset %d: %w", j.path, off, err)
 		}
 		lines = append(lines, journalLine{offset: off, rec: rec})
-		off += int64(len(line))
+		return nil
+	})
+	if err != nil {
+		return nil, -1, err
 	}
 	return lines, torn, nil
+}
+
+// scanJournal calls fn with each complete line (without its newline) of the
+// journal at path, read from r, and the line's offset, and stops at fn's
+// first error, returning it. A last line without its newline (a write cut
+// short or still in progress) is not passed: torn is its offset, or -1 when
+// there is none.
+func scanJournal(path string, r io.Reader, fn func(off int64, line []byte) error) (torn int64, err error) {
+	br := bufio.NewReaderSize(r, 1<<20)
+	var off int64
+	for {
+		line, err := br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			// A line longer than the buffer: read the rest of it.
+			long := bytes.Clone(line)
+			for errors.Is(err, bufio.ErrBufferFull) {
+				line, err = br.ReadSlice('\n')
+				long = append(long, line...)
+			}
+			line = long
+		}
+		if errors.Is(err, io.EOF) {
+			if len(line) > 0 {
+				return off, nil
+			}
+			return -1, nil
+		}
+		if err != nil {
+			return -1, fmt.Errorf("recorder: read event journal %q: %w", path, err)
+		}
+		if err := fn(off, line[:len(line)-1]); err != nil {
+			return -1, err
+		}
+		off += int64(len(line))
+	}
 }
 
 // recordFromBody rebuilds a record from its body: the columns are the body's

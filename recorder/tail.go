@@ -55,35 +55,41 @@ func (s *sqliteStore) journalTail(ctx context.Context, tx *sql.Tx) (tail []Recor
 	if err := tx.QueryRowContext(ctx, headSQL).Scan(&seq, &hash); err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return nil, false, fmt.Errorf("recorder: read the chain head of %q: %w", s.path, err)
 	}
-	raw, err := os.ReadFile(s.path + ".journal")
+	f, err := os.Open(s.path + ".journal")
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, true, nil
 	}
 	if err != nil {
 		return nil, false, fmt.Errorf("recorder: read the event journal of %q: %w", s.path, err)
 	}
-	for len(raw) > 0 {
-		i := bytes.IndexByte(raw, '\n')
-		if i < 0 {
-			break // a write in progress
-		}
-		line := raw[:i]
-		raw = raw[i+1:]
+	defer f.Close()
+	// A last line still being written is left out (scanJournal's torn).
+	_, err = scanJournal(f.Name(), f, func(_ int64, line []byte) error {
 		if n, ok := bodySeq(line); ok && n <= seq {
-			continue
+			return nil
 		}
 		r, err := recordFromBody(line)
 		if err != nil {
-			return nil, false, fmt.Errorf("recorder: event journal of %q: %w", s.path, err)
+			return fmt.Errorf("recorder: event journal of %q: %w", s.path, err)
 		}
 		if r.Seq != seq+1 || r.PrevHash != hash {
-			return nil, false, nil
+			return errMovedOn
 		}
 		tail = append(tail, r)
 		seq, hash = r.Seq, r.Hash
+		return nil
+	})
+	switch {
+	case errors.Is(err, errMovedOn):
+		return nil, false, nil
+	case err != nil:
+		return nil, false, err
 	}
 	return tail, true, nil
 }
+
+// errMovedOn stops journalTail at a line that does not continue the chain.
+var errMovedOn = errors.New("recorder: the journal does not continue the snapshot")
 
 // bodySeq reads the seq a body starts with ({"seq":N,...).
 func bodySeq(body []byte) (int64, bool) {
