@@ -59,21 +59,37 @@ func (s *sqliteStore) ingestWake() {
 // backlogWait. Only the leader calls it, so waiting here holds back every
 // appender.
 func (s *sqliteStore) waitBacklog(n int) error {
-	deadline := time.Now().Add(backlogWait)
-	for {
+	fits := func() bool {
 		s.imu.Lock()
-		queued, ingestErr := len(s.iq), s.ingestErr
+		defer s.imu.Unlock()
+		return len(s.iq)+n <= s.maxBacklog
+	}
+	if s.awaitCopy(context.Background(), backlogWait, time.Millisecond, fits) {
+		return nil
+	}
+	s.imu.Lock()
+	queued, ingestErr := len(s.iq), s.ingestErr
+	s.imu.Unlock()
+	return fmt.Errorf("recorder: %d events are waiting to be copied into the event database %q "+
+		"(the limit is %d); the last copy failed with: %v", queued, s.path, s.maxBacklog, ingestErr)
+}
+
+// awaitCopy waits, waking the ingester and checking every so often, until
+// done holds (true), or until the copy into the database fails, ctx ends or
+// wait has passed (false).
+func (s *sqliteStore) awaitCopy(ctx context.Context, wait, every time.Duration, done func() bool) bool {
+	deadline := time.Now().Add(wait)
+	for !done() {
+		s.imu.Lock()
+		failing := s.ingestErr != nil
 		s.imu.Unlock()
-		switch {
-		case queued+n <= s.maxBacklog:
-			return nil
-		case ingestErr != nil || time.Now().After(deadline):
-			return fmt.Errorf("recorder: %d events are waiting to be copied into the event database %q "+
-				"(the limit is %d); the last copy failed with: %v", queued, s.path, s.maxBacklog, ingestErr)
+		if failing || ctx.Err() != nil || time.Now().After(deadline) {
+			return false
 		}
 		s.ingestWake()
-		time.Sleep(time.Millisecond)
+		time.Sleep(every)
 	}
+	return true
 }
 
 // ingestLoop copies journaled records into the database until stopIngest.
@@ -187,16 +203,9 @@ func (s *sqliteStore) bound() {
 	if s.journal.size < journalMaxSize {
 		return
 	}
-	deadline := time.Now().Add(backlogWait)
-	for s.ingested.Load() != s.headSeq {
-		s.imu.Lock()
-		failing := s.ingestErr != nil
-		s.imu.Unlock()
-		if failing || time.Now().After(deadline) {
-			return
-		}
-		s.ingestWake()
-		time.Sleep(time.Millisecond)
+	caughtUp := func() bool { return s.ingested.Load() == s.headSeq }
+	if !s.awaitCopy(context.Background(), backlogWait, time.Millisecond, caughtUp) {
+		return
 	}
 	if err := s.journal.truncate(); err != nil {
 		s.logger.Warn("cannot empty the event journal; will retry", "error", err)
@@ -349,15 +358,5 @@ func (s *sqliteStore) catchUp(ctx context.Context) {
 		return
 	}
 	target := s.headAtomic.Load()
-	deadline := time.Now().Add(5 * time.Second)
-	for s.ingested.Load() < target {
-		s.imu.Lock()
-		failing := s.ingestErr != nil
-		s.imu.Unlock()
-		if failing || ctx.Err() != nil || time.Now().After(deadline) {
-			return
-		}
-		s.ingestWake()
-		time.Sleep(200 * time.Microsecond)
-	}
+	s.awaitCopy(ctx, 5*time.Second, 200*time.Microsecond, func() bool { return s.ingested.Load() >= target })
 }
