@@ -536,3 +536,44 @@ func TestCloseDrainsDeferred(t *testing.T) {
 		t.Fatalf("after reopen Verify = %+v, want OK with %d events", res, stored.Load())
 	}
 }
+
+// TestPageSize: a new database gets pageSize pages in WAL mode (the page
+// size must be set before the journal mode, or SQLite keeps 4 KiB), and a
+// database made with SQLite's default pages keeps them and stays usable.
+func TestPageSize(t *testing.T) {
+	pragma := func(s *sqliteStore, name string) string {
+		t.Helper()
+		var v string
+		if err := s.writer.QueryRow("PRAGMA " + name).Scan(&v); err != nil {
+			t.Fatalf("PRAGMA %s: %v", name, err)
+		}
+		return v
+	}
+	s, _ := openTemp(t, "")
+	if got, want := pragma(s, "page_size"), fmt.Sprint(pageSize); got != want {
+		t.Errorf("new store: page_size %s, want %s", got, want)
+	}
+	if got := pragma(s, "journal_mode"); got != "wal" {
+		t.Errorf("new store: journal_mode %q, want wal", got)
+	}
+
+	path := filepath.Join(t.TempDir(), "old.db")
+	db, err := openDB(context.Background(), sqliteDSN(path, "_pragma=journal_mode(WAL)"), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := migrate(context.Background(), db); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	old := openPath(t, path, "")
+	if got := pragma(old, "page_size"); got != "4096" {
+		t.Errorf("existing store: page_size %s, want SQLite's default 4096 kept", got)
+	}
+	appendAll(t, old, sessionEvents("s1", t0))
+	if res := mustVerify(t, old); !res.OK || res.Events != 10 {
+		t.Errorf("existing store after appends: %+v", res)
+	}
+}
