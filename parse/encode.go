@@ -51,10 +51,28 @@ func keyOf(in *Input) staticKey {
 	}
 }
 
+// Encoding is an input document's JSON as InputEncoder writes it, with where
+// the parts that change from one execution of a prepared statement to the
+// next are: the values of input.time and of input.postgres.params.
+type Encoding struct {
+	JSON []byte
+	// Time and Params are the [start, end) offsets in JSON of the value of
+	// input.time and of input.postgres.params; Params is [0, 0] when the
+	// input has no postgres object.
+	Time, Params [2]int
+}
+
 // Encode returns json.Marshal(in).
 func (e *InputEncoder) Encode(in *Input) ([]byte, error) {
+	enc, err := e.EncodeParts(in)
+	return enc.JSON, err
+}
+
+// EncodeParts returns json.Marshal(in) as an Encoding (without parts when in
+// is nil).
+func (e *InputEncoder) EncodeParts(in *Input) (Encoding, error) {
 	if in == nil {
-		return []byte("null"), nil
+		return Encoding{JSON: []byte("null")}, nil
 	}
 	// A nil groups slice with a length of 0 and an empty non-nil one differ in
 	// JSON (null, []) but not in pointerOf when the empty one has no array:
@@ -64,7 +82,7 @@ func (e *InputEncoder) Encode(in *Input) ([]byte, error) {
 	if !cacheable || k != e.key {
 		static, err := encodeStatic(in)
 		if err != nil {
-			return nil, err
+			return Encoding{}, err
 		}
 		if !cacheable {
 			return e.encode(in, static)
@@ -96,7 +114,8 @@ func encodeStatic(in *Input) ([]byte, error) {
 	return append(b, s...), nil
 }
 
-func (e *InputEncoder) encode(in *Input, static []byte) ([]byte, error) {
+func (e *InputEncoder) encode(in *Input, static []byte) (Encoding, error) {
+	var enc Encoding
 	b := make([]byte, 0, 1024+len(static))
 	b = append(b, `{"version":`...)
 	b = strconv.AppendInt(b, int64(in.Version), 10)
@@ -105,9 +124,11 @@ func (e *InputEncoder) encode(in *Input, static []byte) ([]byte, error) {
 	b = append(b, `,"time":`...)
 	t, err := in.Time.MarshalJSON()
 	if err != nil {
-		return nil, err
+		return enc, err
 	}
+	enc.Time[0] = len(b)
 	b = append(b, t...)
+	enc.Time[1] = len(b)
 	b = append(b, ',')
 	b = append(b, static...)
 	if pg := in.Postgres; pg != nil {
@@ -120,19 +141,22 @@ func (e *InputEncoder) encode(in *Input, static []byte) ([]byte, error) {
 		b = append(b, `,"query":`...)
 		b = AppendJSONString(b, pg.Query)
 		b = append(b, `,"params":`...)
+		enc.Params[0] = len(b)
 		b, _ = appendList(b, pg.Params, func(b []byte, p *string) ([]byte, error) {
 			if p == nil {
 				return append(b, "null"...), nil
 			}
 			return AppendJSONString(b, *p), nil
 		})
+		enc.Params[1] = len(b)
 		b = append(b, `,"statements":`...)
 		if b, err = appendList(b, pg.Statements, appendStatement); err != nil {
-			return nil, err
+			return enc, err
 		}
 		b = append(b, '}')
 	}
-	return append(b, '}'), nil
+	enc.JSON = append(b, '}')
+	return enc, nil
 }
 
 func appendStatement(b []byte, s Statement) ([]byte, error) {

@@ -203,6 +203,32 @@ func benchmarkDecidePrepared(b *testing.B, memo bool) {
 	}
 }
 
+// BenchmarkDecidePreparedEncoded is BenchmarkDecidePrepared as the pipeline
+// decides: with the input's encoding, made by the session's encoder for the
+// record (its cost included).
+func BenchmarkDecidePreparedEncoded(b *testing.B) {
+	e, err := New(context.Background(), Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ins := preparedInputs(b, 1024)
+	ctx := context.Background()
+	var enc parse.InputEncoder
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		in := ins[i%len(ins)]
+		parts, err := enc.EncodeParts(in)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if d := e.DecideEncoded(ctx, in, &parts); !d.Allow {
+			b.Fatalf("denied: %v", d.Reasons)
+		}
+		i++
+	}
+}
+
 // BenchmarkDecidePreparedParallel is BenchmarkDecidePrepared from GOMAXPROCS
 // goroutines, each its own session.
 func BenchmarkDecidePreparedParallel(b *testing.B) {

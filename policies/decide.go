@@ -27,18 +27,31 @@ import (
 // the request's parameters and time is served from a memo once learned
 // (see decisionMemo): the same decision, under a new ID.
 func (e *Engine) Decide(ctx context.Context, input *parse.Input) decision.Decision {
+	return e.DecideEncoded(ctx, input, nil)
+}
+
+// DecideEncoded is Decide for an input whose canonical encoding the caller
+// has (parse.InputEncoder.EncodeParts of input, for the record): a decision
+// served from the memo is then found by that encoding alone, without
+// converting the input to a Rego value. enc may be nil.
+func (e *Engine) DecideEncoded(ctx context.Context, input *parse.Input, enc *parse.Encoding) decision.Decision {
 	var value ast.Value
-	d := e.decide(ctx, input, &value)
+	d := e.decide(ctx, input, enc, &value)
 	e.metrics.count(&d)
-	if e.dlogs != nil && value != nil {
-		if in, err := ast.JSON(value); err == nil {
-			e.logDecision(ctx, &d, in)
+	if e.dlogs != nil && input != nil {
+		if value == nil {
+			value, _ = e.fastInputValue(input)
+		}
+		if value != nil {
+			if in, err := ast.JSON(value); err == nil {
+				e.logDecision(ctx, &d, in)
+			}
 		}
 	}
 	return d
 }
 
-func (e *Engine) decide(ctx context.Context, input *parse.Input, out *ast.Value) decision.Decision {
+func (e *Engine) decide(ctx context.Context, input *parse.Input, enc *parse.Encoding, out *ast.Value) decision.Decision {
 	d := decision.Decision{ID: newDecisionID(), Path: e.path}
 	if input == nil {
 		return deny(d, "policy evaluation failed: no input document")
@@ -46,12 +59,17 @@ func (e *Engine) decide(ctx context.Context, input *parse.Input, out *ast.Value)
 	if err := ctx.Err(); err != nil {
 		return deny(d, "policy evaluation failed: "+err.Error())
 	}
-	value, err := e.fastInputValue(input)
-	if err != nil {
-		return deny(d, "policy evaluation failed: "+err.Error())
+	var key *memoKey
+	if e.memo != nil {
+		if k, ok := memoKeyOf(input, enc); ok {
+			key = &k
+		}
 	}
-	*out = value
-	return e.eval(ctx, d, value, input.Postgres != nil)
+	return e.eval(ctx, d, key, func() (ast.Value, error) {
+		v, err := e.fastInputValue(input)
+		*out = v
+		return v, err
+	})
 }
 
 // DecideJSON evaluates the decision for an input document given as JSON, as
@@ -70,12 +88,13 @@ func (e *Engine) DecideJSON(ctx context.Context, input []byte) decision.Decision
 	if err != nil {
 		return deny(d, "policy evaluation failed: "+err.Error())
 	}
-	return e.eval(ctx, d, value, false)
+	return e.eval(ctx, d, nil, func() (ast.Value, error) { return value, nil })
 }
 
-// eval evaluates the decision for an input value, through the memo when
-// memo is set (see decisionMemo).
-func (e *Engine) eval(ctx context.Context, d decision.Decision, value ast.Value, memo bool) decision.Decision {
+// eval evaluates the decision for the input valueOf returns, through the
+// memo when key is not nil (see decisionMemo); valueOf is not called for a
+// memo hit.
+func (e *Engine) eval(ctx context.Context, d decision.Decision, key *memoKey, valueOf func() (ast.Value, error)) decision.Decision {
 	ctx = context.WithValue(ctx, decisionIDKey{}, d.ID)
 	// The read transaction pins the store; the generation loaded under it is
 	// the one whose compiler matches the data it sees (activations swap the
@@ -95,18 +114,22 @@ func (e *Engine) eval(ctx context.Context, d decision.Decision, value ast.Value,
 	var (
 		state memoState
 		en    *memoEntry
-		key   ast.Object
-		hash  uint64
 		epoch uint64
 	)
-	if memo && gen.partial != nil && e.memo != nil {
-		if obj, ok := memoInput(value); ok {
-			key, hash, epoch = obj, keyHash(obj), e.epoch.Load()
-			if state, en = e.memo.lookup(gen, epoch, key, hash); state == memoHit {
-				en.copyTo(&d)
-				return d
-			}
+	if key != nil && gen.partial != nil && e.memo != nil {
+		epoch = e.epoch.Load()
+		if state, en = e.memo.lookup(gen, epoch, *key); state == memoHit {
+			en.copyTo(&d)
+			return d
 		}
+	}
+	value, err := valueOf()
+	if err != nil {
+		return deny(d, "policy evaluation failed: "+err.Error())
+	}
+	obj, isObject := value.(ast.Object)
+	if state == memoLearn && !isObject {
+		state = memoSkip
 	}
 	// Cancel the evaluation when ctx ends, without the goroutine per
 	// evaluation that OPA starts to watch ctx otherwise.
@@ -126,7 +149,7 @@ func (e *Engine) eval(ctx context.Context, d decision.Decision, value ast.Value,
 		switch state {
 		case memoLearn:
 			if ctx.Err() == nil {
-				e.memo.store(gen, epoch, key, hash, nil)
+				e.memo.store(gen, epoch, *key, nil)
 			}
 		case memoVerify:
 			e.verify(ctx, gen, en, err, nil)
@@ -137,7 +160,7 @@ func (e *Engine) eval(ctx context.Context, d decision.Decision, value ast.Value,
 	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
 		switch state {
 		case memoLearn:
-			e.memo.store(gen, epoch, key, hash, nil)
+			e.memo.store(gen, epoch, *key, nil)
 		case memoVerify:
 			e.verify(ctx, gen, en, errors.New("no decision"), nil)
 		}
@@ -150,16 +173,16 @@ func (e *Engine) eval(ctx context.Context, d decision.Decision, value ast.Value,
 	if state == memoLearn {
 		// The memoized decision is made from a result of its own (learn's
 		// conversion), so that it shares nothing with d.
-		if result, record := e.learn(ctx, gen, txn, key, d.Result); result != nil {
+		if result, record := e.learn(ctx, gen, txn, obj, d.Result); result != nil {
 			m := apply(decision.Decision{Result: result}, result)
 			// Hits carry the result's encoding too: records copy it
 			// rather than encode the result again.
 			if raw, err := json.Marshal(m.Result); err == nil {
 				m.RawResult = raw
 			}
-			e.memo.store(gen, epoch, key, hash, &m)
+			e.memo.store(gen, epoch, *key, &m)
 		} else if record {
-			e.memo.store(gen, epoch, key, hash, nil)
+			e.memo.store(gen, epoch, *key, nil)
 		}
 	}
 	return apply(d, d.Result)

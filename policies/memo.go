@@ -1,6 +1,7 @@
 package policies
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"reflect"
@@ -77,12 +78,11 @@ type decisionMemo struct {
 	hits, learned, refused, mismatches atomic.Int64 // for /metrics, tests and benchmarks
 }
 
-// memoEntry is a memoized decision: input is the input document it was
-// learned from (only its key part matters) and decision what apply made of
-// the decision's value (ID, Path and Bundles unset), which hits copy.
+// memoEntry is a memoized decision: key is the key of the input it was
+// learned from and decision what apply made of the decision's value (ID,
+// Path and Bundles unset), which hits copy.
 type memoEntry struct {
-	hash     uint64
-	input    ast.Object
+	key      memoKey
 	decision decision.Decision
 }
 
@@ -165,7 +165,8 @@ const (
 // lookup finds the memoized decision for input under gen and epoch. On a
 // miss it records the sighting and tells whether this request should learn
 // the key (the memoLearnAt-th time it is seen; only one request learns it).
-func (m *decisionMemo) lookup(gen *generation, epoch uint64, input ast.Object, hash uint64) (memoState, *memoEntry) {
+func (m *decisionMemo) lookup(gen *generation, epoch uint64, key memoKey) (memoState, *memoEntry) {
+	hash := key.hash
 	m.mu.Lock()
 	if !m.current(gen, epoch) {
 		m.mu.Unlock()
@@ -175,7 +176,7 @@ func (m *decisionMemo) lookup(gen *generation, epoch uint64, input ast.Object, h
 	m.mu.Unlock()
 	// Entries are immutable: compare outside the lock.
 	for _, en := range bucket {
-		if sameKey(en.input, input) {
+		if bytes.Equal(en.key.b, key.b) {
 			if m.verifyEvery > 0 && m.checks.Add(1)%m.verifyEvery == 0 {
 				return memoVerify, en
 			}
@@ -255,7 +256,8 @@ func (e *Engine) verify(ctx context.Context, gen *generation, en *memoEntry, err
 
 // store records the outcome of learning the key of input: its decision
 // when d is not nil, else that the key is not memoizable.
-func (m *decisionMemo) store(gen *generation, epoch uint64, input ast.Object, hash uint64, d *decision.Decision) {
+func (m *decisionMemo) store(gen *generation, epoch uint64, key memoKey, d *decision.Decision) {
+	hash := key.hash
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.gen != gen || m.epoch != epoch || m.entries == nil {
@@ -270,12 +272,12 @@ func (m *decisionMemo) store(gen *generation, epoch uint64, input ast.Object, ha
 		return
 	}
 	for _, en := range m.entries[hash] {
-		if sameKey(en.input, input) {
+		if bytes.Equal(en.key.b, key.b) {
 			return
 		}
 	}
 	m.learned.Add(1)
-	en := &memoEntry{hash: hash, input: input, decision: *d}
+	en := &memoEntry{key: key, decision: *d}
 	if len(m.ring) < m.max {
 		m.ring = append(m.ring, en)
 	} else {
@@ -288,7 +290,7 @@ func (m *decisionMemo) store(gen *generation, epoch uint64, input ast.Object, ha
 }
 
 func (m *decisionMemo) removeEntry(old *memoEntry) {
-	bucket := m.entries[old.hash]
+	bucket := m.entries[old.key.hash]
 	kept := make([]*memoEntry, 0, len(bucket))
 	for _, en := range bucket {
 		if en != old {
@@ -296,9 +298,9 @@ func (m *decisionMemo) removeEntry(old *memoEntry) {
 		}
 	}
 	if len(kept) == 0 {
-		delete(m.entries, old.hash)
+		delete(m.entries, old.key.hash)
 	} else {
-		m.entries[old.hash] = kept
+		m.entries[old.key.hash] = kept
 	}
 }
 

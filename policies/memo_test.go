@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/storage"
 
 	"github.com/regate/regate/parse"
@@ -27,7 +28,8 @@ func plainDecide(t *testing.T, e *Engine, in *parse.Input) decision.Decision {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return e.eval(context.Background(), decision.Decision{ID: "plain", Path: e.path}, v, false)
+	return e.eval(context.Background(), decision.Decision{ID: "plain", Path: e.path}, nil,
+		func() (ast.Value, error) { return v, nil })
 }
 
 // memoInputs are inputs of a few sessions executing a few statements

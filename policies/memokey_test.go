@@ -1,10 +1,10 @@
 package policies
 
 import (
+	"bytes"
+	"strings"
 	"testing"
 	"time"
-
-	"github.com/open-policy-agent/opa/v1/ast"
 
 	"github.com/regate/regate/parse"
 	"github.com/regate/regate/parse/sql"
@@ -25,18 +25,27 @@ func TestMemoKey(t *testing.T) {
 		in.Postgres.Params = []*string{&p}
 		return in
 	}
-	value := func(in *parse.Input) ast.Object {
+	// The key of an input, from an encoding of its own and from a session's
+	// encoder (which caches the identity, target and session parts): both
+	// must agree.
+	var sessionEnc parse.InputEncoder
+	value := func(in *parse.Input) memoKey {
 		t.Helper()
-		v, err := e.fastInputValue(in)
-		if err != nil {
-			t.Fatal(err)
-		}
-		obj, ok := memoInput(v)
+		own, ok := memoKeyOf(in, nil)
 		if !ok {
 			t.Fatal("not memoizable")
 		}
-		return obj
+		enc, err := sessionEnc.EncodeParts(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k, ok := memoKeyOf(in, &enc)
+		if !ok || !bytes.Equal(k.b, own.b) || k.hash != own.hash {
+			t.Fatalf("the key from a session's encoding differs:\n%s\n%s", k.b, own.b)
+		}
+		return k
 	}
+	sameKey := func(a, b memoKey) bool { return bytes.Equal(a.b, b.b) }
 	a := value(base())
 	same := map[string]func(*parse.Input){
 		"time":        func(in *parse.Input) { in.Time = in.Time.Add(time.Second) },
@@ -48,7 +57,7 @@ func TestMemoKey(t *testing.T) {
 	for name, change := range same {
 		in := base()
 		change(in)
-		if b := value(in); !sameKey(a, b) || keyHash(a) != keyHash(b) {
+		if b := value(in); !sameKey(a, b) || a.hash != b.hash {
 			t.Errorf("%s: another key", name)
 		}
 	}
@@ -58,7 +67,9 @@ func TestMemoKey(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		st.AST = tree[0].AST
+		// RawAST is AST's encoding (parse/sql sets both): the record and the
+		// key are made from it, policies see AST.
+		st.AST, st.RawAST = tree[0].AST, tree[0].RawAST
 		in.Postgres.Statements = []parse.Statement{st}
 	}
 	other := map[string]func(*parse.Input){
@@ -91,6 +102,14 @@ func TestMemoKey(t *testing.T) {
 			st.Relations[0].Access = parse.AccessWrite
 			in.Postgres.Statements = []parse.Statement{st}
 		},
+	}
+	big := base()
+	big.Postgres.Query = strings.Repeat("x", memoMaxQuery+1)
+	if _, ok := memoKeyOf(big, nil); ok {
+		t.Error("a query longer than memoMaxQuery has a key")
+	}
+	if _, ok := memoKeyOf(&parse.Input{Version: 1, Protocol: "ssh"}, nil); ok {
+		t.Error("an input without postgres has a key")
 	}
 	for name, change := range other {
 		in := base()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/regate/regate/parse"
 	"github.com/regate/regate/policies/decision"
@@ -32,7 +33,16 @@ type Command struct {
 // the event is stored, so a command is never forwarded unrecorded: a store
 // failure turns the command into a refusal.
 func (s *Session) Authorize(ctx context.Context, in *parse.Input) *Command {
-	d := s.p.Decider.Decide(ctx, in)
+	// The input is encoded once, for the decider and the record.
+	s.encMu.Lock()
+	enc, encErr := s.enc.EncodeParts(in)
+	s.encMu.Unlock()
+	var d decision.Decision
+	if ed, ok := s.p.Decider.(EncodedDecider); ok && encErr == nil {
+		d = ed.DecideEncoded(ctx, in, &enc)
+	} else {
+		d = s.p.Decider.Decide(ctx, in)
+	}
 	c := &Command{s: s, Decision: d, Allowed: d.Allow}
 	if !d.Allow {
 		c.Message = "regate: blocked by policy: " + reasonText(d)
@@ -42,7 +52,7 @@ func (s *Session) Authorize(ctx context.Context, in *parse.Input) *Command {
 		c.Allowed = false
 		c.Message = "regate: blocked: the policy requires human approval, but no approval broker is configured"
 	}
-	c.record(ctx, in)
+	c.recordEncoded(ctx, in.Time, enc.JSON, encErr)
 	if c.Allowed && d.Approval != nil {
 		c.awaitApproval(ctx, in)
 	}
@@ -60,13 +70,20 @@ func (s *Session) Refuse(ctx context.Context, in *parse.Input, reason string) *C
 
 func (c *Command) record(ctx context.Context, in *parse.Input) {
 	s := c.s
-	s.commands.Add(1)
-	ev := s.event(recorder.TypeCommand, in.Time)
-	c.EventID = ev.ID
-	ev.Decision = &c.Decision
 	s.encMu.Lock()
 	raw, err := s.enc.Encode(in)
 	s.encMu.Unlock()
+	c.recordEncoded(ctx, in.Time, raw, err)
+}
+
+// recordEncoded records the command event for the input whose encoding is
+// raw (or whose encoding failed with err), made at t.
+func (c *Command) recordEncoded(ctx context.Context, t time.Time, raw []byte, err error) {
+	s := c.s
+	s.commands.Add(1)
+	ev := s.event(recorder.TypeCommand, t)
+	c.EventID = ev.ID
+	ev.Decision = &c.Decision
 	if err == nil {
 		ev.SetCanonicalInput(raw)
 		err = s.p.Recorder.Append(ctx, ev)

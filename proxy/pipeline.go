@@ -34,6 +34,13 @@ type Decider interface {
 	Decide(ctx context.Context, input *parse.Input) decision.Decision
 }
 
+// EncodedDecider is a Decider that can use the input's canonical encoding,
+// which the pipeline makes anyway for the record (policies.Engine finds a
+// memoized decision by it).
+type EncodedDecider interface {
+	DecideEncoded(ctx context.Context, input *parse.Input, enc *parse.Encoding) decision.Decision
+}
+
 // Pipeline is shared by every engine and every session. All fields except
 // Logger and Now are required.
 type Pipeline struct {

@@ -63,11 +63,45 @@ func TestInputEncoderMatchesJSON(t *testing.T) {
 				t.Fatalf("query %q:\n got %s\nwant %s", q, got, want)
 			}
 		}
+		parts, err := enc.EncodeParts(&in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkParts(t, parts, want, &in)
 	}
 	in := base
 	want, _ := json.Marshal(&in)
 	if got, _ := enc.Encode(&in); !bytes.Equal(got, want) {
 		t.Fatalf("without postgres:\n got %s\nwant %s", got, want)
+	}
+	parts, err := enc.EncodeParts(&in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkParts(t, parts, want, &in)
+}
+
+// checkParts checks that an Encoding is want and that its parts are the
+// values of input.time and input.postgres.params, at their members.
+func checkParts(t *testing.T, parts parse.Encoding, want []byte, in *parse.Input) {
+	t.Helper()
+	if !bytes.Equal(parts.JSON, want) {
+		t.Fatalf("EncodeParts:\n got %s\nwant %s", parts.JSON, want)
+	}
+	at := func(span [2]int) string { return string(parts.JSON[span[0]:span[1]]) }
+	wantTime, _ := json.Marshal(in.Time)
+	if got := at(parts.Time); got != string(wantTime) || !bytes.HasSuffix(parts.JSON[:parts.Time[0]], []byte(`,"time":`)) {
+		t.Errorf("Time %v: %s, want %s after \"time\":", parts.Time, got, wantTime)
+	}
+	if in.Postgres == nil {
+		if parts.Params != [2]int{} {
+			t.Errorf("Params %v without postgres, want [0 0]", parts.Params)
+		}
+		return
+	}
+	wantParams, _ := json.Marshal(in.Postgres.Params)
+	if got := at(parts.Params); got != string(wantParams) || !bytes.HasSuffix(parts.JSON[:parts.Params[0]], []byte(`,"params":`)) {
+		t.Errorf("Params %v: %s, want %s after \"params\":", parts.Params, got, wantParams)
 	}
 }
 
