@@ -1,7 +1,6 @@
 package policies
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"reflect"
@@ -176,7 +175,7 @@ func (m *decisionMemo) lookup(gen *generation, epoch uint64, key memoKey) (memoS
 	m.mu.Unlock()
 	// Entries are immutable: compare outside the lock.
 	for _, en := range bucket {
-		if bytes.Equal(en.key.b, key.b) {
+		if en.key.equal(&key) {
 			if m.verifyEvery > 0 && m.checks.Add(1)%m.verifyEvery == 0 {
 				return memoVerify, en
 			}
@@ -272,12 +271,12 @@ func (m *decisionMemo) store(gen *generation, epoch uint64, key memoKey, d *deci
 		return
 	}
 	for _, en := range m.entries[hash] {
-		if bytes.Equal(en.key.b, key.b) {
+		if en.key.equal(&key) {
 			return
 		}
 	}
 	m.learned.Add(1)
-	en := &memoEntry{key: key, decision: *d}
+	en := &memoEntry{key: key.own(), decision: *d}
 	if len(m.ring) < m.max {
 		m.ring = append(m.ring, en)
 	} else {

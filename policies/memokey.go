@@ -1,6 +1,7 @@
 package policies
 
 import (
+	"bytes"
 	"hash/maphash"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -16,10 +17,12 @@ import (
 // but for the unknowns; a hit needs no conversion of the input to a Rego
 // value.
 
-// memoKey is the key of an input and its hash.
+// memoKey is the key of an input: its encoding's parts around the unknowns
+// (which still belong to the request's encoding) and their hash. own makes
+// a copy to keep in the memo.
 type memoKey struct {
-	b    []byte
-	hash uint64
+	parts [3][]byte
+	hash  uint64
 }
 
 var memoSeed = maphash.MakeSeed()
@@ -43,11 +46,46 @@ func memoKeyOf(in *parse.Input, enc *parse.Encoding) (memoKey, bool) {
 	if t[0] <= 0 || t[0] > t[1] || t[1] > p[0] || p[0] > p[1] || p[1] > len(j) {
 		return memoKey{}, false
 	}
-	b := make([]byte, 0, len(j)-(t[1]-t[0])-(p[1]-p[0]))
-	b = append(b, j[:t[0]]...)
-	b = append(b, j[t[1]:p[0]]...)
-	b = append(b, j[p[1]:]...)
-	return memoKey{b: b, hash: maphash.Bytes(memoSeed, b)}, true
+	k := memoKey{parts: [3][]byte{j[:t[0]], j[t[1]:p[0]], j[p[1]:]}}
+	var h maphash.Hash
+	h.SetSeed(memoSeed)
+	for _, part := range k.parts {
+		h.Write(part)
+	}
+	k.hash = h.Sum64()
+	return k, true
+}
+
+// equal tells whether two keys are the same bytes (however split).
+func (k *memoKey) equal(o *memoKey) bool {
+	a, b := k.parts[:], o.parts[:]
+	var x, y []byte
+	for {
+		for len(x) == 0 && len(a) > 0 {
+			x, a = a[0], a[1:]
+		}
+		for len(y) == 0 && len(b) > 0 {
+			y, b = b[0], b[1:]
+		}
+		if len(x) == 0 || len(y) == 0 {
+			return len(x) == 0 && len(y) == 0
+		}
+		n := min(len(x), len(y))
+		if !bytes.Equal(x[:n], y[:n]) {
+			return false
+		}
+		x, y = x[n:], y[n:]
+	}
+}
+
+// own returns k with its bytes copied into one part, for the memo to keep
+// (the request's encoding is the record's).
+func (k memoKey) own() memoKey {
+	b := make([]byte, 0, len(k.parts[0])+len(k.parts[1])+len(k.parts[2]))
+	for _, part := range k.parts {
+		b = append(b, part...)
+	}
+	return memoKey{parts: [3][]byte{b}, hash: k.hash}
 }
 
 // isUnknown tells whether the member k of the input (in postgres when inPG)

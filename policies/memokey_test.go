@@ -40,12 +40,22 @@ func TestMemoKey(t *testing.T) {
 			t.Fatal(err)
 		}
 		k, ok := memoKeyOf(in, &enc)
-		if !ok || !bytes.Equal(k.b, own.b) || k.hash != own.hash {
-			t.Fatalf("the key from a session's encoding differs:\n%s\n%s", k.b, own.b)
+		if !ok || !k.equal(&own) || k.hash != own.hash {
+			t.Fatalf("the key from a session's encoding differs:\n%q\n%q", k.parts, own.parts)
+		}
+		if o := k.own(); !o.equal(&k) || !k.equal(&o) || o.hash != k.hash {
+			t.Fatalf("the key's copy differs:\n%q\n%q", o.parts, k.parts)
 		}
 		return k
 	}
-	sameKey := func(a, b memoKey) bool { return bytes.Equal(a.b, b.b) }
+	sameKey := func(a, b memoKey) bool {
+		ao, bo := a.own(), b.own()
+		eq := a.equal(&b)
+		if eq != b.equal(&a) || eq != ao.equal(&b) || eq != a.equal(&bo) || eq != bytes.Equal(ao.parts[0], bo.parts[0]) {
+			t.Fatalf("equal disagrees with itself or with bytes.Equal: %q %q", a.parts, b.parts)
+		}
+		return eq
+	}
 	a := value(base())
 	same := map[string]func(*parse.Input){
 		"time":        func(in *parse.Input) { in.Time = in.Time.Add(time.Second) },
@@ -116,6 +126,38 @@ func TestMemoKey(t *testing.T) {
 		change(in)
 		if b := value(in); sameKey(a, b) {
 			t.Errorf("%s: the same key", name)
+		}
+	}
+}
+
+// TestMemoKeyEqual checks key equality over keys split differently.
+func TestMemoKeyEqual(t *testing.T) {
+	key := func(parts ...string) memoKey {
+		var k memoKey
+		for i, p := range parts {
+			k.parts[i] = []byte(p)
+		}
+		return k
+	}
+	cases := []struct {
+		a, b memoKey
+		want bool
+	}{
+		{key("ab", "c", ""), key("a", "bc", ""), true},
+		{key("", "", ""), key(""), true},
+		{key("abc"), key("", "", "abc"), true},
+		{key("a", "b", "c"), key("abc"), true},
+		{key("abc"), key("ab"), false},
+		{key("ab", "", ""), key("abc"), false},
+		{key("abd"), key("a", "b", "c"), false},
+		{key(""), key("x"), false},
+	}
+	for _, c := range cases {
+		if got := c.a.equal(&c.b); got != c.want {
+			t.Errorf("%q equal %q = %v, want %v", c.a.parts, c.b.parts, got, c.want)
+		}
+		if got := c.b.equal(&c.a); got != c.want {
+			t.Errorf("%q equal %q = %v, want %v", c.b.parts, c.a.parts, got, c.want)
 		}
 	}
 }

@@ -53,7 +53,16 @@ func (r Record) Event() (Event, error) {
 type Draft struct {
 	cols Record // the columns; Seq, Body, PrevHash and Hash unset
 	tpl  []byte // json.Marshal of the event with Seq 0 and PrevHash ""
+	// buf, when not nil, is the buffer tpl ends: sealHead bytes of room,
+	// then tpl, with capacity for a hash after it. The first Seal writes
+	// the body into it, and marks it used in its first byte (which no body
+	// covers).
+	buf []byte
 }
+
+// sealHead is the room left before a template for Seal to write `{"seq":N`
+// in place (at most 7+20 bytes, plus the used mark).
+const sealHead = 32
 
 // A template (the event encoded with Seq 0 and PrevHash "") starts with
 // tplHead and ends with tplTail; Seal replaces the 0 and the "".
@@ -88,8 +97,12 @@ func Encode(ev *Event) (Draft, error) {
 		ID: ev.ID, Time: ev.Time.Format(TimeFormat), Type: ev.Type, SessionID: ev.SessionID,
 		Target: ev.Target, Subject: ev.Subject, Ref: ev.Ref,
 	}
-	if tpl, ok := appendTemplate(make([]byte, 0, 512+len(ev.Input)), ev); ok {
-		return Draft{cols: cols, tpl: tpl}, nil
+	est := sealHead + 768 + len(ev.Input) + 2*sha256.Size
+	if d := ev.Decision; d != nil {
+		est += len(d.RawResult) + 64*len(d.Mask)
+	}
+	if buf, ok := appendTemplate(make([]byte, sealHead, est), ev); ok {
+		return Draft{cols: cols, tpl: buf[sealHead:], buf: buf}, nil
 	}
 	tmp := *ev
 	tmp.Seq, tmp.PrevHash, tmp.Hash = 0, GenesisPrevHash, ""
@@ -156,6 +169,22 @@ func (d Draft) Seal(seq int64, prevHash string) (Record, error) {
 	}
 	// From the template, keep what follows the 0 of seq and precedes the ""
 	// of prev_hash.
+	if b := d.buf; b != nil && b[0] == 0 && len(b) == sealHead+len(d.tpl) {
+		// In place: `{"seq":N` ends where `{"seq":0` ends, the hash
+		// replaces the closing `""}`.
+		b[0] = 1
+		var num [20]byte
+		digits := strconv.AppendInt(num[:0], seq, 10)
+		end := sealHead + len(seqKey) + 1
+		start := end - len(seqKey) - len(digits)
+		copy(b[start:], seqKey)
+		copy(b[start+len(seqKey):], digits)
+		body := parse.AppendJSONString(b[start:len(b)-len(`""}`)], prevHash)
+		body = append(body, '}')
+		r := d.cols
+		r.Seq, r.Body, r.PrevHash, r.Hash = seq, body, prevHash, hashBody(body)
+		return r, nil
+	}
 	mid := d.tpl[len(seqKey)+1 : len(d.tpl)-len(`""}`)]
 	body := make([]byte, 0, len(d.tpl)+len(prevHash)+24)
 	body = append(body, seqKey...)

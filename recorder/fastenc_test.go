@@ -3,6 +3,7 @@ package recorder
 import (
 	"encoding/json"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -138,4 +139,52 @@ func FuzzFastTemplate(f *testing.F) {
 			t.Fatalf("fast template differs:\n got %s\nwant %s", got, want)
 		}
 	})
+}
+
+// TestSealTwice: Seal writes the body into the draft's buffer the first
+// time; sealing the same draft again must neither change the first body nor
+// give a wrong second one.
+func TestSealTwice(t *testing.T) {
+	ev := &Event{ID: "e1", Time: t0, Type: TypeOutcome, SessionID: "s", Ref: "c1",
+		Outcome: &Outcome{Status: StatusOK, Tags: []string{"SELECT 1"}, Rows: 1}}
+	d, err := Encode(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.buf == nil {
+		t.Fatal("an outcome's draft has no buffer to seal in place")
+	}
+	want := func(seq int64, prev string) string {
+		e := *ev
+		e.Seq, e.PrevHash = seq, prev
+		b, err := json.Marshal(&e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	h1, h2 := strings.Repeat("a", 64), strings.Repeat("b", 64)
+	r1, err := d.Seal(7, h1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := d.Seal(1234567890123, h2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r3, err := d.Seal(8, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		r    Record
+		want string
+	}{{r1, want(7, h1)}, {r2, want(1234567890123, h2)}, {r3, want(8, "")}} {
+		if string(c.r.Body) != c.want {
+			t.Errorf("body\n got %s\nwant %s", c.r.Body, c.want)
+		}
+		if c.r.Hash != hashBody([]byte(c.want)) {
+			t.Errorf("seq %d: hash %s is not the body's", c.r.Seq, c.r.Hash)
+		}
+	}
 }
