@@ -79,6 +79,11 @@ func TestRecordsTellTheTruth(t *testing.T) {
 	}
 
 	// Edit one recorded decision in the SQLite file: verify must name it.
+	// The gateway copies its journal into the file in the background (up to
+	// 100 ms later under load): wait for the row.
+	if countWhere(t, gw, 1, `type = 'command' AND body LIKE '%"allow":false%'`) < 1 {
+		t.Fatal("the denied command never reached the database file")
+	}
 	db := openStore(t, gw)
 	res, err := db.Exec(`UPDATE events SET body = replace(body, '"allow":false', '"allow":true')
 		WHERE seq = (SELECT min(seq) FROM events WHERE type = 'command' AND body LIKE '%"allow":false%')`)
