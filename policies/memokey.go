@@ -12,10 +12,13 @@ import (
 // The memo's key (see decisionMemo): the input document's canonical JSON
 // (parse.InputEncoder, the encoding the record stores) without the values of
 // its unknowns (input.time and input.postgres.params), compared byte for
-// byte. The encoder writes every member at a fixed place and maps with
-// sorted keys, so two inputs have the same key exactly when they are equal
-// but for the unknowns; a hit needs no conversion of the input to a Rego
-// value.
+// byte. The encoding is a function of the input's value: every member at a
+// fixed place, maps with sorted keys, and each statement tree as the parser's
+// canonical JSON, from which the tree policies see was decoded (parse/sql
+// keeps the two together, templated statements included). So equal keys mean
+// inputs equal but for the unknowns; unequal keys of equal inputs (which
+// the encoder does not produce) would only cost a hit. A hit needs no
+// conversion of the input to a Rego value.
 
 // memoKey is the key of an input: its encoding's parts around the unknowns
 // (which still belong to the request's encoding) and their hash. own makes
