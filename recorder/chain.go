@@ -162,13 +162,13 @@ func (d Draft) ID() string { return d.cols.ID }
 // Seal places the draft in the chain at seq after the event whose hash is
 // prevHash (GenesisPrevHash for seq 1). The body is byte for byte what
 // json.Marshal gives for the event with Seq and PrevHash set. The draft must
-// come from Encode.
+// come from Encode. The first Seal of a draft writes the body into the
+// draft's own buffer (later ones copy), so a draft must not be sealed by two
+// goroutines at once.
 func (d Draft) Seal(seq int64, prevHash string) (Record, error) {
 	if len(d.tpl) < len(tplHead)+len(tplTail) {
 		return Record{}, errors.New("recorder: seal: draft was not made by Encode")
 	}
-	// From the template, keep what follows the 0 of seq and precedes the ""
-	// of prev_hash.
 	if b := d.buf; b != nil && b[0] == 0 && len(b) == sealHead+len(d.tpl) {
 		// In place: `{"seq":N` ends where `{"seq":0` ends, the hash
 		// replaces the closing `""}`.
@@ -185,6 +185,8 @@ func (d Draft) Seal(seq int64, prevHash string) (Record, error) {
 		r.Seq, r.Body, r.PrevHash, r.Hash = seq, body, prevHash, hashBody(body)
 		return r, nil
 	}
+	// From the template, keep what follows the 0 of seq and precedes the ""
+	// of prev_hash. (A draft sealed in place still has these bytes.)
 	mid := d.tpl[len(seqKey)+1 : len(d.tpl)-len(`""}`)]
 	body := make([]byte, 0, len(d.tpl)+len(prevHash)+24)
 	body = append(body, seqKey...)
