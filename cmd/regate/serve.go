@@ -55,12 +55,12 @@ func newLogger(w io.Writer, level string, json bool) hclog.Logger {
 	})
 }
 
-// runGateway wires the pipeline from cfg and serves every target until ctx is
-// done. ready, when set, is called once every listener is open.
 // The engine takes the input's encoding from the pipeline: its memo finds
 // decisions by it.
 var _ proxy.EncodedDecider = (*policies.Engine)(nil)
 
+// runGateway wires the pipeline from cfg and serves every target until ctx is
+// done. ready, when set, is called once every listener is open.
 func runGateway(ctx context.Context, cfg *config.Config, log hclog.Logger, ready func()) error {
 	store, err := recorder.Open(ctx, cfg.Store.URL, log.Named("recorder"))
 	if err != nil {
