@@ -351,14 +351,13 @@ func (s *sqliteStore) stopIngest() error {
 	<-s.filterDone
 	close(s.ingestStop)
 	<-s.ingestDone
-	var err error
 	if s.ingested.Load() == s.headSeq {
 		s.maybeTruncate(0)
 	} else {
 		s.logger.Error("events are left in the journal; they are copied into the database at the next open",
 			"path", s.journal.path, "events", s.headSeq-s.ingested.Load())
 	}
-	return errors.Join(err, s.journal.close())
+	return s.journal.close()
 }
 
 func (s *sqliteStore) closeDBs() error {
