@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -132,10 +133,7 @@ func Encode(ev *Event) (Draft, error) {
 		if i < 0 || at >= len(tpl) || (tpl[at] != ',' && tpl[at] != '}') {
 			return Draft{}, fmt.Errorf("recorder: encode event %q: no decision result in %.60q", ev.ID, tpl)
 		}
-		out := make([]byte, 0, len(tpl)+len(rawResult))
-		out = append(out, tpl[:at-len(inputPlaceholder)]...)
-		out = append(out, rawResult...)
-		tpl = append(out, tpl[at:]...)
+		tpl = slices.Concat(tpl[:at-len(inputPlaceholder)], rawResult, tpl[at:])
 	}
 	if splice {
 		// The first `,"input":` is the key: the fields before it are strings,
@@ -145,10 +143,7 @@ func Encode(ev *Event) (Draft, error) {
 			return Draft{}, fmt.Errorf("recorder: encode event %q: no input in %.40q", ev.ID, tpl)
 		}
 		at := i + len(inputKey)
-		out := make([]byte, 0, len(tpl)+len(ev.Input))
-		out = append(out, tpl[:at]...)
-		out = append(out, ev.Input...)
-		tpl = append(out, tpl[at+len(inputPlaceholder):]...)
+		tpl = slices.Concat(tpl[:at], ev.Input, tpl[at+len(inputPlaceholder):])
 	}
 	if !bytes.HasPrefix(tpl, tplHead) || !bytes.HasSuffix(tpl, tplTail) {
 		return Draft{}, fmt.Errorf("recorder: encode event %q: unexpected canonical form %.40q", ev.ID, tpl)
