@@ -49,19 +49,14 @@ func cmdExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	defer store.Close()
 
-	var w io.Writer = stdout
-	var fh *os.File
-	if *out != "" {
-		if fh, err = os.Create(*out); err != nil {
-			return err
-		}
-		defer fh.Close()
-		w = fh
+	w, closeOut, err := createOutput(*out, stdout)
+	if err != nil {
+		return err
 	}
 	bw := bufio.NewWriterSize(w, 1<<16)
 	dlog, err := engine.NewDecisionLog(bw)
 	if err != nil {
-		return err
+		return errors.Join(err, closeOut())
 	}
 	var read, written int
 	err = store.Commands(ctx, recorder.CommandFilter{Since: from, Until: to, Target: *target}, func(ev *recorder.Event) error {
@@ -79,10 +74,8 @@ func cmdExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if ferr := bw.Flush(); err == nil {
 		err = ferr
 	}
-	if fh != nil {
-		if cerr := fh.Close(); err == nil {
-			err = cerr
-		}
+	if cerr := closeOut(); err == nil {
+		err = cerr
 	}
 	if err != nil {
 		return fmt.Errorf("export decisions: %w", err)
@@ -114,4 +107,19 @@ func exportEngine(ctx context.Context, cfgPath, bundlePath string, stderr io.Wri
 		return nil, fmt.Errorf("export decisions: %w", err)
 	}
 	return e, nil
+}
+
+// createOutput returns where a command writes: the file path (created or
+// truncated) or, when path is "", stdout. closeOut closes the file (a no-op
+// for stdout); the caller reports its error, which a failed final write can
+// surface only there.
+func createOutput(path string, stdout io.Writer) (w io.Writer, closeOut func() error, err error) {
+	if path == "" {
+		return stdout, func() error { return nil }, nil
+	}
+	fh, err := os.Create(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	return fh, fh.Close, nil
 }
