@@ -3,7 +3,6 @@ package recorder
 import (
 	"context"
 	"database/sql"
-	"fmt"
 	"time"
 )
 
@@ -31,60 +30,26 @@ func (f CommandFilter) Match(ev *Event) bool {
 // reading in one snapshot while appends continue. It stops at fn's first error
 // and returns it.
 func (s *sqliteStore) Commands(ctx context.Context, f CommandFilter, fn func(*Event) error) error {
-	q := selectRecords + ` WHERE type = ?`
+	where := ` WHERE type = ?`
 	args := []any{TypeCommand}
 	if !f.Since.IsZero() {
-		q += ` AND time >= ?`
+		where += ` AND time >= ?`
 		args = append(args, f.Since.UTC().Format(TimeFormat))
 	}
 	if !f.Until.IsZero() {
-		q += ` AND time < ?`
+		where += ` AND time < ?`
 		args = append(args, f.Until.UTC().Format(TimeFormat))
 	}
 	if f.Target != "" {
-		q += ` AND target = ?`
+		where += ` AND target = ?`
 		args = append(args, f.Target)
 	}
 	if f.SessionID != "" {
-		q += ` AND session_id = ?`
+		where += ` AND session_id = ?`
 		args = append(args, f.SessionID)
 	}
 	return s.readSnapshot(ctx, func(tx *sql.Tx, tail []Record) error {
-		rows, err := tx.QueryContext(ctx, q+` ORDER BY seq`, args...)
-		if err != nil {
-			return fmt.Errorf("recorder: query commands: %w", err)
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var r Record
-			if err := scanRecord(rows, &r, &r.Body); err != nil {
-				return fmt.Errorf("recorder: read commands: %w", err)
-			}
-			ev, err := r.Event()
-			if err != nil {
-				return err
-			}
-			if err := fn(&ev); err != nil {
-				return err
-			}
-		}
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("recorder: read commands: %w", err)
-		}
-		for _, r := range tail {
-			if r.Type != TypeCommand {
-				continue
-			}
-			ev, err := r.Event()
-			if err != nil {
-				return err
-			}
-			if f.Match(&ev) {
-				if err := fn(&ev); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
+		return eachEvent(ctx, tx, tail, "commands", where, args,
+			func(r *Record) bool { return r.Type == TypeCommand }, f.Match, fn)
 	})
 }

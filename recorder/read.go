@@ -31,40 +31,61 @@ const filteredSessions = ` WHERE session_id IN (
 func (s *sqliteStore) Events(ctx context.Context, sessionID string) ([]Event, error) {
 	events := []Event{}
 	err := s.readSnapshot(ctx, func(tx *sql.Tx, tail []Record) error {
-		rows, err := tx.QueryContext(ctx, selectRecords+` WHERE session_id = ? ORDER BY seq`, sessionID)
-		if err != nil {
-			return fmt.Errorf("recorder: query events of session %q: %w", sessionID, err)
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var r Record
-			if err := scanRecord(rows, &r, &r.Body); err != nil {
-				return fmt.Errorf("recorder: read events of session %q: %w", sessionID, err)
-			}
-			ev, err := r.Event()
-			if err != nil {
-				return err
-			}
-			events = append(events, ev)
-		}
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("recorder: read events of session %q: %w", sessionID, err)
-		}
-		for _, r := range tail {
-			if r.SessionID == sessionID {
-				ev, err := r.Event()
-				if err != nil {
-					return err
-				}
-				events = append(events, ev)
-			}
-		}
-		return nil
+		return eachEvent(ctx, tx, tail, fmt.Sprintf("events of session %q", sessionID),
+			` WHERE session_id = ?`, []any{sessionID},
+			func(r *Record) bool { return r.SessionID == sessionID }, nil,
+			func(ev *Event) error { events = append(events, *ev); return nil })
 	})
 	if err != nil {
 		return nil, err
 	}
 	return events, nil
+}
+
+// eachEvent calls fn, in chain order, for every event of the snapshot tx
+// selected by where (with args), then for every event of the journal's tail
+// that the same selection, in Go, keeps: keep looks at the record, match
+// (when not nil) at the decoded event. It stops at fn's first error. what
+// names the events in errors.
+func eachEvent(ctx context.Context, tx *sql.Tx, tail []Record, what, where string, args []any,
+	keep func(*Record) bool, match func(*Event) bool, fn func(*Event) error) error {
+	rows, err := tx.QueryContext(ctx, selectRecords+where+` ORDER BY seq`, args...)
+	if err != nil {
+		return fmt.Errorf("recorder: query %s: %w", what, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var r Record
+		if err := scanRecord(rows, &r, &r.Body); err != nil {
+			return fmt.Errorf("recorder: read %s: %w", what, err)
+		}
+		ev, err := r.Event()
+		if err != nil {
+			return err
+		}
+		if err := fn(&ev); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("recorder: read %s: %w", what, err)
+	}
+	for i := range tail {
+		if !keep(&tail[i]) {
+			continue
+		}
+		ev, err := tail[i].Event()
+		if err != nil {
+			return err
+		}
+		if match != nil && !match(&ev) {
+			continue
+		}
+		if err := fn(&ev); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Verify walks the whole chain in one read transaction (a consistent snapshot
