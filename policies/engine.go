@@ -173,13 +173,19 @@ func (e *Engine) activate(ctx context.Context, txn storage.Transaction) error {
 	for name, rev := range revs {
 		active[name] = decision.Bundle{Revision: rev}
 	}
-	query, err := rego.New(
+	// Both queries are prepared on the new compiler, in the activating
+	// transaction.
+	on := func(opts ...func(*rego.Rego)) *rego.Rego {
+		return rego.New(append(opts,
+			rego.Compiler(compiler),
+			rego.Store(e.store),
+			rego.Transaction(txn),
+			rego.SetRegoVersion(ast.RegoV1),
+			rego.StrictBuiltinErrors(true),
+		)...)
+	}
+	query, err := on(
 		rego.ParsedQuery(ast.NewBody(ast.NewExpr(ast.NewTerm(e.ref)))),
-		rego.Compiler(compiler),
-		rego.Store(e.store),
-		rego.Transaction(txn),
-		rego.SetRegoVersion(ast.RegoV1),
-		rego.StrictBuiltinErrors(true),
 		rego.EnablePrintStatements(true),
 		rego.PrintHook(printHook{logger: e.logger}),
 	).PrepareForEval(ctx)
@@ -188,13 +194,8 @@ func (e *Engine) activate(ctx context.Context, txn storage.Transaction) error {
 	}
 	var partial *rego.PreparedPartialQuery
 	if memoizable(compiler) {
-		pq, err := rego.New(
+		pq, err := on(
 			rego.ParsedQuery(ast.NewBody(ast.Equality.Expr(ast.NewTerm(memoVar), ast.NewTerm(e.ref)))),
-			rego.Compiler(compiler),
-			rego.Store(e.store),
-			rego.Transaction(txn),
-			rego.SetRegoVersion(ast.RegoV1),
-			rego.StrictBuiltinErrors(true),
 			// Copy propagation, which shallow inlining turns off, writes
 			// into the terms of values it substitutes, such as a rule's
 			// constant head that concurrent evaluations are reading.
