@@ -197,7 +197,7 @@ func (s *Source) ReportLocal(name, activeRevision string, err error) {
 }
 
 // Failures counts failed attempts to download, verify, compile or activate
-// a remote bundle.
+// a remote bundle, and failed reloads of a local one (ReportLocal).
 func (s *Source) Failures() int64 { return s.failures.Load() }
 
 // Status is one remote bundle's status, as OPA's bundle plugin reports it.
