@@ -85,44 +85,20 @@ type memoEntry struct {
 	decision decision.Decision
 }
 
-// copyTo fills d with a deep copy of the memoized decision.
+// copyTo fills d with the memoized decision. Result, RawResult and Mask are
+// shared with the memo and every other hit (Decision documents them as
+// read-only); Mask is clipped, so that appending to it copies. Reasons and
+// Approval, which deny appends to or callers may edit, are copied.
 func (en *memoEntry) copyTo(d *decision.Decision) {
 	m := &en.decision
 	d.Allow, d.Error = m.Allow, m.Error
 	d.Reasons = slices.Clone(m.Reasons)
-	d.Mask = slices.Clone(m.Mask)
+	d.Mask = slices.Clip(m.Mask)
 	if m.Approval != nil {
 		d.Approval = &decision.Approval{Groups: slices.Clone(m.Approval.Groups), Reason: m.Approval.Reason}
 	}
-	d.Result = cloneJSON(m.Result)
-	d.RawResult = m.RawResult // immutable, shared
-}
-
-// cloneJSON deep-copies a value decoded from JSON (or converted from a Rego
-// value): its maps and slices; other values are immutable.
-func cloneJSON(v any) any {
-	switch x := v.(type) {
-	case map[string]any:
-		if x == nil {
-			return x
-		}
-		out := make(map[string]any, len(x))
-		for k, v := range x {
-			out[k] = cloneJSON(v)
-		}
-		return out
-	case []any:
-		if x == nil {
-			return x
-		}
-		out := make([]any, len(x))
-		for i, v := range x {
-			out[i] = cloneJSON(v)
-		}
-		return out
-	default:
-		return v
-	}
+	d.Result = m.Result
+	d.RawResult = m.RawResult
 }
 
 const (

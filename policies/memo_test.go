@@ -278,7 +278,8 @@ func TestMemoHitsPreparedSelect(t *testing.T) {
 }
 
 // TestMemoDecisionIsFresh checks that a memoized decision has its own ID
-// and shares nothing another decision could change.
+// and that nothing a caller may change (its ID, reasons, bundles, appending
+// to its mask) reaches another decision; Result and Mask are read-only.
 func TestMemoDecisionIsFresh(t *testing.T) {
 	e := newEngine(t, Config{})
 	defer e.Close()
@@ -294,8 +295,10 @@ func TestMemoDecisionIsFresh(t *testing.T) {
 	if a.ID == b.ID {
 		t.Errorf("two decisions with ID %s", a.ID)
 	}
-	a.Mask[0].Column = "changed"
-	a.Result.(map[string]any)["allow"] = false
+	// Result and Mask are shared read-only (decision.Decision says so);
+	// what a caller may change must not reach another decision.
+	a.Mask = append(a.Mask, decision.Mask{Column: "changed"})
+	a.Reasons = append(a.Reasons, "changed")
 	a.Bundles["x"] = decision.Bundle{}
 	want := plainDecide(t, e, ins[len(ins)-1])
 	b.ID = want.ID

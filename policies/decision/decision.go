@@ -15,9 +15,13 @@ type Decision struct {
 	Allow    bool      `json:"allow"`
 	Reasons  []string  `json:"reasons,omitempty"`
 	Approval *Approval `json:"approval,omitempty"`
-	Mask     []Mask    `json:"mask,omitempty"`
+	// Mask is read-only: decisions served from the policy engine's memo
+	// share it (append copies; never assign to its elements).
+	Mask []Mask `json:"mask,omitempty"`
 
-	// Result is the document the policy returned, as returned (nil when undefined).
+	// Result is the document the policy returned, as returned (nil when
+	// undefined). It is read-only: decisions served from the policy engine's
+	// memo share it, its maps and its slices.
 	Result any `json:"result,omitempty"`
 	// Bundles names every active bundle and its revision, as in OPA decision logs.
 	Bundles map[string]Bundle `json:"bundles,omitempty"`
