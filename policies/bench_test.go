@@ -254,3 +254,42 @@ func BenchmarkDecidePreparedParallel(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkDecideSimple measures the decision of the default library for
+// pgbench -S's SELECT sent with the simple protocol: the value is in the
+// text, so every execution is a new text (parsed from its template by
+// parse/sql) and the memo cannot serve it.
+func BenchmarkDecideSimple(b *testing.B) {
+	e, err := New(context.Background(), Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := sql.NewParser(0)
+	const n = 4096 // fewer than memoLearnAt sightings each, as with pgbench's 100000 accounts
+	ins := make([]*parse.Input, n)
+	for i := range ins {
+		q := "SELECT abalance FROM pgbench_accounts WHERE aid = " + strconv.Itoa(10000+i) + ";"
+		stmts, err := p.Parse(q)
+		if err != nil {
+			b.Fatal(err)
+		}
+		in := pgInput(stmts...)
+		in.Postgres.Query = q
+		ins[i] = in
+	}
+	ctx := context.Background()
+	var enc parse.InputEncoder
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		in := ins[i%len(ins)]
+		parts, err := enc.EncodeParts(in)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if d := e.DecideEncoded(ctx, in, &parts); !d.Allow {
+			b.Fatalf("denied: %v", d.Reasons)
+		}
+		i++
+	}
+}
