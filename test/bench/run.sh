@@ -20,15 +20,21 @@
 #
 # Environment:
 #   BENCH_SECONDS=15     duration of each pgbench run (-T)
+#   BENCH_REPEAT=1       runs of each configuration: the paths run back to back,
+#                        round after round, and the report shows each number's
+#                        median over the rounds (3 or more steadies the ratios on
+#                        a shared machine, where direct TPS alone varies by ~10%)
 #   BENCH_WARMUP=5       seconds of direct pgbench -S before measuring (0: none)
 #   BENCH_SCALE=10       pgbench -i scale factor
 #   BENCH_STRICT=1       exit 1 when a target FAILs (default: exit 0 regardless)
 #   BENCH_PGBOUNCER=0    skip the pgbouncer column
 #   BENCH_NO_INSTALL=1   never apt-get install pgbouncer (skip the column instead)
 #   BENCH_KEEP=1         keep the temp dir (pgbench logs, regate.db, server logs)
-#   BENCH_PROFILE=1      sample regate's CPU with `perf record -g` (regate has no
-#                        pprof endpoint; Go keeps frame pointers, so perf sees Go
-#                        stacks) during the 8-client simple run; perf.data and a
+#   BENCH_PROFILE=1      sample regate's CPU with `perf record -g` (Go keeps frame
+#                        pointers, so perf sees Go stacks; for pprof, run with
+#                        REGATE_PPROF=1, which serves /debug/pprof/ on regate's
+#                        admin listener) during the 8-client simple run (its
+#                        first round); perf.data and a
 #                        top-symbols report go to BENCH_PROFILE_DIR (default: a new
 #                        /tmp/regate-bench-profile-* dir, kept after the run)
 #   BENCH_MODES="simple extended", BENCH_CLIENTS="1 8", BENCH_PATHS="direct regate
@@ -51,6 +57,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 
 SECS=${BENCH_SECONDS:-15}
+REPEAT=${BENCH_REPEAT:-1}
 WARMUP=${BENCH_WARMUP:-5}
 SCALE=${BENCH_SCALE:-10}
 STRICT=${BENCH_STRICT:-0}
@@ -71,10 +78,11 @@ for c in "${CLIENTS[@]}"; do [[ $c == 1 || $c == 8 ]] || { echo "bench: BENCH_CL
 for p in "${WANT_PATHS[@]}"; do [[ $p == direct || $p == regate || $p == pgbouncer ]] || { echo "bench: BENCH_PATHS: $p is not direct, regate or pgbouncer" >&2; exit 2; }; done
 want() { [[ " ${WANT_PATHS[*]} " == *" $1 "* ]]; }
 
-for v in SECS WARMUP SCALE GRACE; do
+for v in SECS WARMUP SCALE GRACE REPEAT; do
   [[ ${!v} =~ ^[0-9]+$ ]] || { echo "bench: $v=${!v} is not a whole number" >&2; exit 2; }
 done
 [ "$SECS" -ge 1 ] && [ "$SECS" -le 3600 ] || { echo "bench: BENCH_SECONDS must be 1..3600" >&2; exit 2; }
+[ "$REPEAT" -ge 1 ] && [ "$REPEAT" -le 20 ] || { echo "bench: BENCH_REPEAT must be 1..20" >&2; exit 2; }
 [ -n "$PGBIN" ] && [ -x "$PGBIN/initdb" ] || { echo "bench: PostgreSQL server binaries not found; run: make test-deps" >&2; exit 1; }
 for c in pgbench psql awk sort timeout; do
   command -v "$c" >/dev/null 2>&1 || { echo "bench: $c not found (pgbench and psql: apt-get install postgresql-client)" >&2; exit 1; }
@@ -368,9 +376,10 @@ percentiles() {
     }'
 }
 
-run_one() { # path mode clients
-  local path=$1 mode=$2 c=$3 j=${JOBS[$3]} key="$1,$2,$3" out envv pid t0 t1
+run_one() { # path mode clients round (values go to the arrays under "path,mode,clients,round")
+  local path=$1 mode=$2 c=$3 j=${JOBS[$3]} key="$1,$2,$3,$4" out envv pid t0 t1
   out=$WORK/logs/$path-$mode-c$c
+  [ "$REPEAT" = 1 ] || out=$out-r$4
   case $path in
     direct) envv=("${direct_env[@]}") ;;
     regate) envv=("${regate_env[@]}") ;;
@@ -381,14 +390,14 @@ run_one() { # path mode clients
   pid=$(proxy_pid "$path")
   [ -z "$pid" ] || t0=$(cpu_ticks "$pid")
   local perf_pid=""
-  if [ -n "$PROF_DIR" ] && [ "$path" = regate ] && [ "$mode" = simple ] && [ "$c" = 8 ]; then
+  if [ -n "$PROF_DIR" ] && [ "$path" = regate ] && [ "$mode" = simple ] && [ "$c" = 8 ] && [ "$4" = 1 ]; then
     # Sample only the measured window: skip pgbench's connection setup.
     (sleep 1; exec timeout -k 5 $((SECS + 30)) perf record -e cpu-clock -F 499 -g -p "$pid" \
       -o "$PROF_DIR/regate-perf.data" -- sleep $((SECS > 2 ? SECS - 2 : 1))) >"$PROF_DIR/perf-record.log" 2>&1 &
     perf_pid=$!
     PERF_PID=$perf_pid
   fi
-  log "pgbench -S -M $mode -c $c -j $j -T $SECS  via $path"
+  log "pgbench -S -M $mode -c $c -j $j -T $SECS  via $path$([ "$REPEAT" = 1 ] || echo " (round $4 of $REPEAT)")"
   if (cd "$WORK/logs" && "${envv[@]}" timeout -k 5 $((SECS + GRACE)) \
       pgbench -n -S -M "$mode" -c "$c" -j "$j" -T "$SECS" "${extra[@]}") >"$out.out" 2>&1; then
     TPS[$key]=$(awk '/^tps = / {printf "%.0f", $3; exit}' "$out.out")
@@ -404,7 +413,7 @@ run_one() { # path mode clients
     local rc=$?
     if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
       ERR[$key]="pgbench killed after $((SECS + GRACE))s (stall; -T $SECS)"
-      [ "$path" != regate ] || regate_stalled "$key" "$out"
+      [ "$path" != regate ] || regate_stalled "$1,$2,$3" "$out"
       pid=""
     else
       ERR[$key]="pgbench exit $rc: $(grep -m1 -iE 'error|abort|fatal|could not|failed' "$out.out" || tail -1 "$out.out")"
@@ -464,12 +473,72 @@ fi
 START=$(date +%s)
 for mode in "${MODES[@]}"; do
   for c in "${CLIENTS[@]}"; do
-    for path in "${PATHS[@]}"; do
-      run_one "$path" "$mode" "$c"
+    for round in $(seq 1 "$REPEAT"); do
+      for path in "${PATHS[@]}"; do
+        run_one "$path" "$mode" "$c" "$round"
+      done
     done
   done
 done
 ELAPSED=$(($(date +%s) - START))
+
+# Each number of a configuration is the median of its rounds (the lower
+# middle value for an even count); a configuration fails when a round did.
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {if (NR) print v[int((NR + 1) / 2)]}'; }
+for mode in "${MODES[@]}"; do
+  for c in "${CLIENTS[@]}"; do
+    for path in "${PATHS[@]}"; do
+      k="$path,$mode,$c"
+      for arr in TPS LAT MED P99 CPU; do
+        declare -n A=$arr
+        vals=()
+        for round in $(seq 1 "$REPEAT"); do
+          [ -z "${A[$k,$round]:-}" ] || vals+=("${A[$k,$round]}")
+        done
+        [ ${#vals[@]} -eq 0 ] || A[$k]=$(median "${vals[@]}")
+        unset -n A
+      done
+      for round in $(seq 1 "$REPEAT"); do
+        if [ -n "${ERR[$k,$round]:-}" ]; then
+          ERR[$k]="${ERR[$k]:+${ERR[$k]}; }${ERR[$k,$round]}$([ "$REPEAT" = 1 ] || echo " (round $round)")"
+        fi
+      done
+    done
+  done
+done
+
+# Ratios and added latencies are taken within each round (its paths ran back
+# to back, so a slow spell of the machine affects both sides) and the median
+# of the rounds is reported.
+declare -A RATIO ADDED_US
+ratio_of() { # a b -> a/b with 4 decimals, or nothing
+  if [ -n "$1" ] && [ -n "$2" ]; then awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.4f", a / b}'; fi
+}
+ok_val() { # array key -> the value of a run that did not fail, or nothing
+  local -n A=$1
+  [ -n "${ERR[$2]:-}" ] || echo "${A[$2]:-}"
+}
+for mode in "${MODES[@]}"; do
+  for c in "${CLIENTS[@]}"; do
+    for pair in regate/direct regate/pgbouncer pgbouncer/direct; do
+      a=${pair%/*} b=${pair#*/} vals=()
+      for round in $(seq 1 "$REPEAT"); do
+        r=$(ratio_of "$(ok_val TPS "$a,$mode,$c,$round")" "$(ok_val TPS "$b,$mode,$c,$round")")
+        [ -z "$r" ] || vals+=("$r")
+      done
+      [ ${#vals[@]} -eq 0 ] || RATIO[$pair,$mode,$c]=$(median "${vals[@]}")
+    done
+    [ "$c" = 1 ] || continue
+    for p in regate pgbouncer; do
+      vals=()
+      for round in $(seq 1 "$REPEAT"); do
+        dm=$(ok_val MED "direct,$mode,1,$round") pm=$(ok_val MED "$p,$mode,1,$round")
+        if [[ $dm =~ ^[0-9]+$ && $pm =~ ^[0-9]+$ ]]; then vals+=($((pm - dm))); fi
+      done
+      [ ${#vals[@]} -eq 0 ] || ADDED_US[$p,$mode]=$(median "${vals[@]}")
+    done
+  done
+done
 
 # ---------------------------------------------------------------- record check
 # Stop regate first so every session is closed, then verify the chain.
@@ -490,15 +559,15 @@ fi
 [ "$REGATE_STARTS" -le 1 ] || REC_LINE="$REC_LINE (regate was restarted $((REGATE_STARTS - 1)) time(s) after a stall)"
 
 # ---------------------------------------------------------------- report
-fmt_ratio() { # a b -> a/b with 2 decimals, or "-"
-  if [ -n "$1" ] && [ -n "$2" ]; then awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2fx", a / b; else print "-"}'; else echo "-"; fi
+fmt_ratio() { # pair mode clients -> the median ratio with 2 decimals, or "-"
+  local r=${RATIO[$1,$2,$3]:-}
+  if [ -n "$r" ]; then awk -v r="$r" 'BEGIN {printf "%.2fx", r}'; else echo "-"; fi
 }
 val() { # key array-name -> value or ERR/-
   local k=$1 arr=$2
   local -n A=$arr
   if [ -n "${ERR[$k]:-}" ]; then echo ERR; elif [ -n "${A[$k]:-}" ]; then echo "${A[$k]}"; else echo "-"; fi
 }
-num() { local k=$1; local -n A=$2; [ -z "${ERR[$k]:-}" ] && echo "${A[$k]:-}" || echo ""; }
 has_bouncer=0
 [[ " ${PATHS[*]} " == *" pgbouncer "* ]] && has_bouncer=1
 
@@ -515,11 +584,10 @@ printf '%s\n' "-----------------------------------------------------------------
 for mode in "${MODES[@]}"; do
   for c in "${CLIENTS[@]}"; do
     d="direct,$mode,$c" r="regate,$mode,$c" b="pgbouncer,$mode,$c"
-    dt=$(num "$d" TPS) rt=$(num "$r" TPS) bt=$(num "$b" TPS)
     printf '%-9s %3s | %10s %8s | %10s %8s | %10s %8s | %8s %8s %8s\n' "$mode" "$c" \
       "$(val "$d" TPS)" "$(val "$d" LAT)" "$(val "$r" TPS)" "$(val "$r" LAT)" \
       "$([ $has_bouncer = 1 ] && val "$b" TPS || echo n/a)" "$([ $has_bouncer = 1 ] && val "$b" LAT || echo n/a)" \
-      "$(fmt_ratio "$rt" "$dt")" "$(fmt_ratio "$rt" "$bt")" "$(fmt_ratio "$bt" "$dt")"
+      "$(fmt_ratio regate/direct "$mode" "$c")" "$(fmt_ratio regate/pgbouncer "$mode" "$c")" "$(fmt_ratio pgbouncer/direct "$mode" "$c")"
   done
 done
 echo "(TPS excludes connection time; lat = pgbench's average latency)"
@@ -531,15 +599,13 @@ echo "1 client, per-transaction latency from pgbench -l (us):"
 printf '%-9s | %8s %8s | %8s %8s %9s | %8s %8s %9s\n' mode "direct" "p99" "regate" "p99" "added" "pgbouncer" "p99" "added"
 for mode in "${MODES[@]}"; do
   d="direct,$mode,1" r="regate,$mode,1" b="pgbouncer,$mode,1"
-  dm=$(num "$d" MED) rm_=$(num "$r" MED) bm=$(num "$b" MED)
-  ar="-" ab="-"
-  if [[ $dm =~ ^[0-9]+$ && $rm_ =~ ^[0-9]+$ ]]; then ar=$((rm_ - dm)); ADDED[$mode]=$ar; fi
-  if [[ $dm =~ ^[0-9]+$ && $bm =~ ^[0-9]+$ ]]; then ab=$((bm - dm)); fi
+  ar=${ADDED_US[regate,$mode]:--} ab=${ADDED_US[pgbouncer,$mode]:--}
+  [ "$ar" = - ] || ADDED[$mode]=$ar
   printf '%-9s | %8s %8s | %8s %8s %9s | %8s %8s %9s\n' "$mode" \
     "$(val "$d" MED)" "$(val "$d" P99)" "$(val "$r" MED)" "$(val "$r" P99)" "$ar" \
     "$([ $has_bouncer = 1 ] && val "$b" MED || echo n/a)" "$([ $has_bouncer = 1 ] && val "$b" P99 || echo n/a)" "$ab"
 done
-echo "(median and p99 of each transaction's time; added = proxy median - direct median)"
+echo "(median and p99 of each transaction's time; added = proxy median - direct median$([ "$REPEAT" = 1 ] || echo ", per round"))"
 fi
 
 echo
@@ -559,18 +625,16 @@ echo "$REC_LINE"
 for n in "${DUMP_NOTES[@]}"; do echo "stall: $n"; done
 for k in "${!ERR[@]}"; do
   IFS=, read -r kp km kc <<<"$k"
-  echo "error: $k: ${ERR[$k]} (pgbench output: logs/$kp-$km-c$kc.out; BENCH_KEEP=1 keeps the logs)"
+  echo "error: $k: ${ERR[$k]} (pgbench output: logs/$kp-$km-c$kc$([ "$REPEAT" = 1 ] || echo "-rN").out; BENCH_KEEP=1 keeps the logs)"
 done
 
 echo
 echo "targets:"
 FAILS=0
 for mode in "${MODES[@]}"; do
-  d="direct,$mode,8" r="regate,$mode,8"
-  dt=$(num "$d" TPS) rt=$(num "$r" TPS)
   res=FAIL ratio="-"
-  if [ -n "$dt" ] && [ -n "$rt" ]; then
-    ratio=$(awk -v a="$rt" -v b="$dt" 'BEGIN {printf "%.2fx", a / b}')
+  if [ -n "${RATIO[regate/direct,$mode,8]:-}" ]; then
+    ratio=$(fmt_ratio regate/direct "$mode" 8)
     awk -v r="${ratio%x}" -v t="$TPS_TARGET" 'BEGIN {exit !(r >= t)}' && res=PASS
   fi
   [ "$res" = PASS ] || FAILS=$((FAILS + 1))
@@ -583,7 +647,11 @@ for mode in "${MODES[@]}"; do
   [ "$res" = PASS ] || FAILS=$((FAILS + 1))
   printf '  %-4s added median latency < %s us at 1 client, %-8s: %s us\n' "$res" "$MED_TARGET" "$mode" "${a:--}"
 done
-echo "(the machine is shared: numbers are noisy; each configuration ran once)"
+if [ "$REPEAT" = 1 ]; then
+  echo "(the machine is shared: numbers are noisy; each configuration ran once; BENCH_REPEAT=3 takes medians)"
+else
+  echo "(each configuration ran $REPEAT times, its paths back to back; every number above is the median of its runs)"
+fi
 
 if [ "$FAILS" -gt 0 ] && [ "$STRICT" = 1 ]; then
   echo "BENCH_STRICT=1: $FAILS target(s) failed" >&2
