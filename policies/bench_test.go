@@ -207,16 +207,25 @@ func benchmarkDecidePrepared(b *testing.B, memo bool) {
 // decides: with the input's encoding, made by the session's encoder for the
 // record (its cost included).
 func BenchmarkDecidePreparedEncoded(b *testing.B) {
+	benchmarkDecideEncoded(b, preparedInputs(b, 1024), nil)
+}
+
+// benchmarkDecideEncoded decides ins in turn as the pipeline does, with each
+// input's encoding (made by one session's encoder, its cost included), and
+// calls lap, when not nil, before every pass over ins.
+func benchmarkDecideEncoded(b *testing.B, ins []*parse.Input, lap func(n int)) {
 	e, err := New(context.Background(), Config{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	ins := preparedInputs(b, 1024)
 	ctx := context.Background()
 	var enc parse.InputEncoder
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
+		if lap != nil && i%len(ins) == 0 {
+			lap(i / len(ins))
+		}
 		in := ins[i%len(ins)]
 		parts, err := enc.EncodeParts(in)
 		if err != nil {
@@ -258,15 +267,12 @@ func BenchmarkDecidePreparedParallel(b *testing.B) {
 // BenchmarkDecideSimple measures the decision of the default library for
 // pgbench -S's SELECT sent with the simple protocol: the value is in the
 // text, so every execution is a new text (parsed from its template by
-// parse/sql) and the memo cannot serve it.
+// parse/sql) and the memo cannot serve it. The inputs share one target, as a
+// gateway's do, and every pass over them is another session's, so that no
+// text is seen often enough for the memo to try to learn it.
 func BenchmarkDecideSimple(b *testing.B) {
-	e, err := New(context.Background(), Config{})
-	if err != nil {
-		b.Fatal(err)
-	}
 	p := sql.NewParser(0)
-	const n = 4096 // fewer than memoLearnAt sightings each, as with pgbench's 100000 accounts
-	ins := make([]*parse.Input, n)
+	ins := make([]*parse.Input, 4096)
 	for i := range ins {
 		q := "SELECT abalance FROM pgbench_accounts WHERE aid = " + strconv.Itoa(10000+i) + ";"
 		stmts, err := p.Parse(q)
@@ -277,19 +283,12 @@ func BenchmarkDecideSimple(b *testing.B) {
 		in.Postgres.Query = q
 		ins[i] = in
 	}
-	ctx := context.Background()
-	var enc parse.InputEncoder
-	b.ReportAllocs()
-	i := 0
-	for b.Loop() {
-		in := ins[i%len(ins)]
-		parts, err := enc.EncodeParts(in)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if d := e.DecideEncoded(ctx, in, &parts); !d.Allow {
-			b.Fatalf("denied: %v", d.Reasons)
-		}
-		i++
+	for _, in := range ins {
+		in.Target = ins[0].Target
 	}
+	benchmarkDecideEncoded(b, ins, func(n int) {
+		for _, in := range ins {
+			in.Session.ID = "s" + strconv.Itoa(n)
+		}
+	})
 }
