@@ -88,15 +88,9 @@ approval := {
 	"reason": concat("; ", sort({a.reason | some a in approval_required})),
 }
 
-# decision is the document regate evaluates: "mask" and "approval" are there
-# only when some rule asks for them. (The four shapes are spelled out: one
-# rule is cheaper to evaluate than merging optional parts, and every request
-# the memo cannot serve evaluates it.)
-decision := {"allow": allow, "reasons": reasons} if {
-	count(mask) == 0
-	count(approval_required) == 0
-} else := {"allow": allow, "reasons": reasons, "mask": sort(mask)} if {
-	count(approval_required) == 0
-} else := {"allow": allow, "reasons": reasons, "approval": approval} if {
-	count(mask) == 0
-} else := {"allow": allow, "reasons": reasons, "mask": sort(mask), "approval": approval}
+# decision is the document regate evaluates.
+decision := object.union({"allow": allow, "reasons": reasons}, _obligations)
+
+_obligations["mask"] := sort(mask) if count(mask) > 0
+
+_obligations["approval"] := approval if count(approval_required) > 0
