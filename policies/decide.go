@@ -173,7 +173,8 @@ func (e *Engine) eval(ctx context.Context, d decision.Decision, key *memoKey, va
 	if state == memoLearn {
 		// The memoized decision is made from a result of its own (learn's
 		// conversion), so that it shares nothing with d.
-		if result, record := e.learn(ctx, gen, txn, obj, d.Result); result != nil {
+		switch result, verdict := e.learn(ctx, gen, txn, obj, d.Result); verdict {
+		case learned:
 			m := apply(decision.Decision{Result: result}, result)
 			// Hits carry the result's encoding too: records copy it
 			// rather than encode the result again.
@@ -181,8 +182,10 @@ func (e *Engine) eval(ctx context.Context, d decision.Decision, key *memoKey, va
 				m.RawResult = raw
 			}
 			e.memo.store(gen, epoch, *key, &m)
-		} else if record {
+		case learnRefused:
 			e.memo.store(gen, epoch, *key, nil)
+		case learnTimedOut:
+			e.memo.postpone(gen, epoch, *key)
 		}
 	}
 	return apply(d, d.Result)

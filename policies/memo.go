@@ -52,21 +52,27 @@ import (
 //
 // A key is only partially evaluated at its memoLearnAt-th execution, so
 // statements executed a few times never pay for it, and partial evaluation
-// is bounded by memoPETimeout and the request's context. A hit still
-// produces a full decision (new ID, the generation's bundles, a deep copy
-// of the memoized Result, reasons and obligations) and is logged and
-// counted like any other.
+// is bounded by memoPETimeout and the request's context. Running out of
+// time says nothing about the decision (a busy gateway is slow): the key is
+// tried again after more executions (memoLearnAt << 2n after the n-th
+// timeout) and given up only after memoMaxRetries timeouts. A hit still
+// produces a full decision (new ID, the generation's bundles, the memoized
+// Result and mask, shared read-only, copies of reasons and approval) and is
+// logged and counted like any other.
 type decisionMemo struct {
 	mu    sync.Mutex
 	gen   *generation
 	epoch uint64
 
 	seen    map[uint64]int          // sightings of key hashes not learned yet (collisions only bring PE forward)
+	retries map[uint64]int          // key hashes whose learning ran out of time, and how often
 	neg     map[uint64]struct{}     // key hashes not to memoize (collisions only lose hits)
 	entries map[uint64][]*memoEntry // memoized decisions by key hash
 	ring    []*memoEntry            // entries in insertion order, for eviction
 	next    int                     // next ring slot to evict once full
-	max     int                     // bound of each of seen, neg and entries
+	max     int                     // bound of each of seen, retries, neg and entries
+
+	peTimeout time.Duration // bounds each partial evaluation (memoPETimeout)
 
 	// Every verifyEvery-th hit is evaluated instead and compared with the
 	// memo; a difference turns the memo off for the generation (off).
@@ -74,7 +80,7 @@ type decisionMemo struct {
 	checks      atomic.Int64
 	off         *generation
 
-	hits, learned, refused, mismatches atomic.Int64 // for /metrics, tests and benchmarks
+	hits, learned, refused, postponed, mismatches atomic.Int64 // for /metrics, tests and benchmarks
 }
 
 // memoEntry is a memoized decision: key is the key of the input it was
@@ -111,6 +117,9 @@ const (
 	memoVerifyEvery = 1000
 	memoSize        = 4096
 	memoPETimeout   = 100 * time.Millisecond
+	// memoMaxRetries bounds the learnings of a key that may run out of
+	// time before it is not memoized.
+	memoMaxRetries = 3
 	// memoMaxQuery is the longest query text whose decisions are memoized:
 	// entries hold their input, and huge statements are rarely repeated.
 	memoMaxQuery = 16 << 10
@@ -125,7 +134,7 @@ var memoUnknowns = []*ast.Term{
 }
 
 func newDecisionMemo(max int) *decisionMemo {
-	return &decisionMemo{max: max, verifyEvery: memoVerifyEvery}
+	return &decisionMemo{max: max, verifyEvery: memoVerifyEvery, peTimeout: memoPETimeout}
 }
 
 type memoState int
@@ -196,6 +205,7 @@ func (m *decisionMemo) current(gen *generation, epoch uint64) bool {
 	}
 	m.gen, m.epoch = gen, epoch
 	m.seen = make(map[uint64]int)
+	m.retries = make(map[uint64]int)
 	m.neg = make(map[uint64]struct{})
 	m.entries = make(map[uint64][]*memoEntry)
 	m.ring, m.next = nil, 0
@@ -239,11 +249,7 @@ func (m *decisionMemo) store(gen *generation, epoch uint64, key memoKey, d *deci
 		return
 	}
 	if d == nil {
-		m.refused.Add(1)
-		if len(m.neg) >= m.max {
-			clear(m.neg)
-		}
-		m.neg[hash] = struct{}{}
+		m.refuse(hash)
 		return
 	}
 	for _, en := range m.entries[hash] {
@@ -264,6 +270,42 @@ func (m *decisionMemo) store(gen *generation, epoch uint64, key memoKey, d *deci
 	m.entries[hash] = append(m.entries[hash], en)
 }
 
+// refuse marks the key hash as not memoizable; m.mu is held.
+func (m *decisionMemo) refuse(hash uint64) {
+	m.refused.Add(1)
+	delete(m.retries, hash)
+	if len(m.neg) >= m.max {
+		clear(m.neg)
+	}
+	m.neg[hash] = struct{}{}
+}
+
+// postpone records that learning the key ran out of time: it is learned
+// again after memoLearnAt << 2n more sightings (the n-th timeout), or not
+// memoized after memoMaxRetries timeouts.
+func (m *decisionMemo) postpone(gen *generation, epoch uint64, key memoKey) {
+	hash := key.hash
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.gen != gen || m.epoch != epoch || m.entries == nil {
+		return
+	}
+	n := m.retries[hash] + 1
+	if n > memoMaxRetries {
+		m.refuse(hash)
+		return
+	}
+	m.postponed.Add(1)
+	if len(m.retries) >= m.max {
+		clear(m.retries)
+	}
+	m.retries[hash] = n
+	if len(m.seen) >= m.max {
+		clear(m.seen)
+	}
+	m.seen[hash] = memoLearnAt - memoLearnAt<<(2*n)
+}
+
 func (m *decisionMemo) removeEntry(old *memoEntry) {
 	bucket := m.entries[old.key.hash]
 	kept := make([]*memoEntry, 0, len(bucket))
@@ -282,18 +324,39 @@ func (m *decisionMemo) removeEntry(old *memoEntry) {
 // errMemoTimeout cancels a partial evaluation that takes too long.
 var errMemoTimeout = errors.New("partial evaluation took too long")
 
+// learnVerdict is what learning a key came to.
+type learnVerdict int
+
+const (
+	learned       learnVerdict = iota // the result is memoized
+	learnRefused                      // not provable: the key is not memoized
+	learnTimedOut                     // ran out of time: try again later (postpone)
+	learnAborted                      // the request's context ended: record nothing
+)
+
 // learn partially evaluates the decision for the key of input, in txn (the
 // transaction the request was evaluated in), and returns the decision's
-// result when it does not depend on the unknowns and equals want, the
-// ordinary evaluation's result, and the result of evaluating the decision
-// with other values for the unknowns (probeInput). record is false when nothing may be
-// recorded (the request's context ended).
-func (e *Engine) learn(ctx context.Context, gen *generation, txn storage.Transaction, input ast.Object, want any) (result any, record bool) {
-	pctx, cancelCtx := context.WithTimeoutCause(ctx, memoPETimeout, errMemoTimeout)
+// result (learned) when it does not depend on the unknowns and equals want,
+// the ordinary evaluation's result, and the result of evaluating the
+// decision with other values for the unknowns (probeInput).
+func (e *Engine) learn(ctx context.Context, gen *generation, txn storage.Transaction, input ast.Object, want any) (any, learnVerdict) {
+	pctx, cancelCtx := context.WithTimeoutCause(ctx, e.memo.peTimeout, errMemoTimeout)
 	defer cancelCtx()
 	cancel := topdown.NewCancel()
 	stop := context.AfterFunc(pctx, cancel.Cancel)
 	defer stop()
+	failed := func() learnVerdict { // the verdict on an error of partial or probe evaluation
+		switch {
+		case ctx.Err() != nil:
+			return learnAborted
+		case errors.Is(context.Cause(pctx), errMemoTimeout):
+			return learnTimedOut
+		}
+		return learnRefused
+	}
+	if pctx.Err() != nil { // out of time before it began
+		return nil, failed()
+	}
 	pq, err := gen.partial.Partial(pctx,
 		rego.EvalParsedInput(knownPart(input)),
 		rego.EvalParsedUnknowns(memoUnknowns),
@@ -301,18 +364,18 @@ func (e *Engine) learn(ctx context.Context, gen *generation, txn storage.Transac
 		rego.EvalExternalCancel(cancel),
 	)
 	if err != nil {
-		return nil, ctx.Err() == nil
+		return nil, failed()
 	}
 	value := groundDecision(pq)
 	if value == nil {
-		return nil, true
+		return nil, learnRefused
 	}
 	got, err := ast.JSONWithOpt(value, ast.JSONOpt{SortSets: true, CopyMaps: true})
 	if err != nil || !reflect.DeepEqual(got, want) {
 		// Partial evaluation disagrees with evaluation: never memoize.
 		e.logger.Warn("partial evaluation of the decision disagrees with its evaluation; not memoized",
 			"partial", ast.NewTerm(value).String())
-		return nil, true
+		return nil, learnRefused
 	}
 	// Belt and braces: the decision for other values of the unknowns must be
 	// the same too.
@@ -323,15 +386,17 @@ func (e *Engine) learn(ctx context.Context, gen *generation, txn storage.Transac
 		rego.EvalSortSets(true),
 		rego.EvalCopyMaps(true),
 	)
-	if err != nil || len(rs) == 0 || len(rs[0].Expressions) == 0 || !reflect.DeepEqual(rs[0].Expressions[0].Value, want) {
-		if ctx.Err() != nil {
-			return nil, false
+	if err != nil {
+		if v := failed(); v != learnRefused {
+			return nil, v
 		}
+	}
+	if err != nil || len(rs) == 0 || len(rs[0].Expressions) == 0 || !reflect.DeepEqual(rs[0].Expressions[0].Value, want) {
 		e.logger.Warn("the decision for other parameters and time differs from the one partial evaluation proved; not memoized",
 			"partial", ast.NewTerm(value).String(), "error", err)
-		return nil, true
+		return nil, learnRefused
 	}
-	return got, true
+	return got, learned
 }
 
 // groundDecision returns the decision's value when pq is exactly one query
