@@ -117,8 +117,8 @@ const (
 	memoVerifyEvery = 1000
 	memoSize        = 4096
 	memoPETimeout   = 100 * time.Millisecond
-	// memoMaxRetries bounds the learnings of a key that may run out of
-	// time before it is not memoized.
+	// memoMaxRetries is how many times a key whose learning ran out of
+	// time is tried again; the next timeout refuses it.
 	memoMaxRetries = 3
 	// memoMaxQuery is the longest query text whose decisions are memoized:
 	// entries hold their input, and huge statements are rarely repeated.
@@ -258,6 +258,7 @@ func (m *decisionMemo) store(gen *generation, epoch uint64, key memoKey, d *deci
 		}
 	}
 	m.learned.Add(1)
+	delete(m.retries, hash)
 	en := &memoEntry{key: key.own(), decision: *d}
 	if len(m.ring) < m.max {
 		m.ring = append(m.ring, en)
@@ -328,7 +329,7 @@ var errMemoTimeout = errors.New("partial evaluation took too long")
 type learnVerdict int
 
 const (
-	learned       learnVerdict = iota // the result is memoized
+	learnOK       learnVerdict = iota // the result is memoized
 	learnRefused                      // not provable: the key is not memoized
 	learnTimedOut                     // ran out of time: try again later (postpone)
 	learnAborted                      // the request's context ended: record nothing
@@ -336,7 +337,7 @@ const (
 
 // learn partially evaluates the decision for the key of input, in txn (the
 // transaction the request was evaluated in), and returns the decision's
-// result (learned) when it does not depend on the unknowns and equals want,
+// result (learnOK) when it does not depend on the unknowns and equals want,
 // the ordinary evaluation's result, and the result of evaluating the
 // decision with other values for the unknowns (probeInput).
 func (e *Engine) learn(ctx context.Context, gen *generation, txn storage.Transaction, input ast.Object, want any) (any, learnVerdict) {
@@ -396,7 +397,7 @@ func (e *Engine) learn(ctx context.Context, gen *generation, txn storage.Transac
 			"partial", ast.NewTerm(value).String(), "error", err)
 		return nil, learnRefused
 	}
-	return got, learned
+	return got, learnOK
 }
 
 // groundDecision returns the decision's value when pq is exactly one query
