@@ -3,6 +3,7 @@ package recorder
 import (
 	"context"
 	"hash/maphash"
+	"math/bits"
 	"sync"
 	"sync/atomic"
 )
@@ -12,8 +13,11 @@ import (
 // appended since. An ID it does not contain is certainly new, so the leader
 // of a batch looks IDs up in the database (a read transaction, with its
 // locks) only for the few it may contain. It grows by adding a filter of twice
-// the capacity when the last one is full (a scalable Bloom filter), at about
-// 10 bits per ID for a false-positive rate under 1%.
+// the capacity when the last one is full (a scalable Bloom filter); each new
+// filter spends bloomTighten more bits per ID, so that the sum of the
+// filters' false-positive rates stays near 2% however many there are. Each
+// filter is blocked: an ID's bits all lie in one 512-bit block (a cache line),
+// so a lookup touches one line per filter, not one per probe.
 type idFilter struct {
 	mu     sync.Mutex
 	blooms []*bloom
@@ -21,37 +25,50 @@ type idFilter struct {
 }
 
 const (
-	bloomBitsPerID = 10
-	bloomProbes    = 7
+	bloomBitsPerID = 10 // in the first filter: about 1% false positives when full
+	bloomTighten   = 2  // more bits per ID in each later filter
+	bloomProbes    = 7  // bits per ID, 9 bits of the second hash each
 	bloomMinIDs    = 1 << 16
+	bloomBlockBits = 512
 )
 
 var bloomSeeds = [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}
 
 type bloom struct {
-	bits []uint64
-	m    uint64 // number of bits
-	n    int    // IDs added
-	cap  int    // IDs it is sized for
+	bits   []uint64 // blocks of bloomBlockBits/64 words
+	blocks uint64
+	n      int // IDs added
+	cap    int // IDs it is sized for
 }
 
-func newBloom(capacity int) *bloom {
-	m := uint64(capacity * bloomBitsPerID)
-	return &bloom{bits: make([]uint64, (m+63)/64), m: m, cap: capacity}
+func newBloom(capacity, bitsPerID int) *bloom {
+	blocks := max(1, (uint64(capacity)*uint64(bitsPerID)+bloomBlockBits-1)/bloomBlockBits)
+	return &bloom{bits: make([]uint64, blocks*bloomBlockBits/64), blocks: blocks, cap: capacity}
 }
 
-// probes calls fn with the bit positions of id in b (double hashing).
-func (b *bloom) probes(h1, h2 uint64, fn func(bit uint64) bool) bool {
-	for i := range uint64(bloomProbes) {
-		if !fn((h1 + i*h2) % b.m) {
-			return false
+// probe sets (set) or tests the bits of the ID whose hashes are h1 and h2:
+// h1 picks the block, successive 9-bit pieces of h2 the bits in it. It
+// reports whether all of them were set.
+func (b *bloom) probe(h1, h2 uint64, set bool) bool {
+	blk, _ := bits.Mul64(h1, b.blocks)
+	words := b.bits[blk*bloomBlockBits/64 : (blk+1)*bloomBlockBits/64]
+	all := true
+	for i := range bloomProbes {
+		bit := h2 >> (9 * i) & (bloomBlockBits - 1)
+		w, m := bit/64, uint64(1)<<(bit%64)
+		if words[w]&m == 0 {
+			if !set {
+				return false
+			}
+			all = false
+			words[w] |= m
 		}
 	}
-	return true
+	return all
 }
 
 func idHashes(id string) (uint64, uint64) {
-	return maphash.String(bloomSeeds[0], id), maphash.String(bloomSeeds[1], id) | 1
+	return maphash.String(bloomSeeds[0], id), maphash.String(bloomSeeds[1], id)
 }
 
 // add adds ids.
@@ -64,11 +81,11 @@ func (f *idFilter) add(ids ...string) {
 			if len(f.blooms) > 0 {
 				capacity = 2 * f.blooms[len(f.blooms)-1].cap
 			}
-			f.blooms = append(f.blooms, newBloom(capacity))
+			f.blooms = append(f.blooms, newBloom(capacity, bloomBitsPerID+bloomTighten*len(f.blooms)))
 		}
 		b := f.blooms[len(f.blooms)-1]
 		h1, h2 := idHashes(id)
-		b.probes(h1, h2, func(bit uint64) bool { b.bits[bit/64] |= 1 << (bit % 64); return true })
+		b.probe(h1, h2, true)
 		b.n++
 	}
 }
@@ -83,7 +100,7 @@ func (f *idFilter) mayContain(id string) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, b := range f.blooms {
-		if b.probes(h1, h2, func(bit uint64) bool { return b.bits[bit/64]&(1<<(bit%64)) != 0 }) {
+		if b.probe(h1, h2, false) {
 			return true
 		}
 	}
@@ -95,7 +112,7 @@ func (f *idFilter) size(n int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if len(f.blooms) == 0 {
-		f.blooms = append(f.blooms, newBloom(max(2*n, bloomMinIDs)))
+		f.blooms = append(f.blooms, newBloom(max(2*n, bloomMinIDs), bloomBitsPerID))
 	}
 }
 
