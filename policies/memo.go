@@ -239,13 +239,19 @@ func (e *Engine) verify(ctx context.Context, gen *generation, en *memoEntry, err
 		"memoized", en.decision.Result, "evaluated", result, "error", err)
 }
 
+// holds tells whether the memo holds the entries of gen and epoch (it has
+// not moved on to others, nor been turned off); m.mu is held.
+func (m *decisionMemo) holds(gen *generation, epoch uint64) bool {
+	return m.gen == gen && m.epoch == epoch && m.entries != nil
+}
+
 // store records the outcome of learning the key of input: its decision
 // when d is not nil, else that the key is not memoizable.
 func (m *decisionMemo) store(gen *generation, epoch uint64, key memoKey, d *decision.Decision) {
 	hash := key.hash
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.gen != gen || m.epoch != epoch || m.entries == nil {
+	if !m.holds(gen, epoch) {
 		return
 	}
 	if d == nil {
@@ -288,7 +294,7 @@ func (m *decisionMemo) postpone(gen *generation, epoch uint64, key memoKey) {
 	hash := key.hash
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.gen != gen || m.epoch != epoch || m.entries == nil {
+	if !m.holds(gen, epoch) {
 		return
 	}
 	n := m.retries[hash] + 1
