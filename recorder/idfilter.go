@@ -47,24 +47,21 @@ func newBloom(capacity, bitsPerID int) *bloom {
 }
 
 // probe sets (set) or tests the bits of the ID whose hashes are h1 and h2:
-// h1 picks the block, successive 9-bit pieces of h2 the bits in it. It
-// reports whether all of them were set.
+// h1 picks the block, successive 9-bit pieces of h2 the bits in it. A test
+// reports whether all of them are set; setting always reports true.
 func (b *bloom) probe(h1, h2 uint64, set bool) bool {
 	blk, _ := bits.Mul64(h1, b.blocks)
 	words := b.bits[blk*bloomBlockBits/64 : (blk+1)*bloomBlockBits/64]
-	all := true
 	for i := range bloomProbes {
 		bit := h2 >> (9 * i) & (bloomBlockBits - 1)
 		w, m := bit/64, uint64(1)<<(bit%64)
-		if words[w]&m == 0 {
-			if !set {
-				return false
-			}
-			all = false
+		if set {
 			words[w] |= m
+		} else if words[w]&m == 0 {
+			return false
 		}
 	}
-	return all
+	return true
 }
 
 func idHashes(id string) (uint64, uint64) {
