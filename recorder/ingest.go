@@ -198,16 +198,23 @@ func (s *sqliteStore) maybeTruncate(min int64) {
 }
 
 // bound empties a journal that has grown past journalMaxSize because the
-// ingester, under a load that never lets up, was never found caught up: it
-// waits (holding s.jmu, so appends wait too) until the database holds all of
-// it. A copy that fails or does not catch up within backlogWait leaves the
-// journal as it is (appends then fail on the backlog). s.jmu is held.
+// ingester, under a load that never lets up, was never found caught up: the
+// leader calling it waits (so appends wait too) until the database holds all
+// of it. A copy that fails or does not catch up within backlogWait leaves
+// the journal as it is (appends then fail on the backlog). s.jmu is held,
+// and released while waiting: the ingester takes it after each copy
+// (maybeTruncate), and a wait holding it stalled the copy it waited for
+// until backlogWait ran out. Nothing else writes the journal meanwhile: only
+// the leader appends, and the head it sealed stays put.
 func (s *sqliteStore) bound() {
 	if s.journal.size < journalMaxSize {
 		return
 	}
 	caughtUp := func() bool { return s.ingested.Load() == s.headSeq }
-	if !s.awaitCopy(context.Background(), backlogWait, time.Millisecond, caughtUp) {
+	s.jmu.Unlock()
+	ok := s.awaitCopy(context.Background(), backlogWait, time.Millisecond, caughtUp)
+	s.jmu.Lock()
+	if !ok || s.journal.size < journalMaxSize { // or the ingester emptied it
 		return
 	}
 	if err := s.journal.truncate(); err != nil {
