@@ -85,6 +85,7 @@ type sqliteStore struct {
 	qmu        sync.Mutex
 	q          []*pending // queued appends, in order
 	urgent     int        // undeferred appends in q
+	lastUrgent int        // undeferred appends in the last batch committed
 	writing    bool       // a leader is committing
 	idle       *sync.Cond // on qmu: signalled when a leader stops
 	timer      *time.Timer

@@ -191,15 +191,20 @@ func (s *sqliteStore) lead(force bool) {
 		s.stopLeading()
 		return
 	}
+	urgent := s.urgent
 	batch := s.take(make([]*pending, 0, min(len(s.q), maxBatch)))
+	company := s.lastUrgent > 1 || urgent > 1
 	s.qmu.Unlock()
 	// Before committing, let goroutines that are ready to run (sessions
 	// about to append a command) run first, and take what they queue: a
 	// commit is a system call (and an fsync with synchronous=full), and on
-	// a busy gateway this makes batches larger. When nothing else is
-	// runnable, Gosched returns at once.
+	// a busy gateway this makes batches larger. Only when appends have
+	// company (this batch or the last one had more than one undeferred
+	// append): a lone appender would wait for nobody, and Gosched wakes an
+	// idle thread (a futex call, and on a VM an interprocessor interrupt)
+	// on the way to every forwarded command.
 	for range yieldRounds {
-		if len(batch) == maxBatch {
+		if len(batch) == maxBatch || !company {
 			break
 		}
 		runtime.Gosched()
@@ -211,8 +216,15 @@ func (s *sqliteStore) lead(force bool) {
 			break
 		}
 	}
+	undeferred := 0
+	for _, p := range batch {
+		if !p.deferred {
+			undeferred++
+		}
+	}
 	s.commitBatch(batch)
 	s.qmu.Lock()
+	s.lastUrgent = undeferred
 	for _, p := range s.q {
 		if !p.deferred {
 			// The lead passes to p, which stays queued: its own event is
