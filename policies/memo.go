@@ -64,7 +64,7 @@ type decisionMemo struct {
 	gen   *generation
 	epoch uint64
 
-	seen    map[uint64]int          // sightings of key hashes not learned yet (collisions only bring PE forward)
+	seen    map[uint64]int          // sightings of key hashes not learned yet (collisions only bring PE forward); trimSeen bounds it
 	retries map[uint64]int          // key hashes whose learning ran out of time, and how often
 	neg     map[uint64]struct{}     // key hashes not to memoize (collisions only lose hits)
 	entries map[uint64][]*memoEntry // memoized decisions by key hash
@@ -178,7 +178,7 @@ func (m *decisionMemo) lookup(gen *generation, epoch uint64, key memoKey) (memoS
 	}
 	n, ok := m.seen[hash]
 	if !ok && len(m.seen) >= m.max {
-		clear(m.seen)
+		m.trimSeen()
 	}
 	if n+1 >= memoLearnAt {
 		delete(m.seen, hash)
@@ -308,9 +308,27 @@ func (m *decisionMemo) postpone(gen *generation, epoch uint64, key memoKey) {
 	}
 	m.retries[hash] = n
 	if len(m.seen) >= m.max {
-		clear(m.seen)
+		m.trimSeen()
 	}
 	m.seen[hash] = memoLearnAt - memoLearnAt<<(2*n)
+}
+
+// trimSeen makes room in the full seen map by forgetting the keys seen only
+// once: simple-protocol texts with their literals inlined are mostly
+// one-offs, and emptying the whole map for them (as this once did) lost the
+// sightings of prepared statements executed again and again, which then
+// never reached memoLearnAt on a gateway that also served many distinct
+// texts. Only when the one-offs are less than a quarter of the map is it
+// emptied. m.mu is held.
+func (m *decisionMemo) trimSeen() {
+	for h, n := range m.seen {
+		if n == 1 {
+			delete(m.seen, h)
+		}
+	}
+	if len(m.seen) > m.max*3/4 {
+		clear(m.seen)
+	}
 }
 
 func (m *decisionMemo) removeEntry(old *memoEntry) {

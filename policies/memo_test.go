@@ -566,3 +566,38 @@ func TestMemoLearnTimeout(t *testing.T) {
 		}
 	})
 }
+
+// TestMemoSeenSurvivesOneOffs: a key executed again and again is learned at
+// its memoLearnAt-th sighting even when keys seen only once (simple-protocol
+// texts with their literals) fill the memo's sightings over and over in
+// between: half as many one-offs as the sightings hold between two of its
+// executions, four times as many in all. Emptying the sightings whenever
+// they were full lost its count every other execution.
+func TestMemoSeenSurvivesOneOffs(t *testing.T) {
+	m := newDecisionMemo(64)
+	gen := &generation{}
+	key := func(h uint64) memoKey {
+		return memoKey{parts: [3][]byte{{byte(h), byte(h >> 8), byte(h >> 16)}}, hash: h}
+	}
+	prepared := key(1 << 40)
+	oneOff := uint64(1)
+	for i := 1; i <= memoLearnAt; i++ {
+		state, _ := m.lookup(gen, 1, prepared)
+		want := memoSkip
+		if i == memoLearnAt {
+			want = memoLearn
+		}
+		if state != want {
+			t.Fatalf("sighting %d of the repeated key: state %d, want %d", i, state, want)
+		}
+		for range m.max / 2 {
+			if state, _ := m.lookup(gen, 1, key(oneOff)); state != memoSkip {
+				t.Fatalf("one-off key %d: state %d, want memoSkip", oneOff, state)
+			}
+			oneOff++
+		}
+		if len(m.seen) > m.max {
+			t.Fatalf("%d sightings kept, more than the bound %d", len(m.seen), m.max)
+		}
+	}
+}
