@@ -164,21 +164,22 @@ func (s *sqliteStore) flushDeferred() {
 }
 
 // take removes up to maxBatch-len(batch) queued appends and adds them to
-// batch. s.qmu is held.
-func (s *sqliteStore) take(batch []*pending) []*pending {
+// batch; undeferred is how many of them are undeferred. s.qmu is held.
+func (s *sqliteStore) take(batch []*pending) (_ []*pending, undeferred int) {
 	n := min(len(s.q), maxBatch-len(batch))
 	for _, p := range s.q[:n] {
 		if !p.deferred {
-			s.urgent--
+			undeferred++
 		}
 	}
+	s.urgent -= undeferred
 	batch = append(batch, s.q[:n]...)
 	clear(s.q[:n])
 	s.q = s.q[n:]
 	if len(s.q) == 0 {
 		s.q = nil
 	}
-	return batch
+	return batch, undeferred
 }
 
 // lead commits one batch of what is queued (force: even when it holds only
@@ -191,9 +192,8 @@ func (s *sqliteStore) lead(force bool) {
 		s.stopLeading()
 		return
 	}
-	urgent := s.urgent
-	batch := s.take(make([]*pending, 0, min(len(s.q), maxBatch)))
-	company := s.lastUrgent > 1 || urgent > 1
+	batch, undeferred := s.take(make([]*pending, 0, min(len(s.q), maxBatch)))
+	company := s.lastUrgent > 1 || undeferred > 1
 	s.qmu.Unlock()
 	// Before committing, let goroutines that are ready to run (sessions
 	// about to append a command) run first, and take what they queue: a
@@ -210,16 +210,12 @@ func (s *sqliteStore) lead(force bool) {
 		runtime.Gosched()
 		s.qmu.Lock()
 		n := len(batch)
-		batch = s.take(batch)
+		var more int
+		batch, more = s.take(batch)
+		undeferred += more
 		s.qmu.Unlock()
 		if len(batch) == n {
 			break
-		}
-	}
-	undeferred := 0
-	for _, p := range batch {
-		if !p.deferred {
-			undeferred++
 		}
 	}
 	s.commitBatch(batch)
