@@ -1,0 +1,105 @@
+package policies
+
+import (
+	"context"
+	"testing"
+
+	"github.com/regate/regate/parse"
+)
+
+// The memo's bookkeeping of keys it has not learned yet: sightings, timed-out
+// learning and its retries.
+
+// TestMemoLearnTimeout checks that a key whose partial evaluation runs out
+// of time is not refused but learned again after more executions (32 after
+// the first timeout), and refused only after memoMaxRetries timeouts.
+func TestMemoLearnTimeout(t *testing.T) {
+	ctx := context.Background()
+	decideAll := func(t *testing.T, e *Engine, ins []*parse.Input) {
+		t.Helper()
+		for _, in := range ins {
+			if d := e.Decide(ctx, in); !d.Allow {
+				t.Fatalf("decision %+v", d)
+			}
+		}
+	}
+	counts := func(e *Engine) [4]int64 {
+		m := e.memo
+		return [4]int64{m.hits.Load(), m.learned.Load(), m.postponed.Load(), m.refused.Load()}
+	}
+
+	t.Run("learned later", func(t *testing.T) {
+		e := newEngine(t, Config{})
+		defer e.Close()
+		ins := preparedInputs(t, memoLearnAt+memoLearnAt<<2+3)
+		e.memo.peTimeout = -1 // out of time at once
+		decideAll(t, e, ins[:memoLearnAt])
+		if got, want := counts(e), [4]int64{0, 0, 1, 0}; got != want {
+			t.Fatalf("after a timed-out learning: hits, learned, postponed, refused = %v, want %v", got, want)
+		}
+		e.memo.peTimeout = memoPETimeout
+		decideAll(t, e, ins[memoLearnAt:memoLearnAt+memoLearnAt<<2-1])
+		if got, want := counts(e), [4]int64{0, 0, 1, 0}; got != want {
+			t.Fatalf("before the retry: hits, learned, postponed, refused = %v, want %v", got, want)
+		}
+		decideAll(t, e, ins[memoLearnAt+memoLearnAt<<2-1:])
+		if got, want := counts(e), [4]int64{3, 1, 1, 0}; got != want {
+			t.Fatalf("after the retry: hits, learned, postponed, refused = %v, want %v", got, want)
+		}
+	})
+
+	t.Run("given up", func(t *testing.T) {
+		e := newEngine(t, Config{})
+		defer e.Close()
+		n := memoLearnAt
+		for r := 1; r <= memoMaxRetries; r++ {
+			n += memoLearnAt << (2 * r)
+		}
+		ins := preparedInputs(t, n+10)
+		e.memo.peTimeout = -1 // out of time at once
+		decideAll(t, e, ins[:n])
+		if got, want := counts(e), [4]int64{0, 0, memoMaxRetries, 1}; got != want {
+			t.Fatalf("hits, learned, postponed, refused = %v, want %v", got, want)
+		}
+		e.memo.peTimeout = memoPETimeout
+		decideAll(t, e, ins[n:])
+		if got, want := counts(e), [4]int64{0, 0, memoMaxRetries, 1}; got != want {
+			t.Fatalf("a refused key was learned: hits, learned, postponed, refused = %v, want %v", got, want)
+		}
+	})
+}
+
+// TestMemoSeenSurvivesOneOffs: a key executed again and again is learned at
+// its memoLearnAt-th sighting even when keys seen only once (simple-protocol
+// texts with their literals) fill the memo's sightings over and over in
+// between: half as many one-offs as the sightings hold between two of its
+// executions, four times as many in all. Emptying the sightings whenever
+// they were full lost its count every other execution.
+func TestMemoSeenSurvivesOneOffs(t *testing.T) {
+	m := newDecisionMemo(64)
+	gen := &generation{}
+	key := func(h uint64) memoKey {
+		return memoKey{parts: [3][]byte{{byte(h), byte(h >> 8), byte(h >> 16)}}, hash: h}
+	}
+	prepared := key(1 << 40)
+	oneOff := uint64(1)
+	for i := 1; i <= memoLearnAt; i++ {
+		state, _ := m.lookup(gen, 1, prepared)
+		want := memoSkip
+		if i == memoLearnAt {
+			want = memoLearn
+		}
+		if state != want {
+			t.Fatalf("sighting %d of the repeated key: state %d, want %d", i, state, want)
+		}
+		for range m.max / 2 {
+			if state, _ := m.lookup(gen, 1, key(oneOff)); state != memoSkip {
+				t.Fatalf("one-off key %d: state %d, want memoSkip", oneOff, state)
+			}
+			oneOff++
+		}
+		if len(m.seen) > m.max {
+			t.Fatalf("%d sightings kept, more than the bound %d", len(m.seen), m.max)
+		}
+	}
+}
