@@ -12,6 +12,10 @@
 #            pgbouncer    pgbench -> pgbouncer, pool_mode=session (a
 #                         pass-through proxy like regate; transaction pooling
 #                         would multiplex and compare unlike things) -> PostgreSQL
+#            relay        pgbench -> test/bench/relay, a plain Go byte relay
+#                         (two io.Copy goroutines per connection: no parsing,
+#                         no policy, no record) -> PostgreSQL; the floor any Go
+#                         proxy in the data path starts from on this machine
 #   modes    -M simple, -M extended
 #   clients  -c 1 -j 1, -c 8 -j 2
 #
@@ -38,7 +42,7 @@
 #                        top-symbols report go to BENCH_PROFILE_DIR (default: a new
 #                        /tmp/regate-bench-profile-* dir, kept after the run)
 #   BENCH_MODES="simple extended", BENCH_CLIENTS="1 8", BENCH_PATHS="direct regate
-#   pgbouncer"           run a subset (targets whose runs are missing FAIL)
+#   pgbouncer relay"     run a subset (targets whose runs are missing FAIL)
 #   BENCH_GRACE=120      seconds a pgbench run may overrun -T before it is killed
 #                        and counted as a stall
 #   BENCH_DUMP_DIR=DIR   where a regate goroutine dump goes when a run through
@@ -71,11 +75,11 @@ MED_TARGET=150  # added median latency at 1 client, microseconds
 
 read -r -a MODES <<<"${BENCH_MODES:-simple extended}"
 read -r -a CLIENTS <<<"${BENCH_CLIENTS:-1 8}"
-read -r -a WANT_PATHS <<<"${BENCH_PATHS:-direct regate pgbouncer}"
+read -r -a WANT_PATHS <<<"${BENCH_PATHS:-direct regate pgbouncer relay}"
 declare -A JOBS=([1]=1 [8]=2)
 for m in "${MODES[@]}"; do [[ $m == simple || $m == extended ]] || { echo "bench: BENCH_MODES: $m is not simple or extended" >&2; exit 2; }; done
 for c in "${CLIENTS[@]}"; do [[ $c == 1 || $c == 8 ]] || { echo "bench: BENCH_CLIENTS: $c is not 1 or 8" >&2; exit 2; }; done
-for p in "${WANT_PATHS[@]}"; do [[ $p == direct || $p == regate || $p == pgbouncer ]] || { echo "bench: BENCH_PATHS: $p is not direct, regate or pgbouncer" >&2; exit 2; }; done
+for p in "${WANT_PATHS[@]}"; do [[ $p == direct || $p == regate || $p == pgbouncer || $p == relay ]] || { echo "bench: BENCH_PATHS: $p is not direct, regate, pgbouncer or relay" >&2; exit 2; }; done
 want() { [[ " ${WANT_PATHS[*]} " == *" $1 "* ]]; }
 
 for v in SECS WARMUP SCALE GRACE REPEAT; do
@@ -104,12 +108,14 @@ mkdir -p "$WORK/logs" "$WORK/tmp" "$WORK/regate-data" "$WORK/pgbouncer"
 
 REGATE_PID=""
 BOUNCER_PID=""
+RELAY_PID=""
 PERF_PID=""
 PG_STARTED=0
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   [ -z "$PERF_PID" ] || kill "$PERF_PID" 2>/dev/null || true
+  [ -z "$RELAY_PID" ] || kill "$RELAY_PID" 2>/dev/null || true
   if [ -n "$REGATE_PID" ] && kill -0 "$REGATE_PID" 2>/dev/null; then
     kill "$REGATE_PID" 2>/dev/null || true
     for _ in $(seq 1 50); do kill -0 "$REGATE_PID" 2>/dev/null || break; sleep 0.1; done
@@ -201,6 +207,17 @@ if [ -z "$REGATE_BIN" ]; then
 fi
 [ -x "$REGATE_BIN" ] || { echo "bench: $REGATE_BIN is not an executable" >&2; exit 1; }
 REGATE_BIN=$(cd "$(dirname "$REGATE_BIN")" && pwd)/$(basename "$REGATE_BIN")
+
+# ---------------------------------------------------------------- reference relay binary
+RELAY_NOTE=""
+RELAY_BIN=""
+if want relay; then
+  if (cd "$ROOT" && go build -o "$WORK/relay" ./test/bench/relay) >"$WORK/relay-build.log" 2>&1; then
+    RELAY_BIN=$WORK/relay
+  else
+    RELAY_NOTE="the reference relay did not build ($(tail -1 "$WORK/relay-build.log")): its runs skipped"
+  fi
+fi
 
 # ---------------------------------------------------------------- pgbouncer binary
 BOUNCER=""
@@ -352,9 +369,24 @@ EOF
     BOUNCER_NOTE="pgbouncer did not start ($(tail -1 "$WORK/pgbouncer.out" "$B/pgbouncer.log" 2>/dev/null | tail -1)): column skipped"
   fi
 fi
+
+# ---------------------------------------------------------------- reference relay
+if [ -n "$RELAY_BIN" ]; then
+  LPORT=$(free_port)
+  log "reference relay on 127.0.0.1:$LPORT ..."
+  "$RELAY_BIN" -listen "127.0.0.1:$LPORT" -upstream "127.0.0.1:$PGPORT" >"$WORK/relay.log" 2>&1 &
+  RELAY_PID=$!
+  relay_env=(env PGHOST=127.0.0.1 PGPORT="$LPORT" PGUSER=postgres PGPASSWORD="$PGPASS")
+  if wait_port "$LPORT" "$RELAY_PID" 30 && "${relay_env[@]}" psql -X -q -At -v ON_ERROR_STOP=1 -c 'SELECT 1' >/dev/null 2>"$WORK/relay.check"; then
+    PATHS+=(relay)
+  else
+    RELAY_NOTE="the reference relay did not start or refused a test query ($(tail -1 "$WORK/relay.log" "$WORK/relay.check" 2>/dev/null | tail -1)): its runs skipped"
+  fi
+fi
 proxy_pid() { # the process whose CPU time a path's proxy uses
   case $1 in
     regate) echo "$REGATE_PID" ;;
+    relay) echo "$RELAY_PID" ;;
     pgbouncer) cat "$WORK/pgbouncer/pgbouncer.pid" 2>/dev/null || echo "" ;;
     *) echo "" ;;
   esac
@@ -384,6 +416,7 @@ run_one() { # path mode clients round (values go to the arrays under "path,mode,
     direct) envv=("${direct_env[@]}") ;;
     regate) envv=("${regate_env[@]}") ;;
     pgbouncer) envv=("${bouncer_env[@]}") ;;
+    relay) envv=("${relay_env[@]}") ;;
   esac
   local extra=()
   if [ "$c" = 1 ]; then extra=(-l "--log-prefix=$out.txlog"); fi
@@ -520,7 +553,7 @@ ok_val() { # array key -> the value of a run that did not fail, or nothing
 }
 for mode in "${MODES[@]}"; do
   for c in "${CLIENTS[@]}"; do
-    for pair in regate/direct regate/pgbouncer pgbouncer/direct; do
+    for pair in regate/direct regate/pgbouncer pgbouncer/direct relay/direct regate/relay; do
       a=${pair%/*} b=${pair#*/} vals=()
       for round in $(seq 1 "$REPEAT"); do
         r=$(ratio_of "$(ok_val TPS "$a,$mode,$c,$round")" "$(ok_val TPS "$b,$mode,$c,$round")")
@@ -529,7 +562,7 @@ for mode in "${MODES[@]}"; do
       [ ${#vals[@]} -eq 0 ] || RATIO[$pair,$mode,$c]=$(median "${vals[@]}")
     done
     [ "$c" = 1 ] || continue
-    for p in regate pgbouncer; do
+    for p in regate pgbouncer relay; do
       vals=()
       for round in $(seq 1 "$REPEAT"); do
         dm=$(ok_val MED "direct,$mode,1,$round") pm=$(ok_val MED "$p,$mode,1,$round")
@@ -616,8 +649,24 @@ for mode in "${MODES[@]}"; do
   done
 done
 
+if [[ " ${PATHS[*]} " == *" relay "* ]]; then
+echo
+echo "reference: a plain Go byte relay (test/bench/relay: two io.Copy goroutines per connection, nothing decided or recorded):"
+printf '%-9s %3s | %10s %8s | %9s %9s | %9s | %8s\n' mode c relay "lat ms" relay/dir rg/relay "added us" "CPU us"
+for mode in "${MODES[@]}"; do
+  for c in "${CLIENTS[@]}"; do
+    l="relay,$mode,$c"
+    printf '%-9s %3s | %10s %8s | %9s %9s | %9s | %8s\n' "$mode" "$c" "$(val "$l" TPS)" "$(val "$l" LAT)" \
+      "$(fmt_ratio relay/direct "$mode" "$c")" "$(fmt_ratio regate/relay "$mode" "$c")" \
+      "$([ "$c" = 1 ] && echo "${ADDED_US[relay,$mode]:--}" || echo -)" "${CPU[relay,$mode,$c]:--}"
+  done
+done
+echo "(added us: relay median - direct median at 1 client; CPU us: the relay's CPU per transaction)"
+fi
+
 echo
 echo "$REC_LINE"
+[ -z "$RELAY_NOTE" ] || echo "note: $RELAY_NOTE"
 [ -z "$BOUNCER_NOTE" ] || echo "note: $BOUNCER_NOTE"
 [ -z "$PROF_NOTE" ] || echo "note: $PROF_NOTE"
 for n in "${DUMP_NOTES[@]}"; do echo "stall: $n"; done
