@@ -37,6 +37,7 @@ const maxPasswordBytes = 64 << 10
 
 // handle serves one client connection from accept to close.
 func (s *Server) handle(ctx context.Context, raw net.Conn) {
+	raw = proxy.RawTCP(raw)
 	log := s.log.With("client_addr", raw.RemoteAddr().String())
 	_ = raw.SetDeadline(time.Now().Add(s.cfg.StartupTimeout))
 	c, startup, err := s.negotiate(ctx, raw)

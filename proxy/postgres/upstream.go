@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/regate/regate/proxy"
 )
 
 // startup parameters regate sets itself or never forwards.
@@ -66,7 +68,7 @@ func (cn *conn) connectUpstream(ctx context.Context, clientParams map[string]str
 		pg.Close(ctx)
 		return fmt.Errorf("cannot take over the target connection: %w", err)
 	}
-	cn.up = hc.Conn
+	cn.up = proxy.RawTCP(hc.Conn)
 	cn.pid = hc.PID
 	cn.upSecret = hc.SecretKey
 	cn.params = hc.ParameterStatuses
