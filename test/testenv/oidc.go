@@ -26,6 +26,12 @@ func StartIssuer(t testing.TB) *Issuer {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// mockoidc computes the key ID on first use and caches it without a lock,
+	// and both the JWKS handler and Sign use it: compute it before serving,
+	// so that every later call only reads it.
+	if _, err := m.Keypair.KeyID(); err != nil {
+		t.Fatal(err)
+	}
 	ln := listen(t)
 	if err := m.Start(ln, nil); err != nil {
 		t.Fatal(err)
