@@ -53,13 +53,20 @@ func keyOf(in *Input) staticKey {
 
 // Encoding is an input document's JSON as InputEncoder writes it, with where
 // the parts that change from one execution of a prepared statement to the
-// next are: the values of input.time and of input.postgres.params.
+// next are: the values of input.time and of input.postgres.params, and, for a
+// text made from a parse template, the query text and its integer literals.
 type Encoding struct {
 	JSON []byte
-	// Time and Params are the [start, end) offsets in JSON of the value of
-	// input.time and of input.postgres.params; Params is [0, 0] when the
-	// input has no postgres object.
-	Time, Params [2]int
+	// Time, Query and Params are the [start, end) offsets in JSON of the
+	// values of input.time, input.postgres.query and input.postgres.params;
+	// Query and Params are [0, 0] when the input has no postgres object.
+	Time, Query, Params [2]int
+	// Literals are the [start, end) offsets in JSON of the digits of every
+	// patched literal (parse.Patch with Raw set) of every statement, in the
+	// order of the statements and their Patches; nil when a statement has
+	// none, or when one of its patches could not be located (no RawAST, or
+	// no Raw), in which case none are given.
+	Literals [][2]int
 }
 
 // Encode returns json.Marshal(in).
@@ -139,7 +146,9 @@ func (e *InputEncoder) encode(in *Input, static []byte) (Encoding, error) {
 		b = append(b, `,"client_user":`...)
 		b = AppendJSONString(b, pg.ClientUser)
 		b = append(b, `,"query":`...)
+		enc.Query[0] = len(b)
 		b = AppendJSONString(b, pg.Query)
+		enc.Query[1] = len(b)
 		b = append(b, `,"params":`...)
 		enc.Params[0] = len(b)
 		b, _ = appendList(b, pg.Params, func(b []byte, p *string) ([]byte, error) {
@@ -150,8 +159,23 @@ func (e *InputEncoder) encode(in *Input, static []byte) (Encoding, error) {
 		})
 		enc.Params[1] = len(b)
 		b = append(b, `,"statements":`...)
-		if b, err = appendList(b, pg.Statements, appendStatement); err != nil {
+		located := true
+		if b, err = appendList(b, pg.Statements, func(b []byte, s Statement) ([]byte, error) {
+			at := -1
+			b, err := appendStatement(b, s, &at)
+			for _, p := range s.Patches {
+				if at < 0 || p.Raw[0] <= 0 || p.Raw[1] <= p.Raw[0] || p.Raw[1] > len(s.RawAST) {
+					located = false
+					break
+				}
+				enc.Literals = append(enc.Literals, [2]int{at + p.Raw[0], at + p.Raw[1]})
+			}
+			return b, err
+		}); err != nil {
 			return enc, err
+		}
+		if !located {
+			enc.Literals = nil
 		}
 		b = append(b, '}')
 	}
@@ -159,7 +183,9 @@ func (e *InputEncoder) encode(in *Input, static []byte) (Encoding, error) {
 	return enc, nil
 }
 
-func appendStatement(b []byte, s Statement) ([]byte, error) {
+// appendStatement appends s's encoding and sets *at to the offset in b at
+// which its RawAST was copied (when it was).
+func appendStatement(b []byte, s Statement, at *int) ([]byte, error) {
 	if s.RawAST == nil {
 		raw, err := s.MarshalJSON()
 		if err != nil {
@@ -186,6 +212,7 @@ func appendStatement(b []byte, s Statement) ([]byte, error) {
 	b = append(b, `,"functions":`...)
 	b = AppendJSONStrings(b, s.Functions)
 	b = append(b, `,"ast":`...)
+	*at = len(b)
 	b = append(b, s.RawAST...)
 	return append(b, '}'), nil
 }

@@ -97,9 +97,15 @@ type Statement struct {
 
 // Patch replaces the value at Path (map keys as strings, array indices as
 // ints, from the root of an AST) with Value.
+//
+// parse/sql's patches each write one integer literal of a templated text:
+// Path leads to an A_Const node's body, Value is that body
+// ({"ival": {"ival": N}, "location": L}), and Raw is where the digits of N are
+// in the statement's RawAST ([start, end) offsets; [0, 0] when not known).
 type Patch struct {
 	Path  []any
 	Value any
+	Raw   [2]int
 }
 
 // MarshalJSON encodes the statement, reusing RawAST when it is set.

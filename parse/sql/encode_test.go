@@ -3,6 +3,7 @@ package sql
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
@@ -130,4 +131,52 @@ func BenchmarkInputEncoder(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestEncodingParts checks where the encoding says the query text and a
+// templated text's literals are: at the query's JSON string and at each
+// literal's digits, in order, for texts of one or more statements.
+func TestEncodingParts(t *testing.T) {
+	p := NewParser(0)
+	shapes := []string{
+		"SELECT abalance FROM pgbench_accounts WHERE aid = %d",
+		"SELECT 1 FROM t WHERE a = %[1]d AND b = %[1]d; DELETE FROM t WHERE c = %[1]d /* 0 */",
+	}
+	var enc parse.InputEncoder
+	for _, shape := range shapes {
+		for i, lit := range []int{111, 222, 333} {
+			q := fmt.Sprintf(shape, lit)
+			stmts, err := p.Parse(q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			in := parse.Input{Version: 1, Protocol: "postgres", Postgres: &parse.Postgres{Query: q, Statements: stmts}}
+			e, err := enc.EncodeParts(&in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := string(e.JSON[e.Query[0]:e.Query[1]]); got != `"`+q+`"` {
+				t.Errorf("query at %v: %s", e.Query, got)
+			}
+			lits, _ := scanLiterals(q)
+			if i == 0 {
+				lits = nil // the text that made the template is not patched
+			}
+			if len(e.Literals) != len(lits) {
+				t.Fatalf("%q: %d literals, want %d", q, len(e.Literals), len(lits))
+			}
+			for j, l := range e.Literals {
+				if got := string(e.JSON[l[0]:l[1]]); got != q[lits[j].off:lits[j].end] || !bytes.HasSuffix(e.JSON[:l[0]], []byte(`{"A_Const":{"ival":{"ival":`)) {
+					t.Errorf("%q: literal %d at %v: %q", q, j, l, e.JSON[l[0]-30:l[1]+5])
+				}
+			}
+		}
+	}
+	// A patch without its digits' place gives no literals at all.
+	stmts, _ := p.Parse(fmt.Sprintf(shapes[0], 444))
+	stmts[0].Patches[0].Raw = [2]int{}
+	e, _ := enc.EncodeParts(&parse.Input{Version: 1, Protocol: "postgres", Postgres: &parse.Postgres{Statements: stmts}})
+	if e.Literals != nil {
+		t.Errorf("literals %v", e.Literals)
+	}
 }

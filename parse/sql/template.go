@@ -286,7 +286,7 @@ func (t *template) fill(q string, lits []literal) []parse.Statement {
 		v, _ := strconv.ParseInt(digits, 10, 64)
 		body := map[string]any{"ival": map[string]any{"ival": float64(v)}, "location": float64(l.off)}
 		st.AST = withPath(st.AST, lt.path, body).(map[string]any)
-		st.Patches = append(st.Patches, parse.Patch{Path: lt.path, Value: body})
+		st.Patches = append(st.Patches, parse.Patch{Path: lt.path, Value: body, Raw: [2]int{lt.raw, lt.raw + len(digits)}})
 	}
 	return out
 }
