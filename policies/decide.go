@@ -173,7 +173,7 @@ func (e *Engine) eval(ctx context.Context, d decision.Decision, key *memoKey, va
 	if state == memoLearn {
 		// The memoized decision is made from a result of its own (learn's
 		// conversion), so that it shares nothing with d.
-		switch result, verdict := e.learn(ctx, gen, txn, obj, d.Result); verdict {
+		switch result, verdict := e.learn(ctx, gen, txn, obj, key, d.Result); verdict {
 		case learnOK:
 			m := apply(decision.Decision{Result: result}, result)
 			// Hits carry the result's encoding too: records copy it

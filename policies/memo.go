@@ -12,6 +12,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/topdown"
 
 	"github.com/regate/regate/policies/decision"
@@ -20,17 +21,21 @@ import (
 // The decision memo spares the evaluation of a decision that is known not to
 // depend on the parts of the input that change between executions of a
 // prepared statement: its bound parameters (input.postgres.params) and the
-// time of the request (input.time). Everything else in the input (identity
-// with its claims, target with its labels, session, database, users, query
-// text and parsed statements) is the memo's key, compared exactly.
+// time of the request (input.time); and, for a simple-protocol text made from
+// a parse template (texts that differ only in their integer literals), the
+// query text and the literals' values as well. Everything else in the input
+// (identity with its claims, target with its labels, session, database,
+// users, the statements' trees but for those literals) is the memo's key,
+// compared exactly (memokey.go).
 //
-// The proof is OPA's partial evaluation: the decision query is partially
-// evaluated with the key as input and input.time and input.postgres.params
-// as unknowns. Only when that yields a single query binding the decision to
-// a ground value, with no support rules, does the decision provably not
-// depend on the unknowns; the value is then memoized, after checking that it
-// is what the ordinary evaluation of the same request returned. Any other
-// outcome (the decision reads a parameter or the time, calls a
+// The proof is a traced evaluation (memotrace.go): the decision is learned
+// only when no expression evaluated for it, nor any rule entered, could read
+// a part the key leaves out. Then partial evaluation, with input.time and
+// input.postgres.params unknown, must agree: a single query binding the
+// decision to a ground value, or one whose support rules read neither the
+// input nor data (closedDecision); and the value must be what the ordinary
+// evaluation of the same request returned. Any other outcome (the decision
+// reads a parameter, the time, the text or a literal, calls a
 // non-deterministic built-in, errors, is undefined, is a conflict, ...)
 // marks the key as not memoizable and its requests are evaluated as always.
 //
@@ -40,8 +45,8 @@ import (
 // hits, and the memo is emptied when they change. A generation whose
 // modules call a non-deterministic built-in (time.now_ns, http.send,
 // rand.intn, ...) or print() never uses the memo (print output would be
-// lost on hits). Before a ground value is memoized, the decision is also
-// evaluated with other values for the unknowns (probeInput) and must come
+// lost on hits). Before a value is memoized, the decision is also evaluated
+// with other values for what the key leaves out (probeInput) and must come
 // out the same. Partial evaluation runs with shallow inlining: the copy
 // propagation it turns off writes into terms that concurrent evaluations
 // share.
@@ -359,12 +364,14 @@ const (
 	learnAborted                      // the request's context ended: record nothing
 )
 
-// learn partially evaluates the decision for the key of input, in txn (the
-// transaction the request was evaluated in), and returns the decision's
-// result (learnOK) when it does not depend on the unknowns and equals want,
-// the ordinary evaluation's result, and the result of evaluating the
-// decision with other values for the unknowns (probeInput).
-func (e *Engine) learn(ctx context.Context, gen *generation, txn storage.Transaction, input ast.Object, want any) (any, learnVerdict) {
+// learn decides whether the decision for input may be served for every
+// input with its key, in txn (the transaction the request was evaluated
+// in), and returns the decision's result (learnOK) when a traced evaluation
+// reads nothing the key leaves out (readsVolatile), partial evaluation with
+// memoUnknowns comes to a constant, and that constant equals want, the
+// ordinary evaluation's result, and the result of evaluating the decision
+// with other values for what the key leaves out (probeInput).
+func (e *Engine) learn(ctx context.Context, gen *generation, txn storage.Transaction, input ast.Object, key *memoKey, want any) (any, learnVerdict) {
 	pctx, cancelCtx := context.WithTimeoutCause(ctx, e.memo.peTimeout, errMemoTimeout)
 	defer cancelCtx()
 	cancel := topdown.NewCancel()
@@ -382,6 +389,19 @@ func (e *Engine) learn(ctx context.Context, gen *generation, txn storage.Transac
 	if pctx.Err() != nil { // out of time before it began
 		return nil, failed()
 	}
+	probe, ok := probeInput(input, key)
+	if !ok {
+		e.logger.Warn("a templated statement's literal is not where its parse said; not memoized")
+		return nil, learnRefused
+	}
+	// The proof: an evaluation, traced, that reads none of what the key
+	// leaves out.
+	if v := e.readsVolatile(pctx, gen, txn, input, key, cancel, want); v != learnOK {
+		if v == learnRefused {
+			return nil, v
+		}
+		return nil, failed()
+	}
 	pq, err := gen.partial.Partial(pctx,
 		rego.EvalParsedInput(knownPart(input)),
 		rego.EvalParsedUnknowns(memoUnknowns),
@@ -393,7 +413,12 @@ func (e *Engine) learn(ctx context.Context, gen *generation, txn storage.Transac
 	}
 	value := groundDecision(pq)
 	if value == nil {
-		return nil, learnRefused
+		if value, err = closedDecision(pctx, pq); err != nil {
+			return nil, failed()
+		}
+		if value == nil {
+			return nil, learnRefused
+		}
 	}
 	got, err := ast.JSONWithOpt(value, ast.JSONOpt{SortSets: true, CopyMaps: true})
 	if err != nil || !reflect.DeepEqual(got, want) {
@@ -405,7 +430,7 @@ func (e *Engine) learn(ctx context.Context, gen *generation, txn storage.Transac
 	// Belt and braces: the decision for other values of the unknowns must be
 	// the same too.
 	rs, err := gen.query.Eval(pctx,
-		rego.EvalParsedInput(probeInput(input)),
+		rego.EvalParsedInput(probe),
 		rego.EvalTransaction(txn),
 		rego.EvalExternalCancel(cancel),
 		rego.EvalSortSets(true),
@@ -446,6 +471,73 @@ func groundDecision(pq *rego.PartialQueries) ast.Value {
 		return nil
 	}
 	return b.Value
+}
+
+// closedDecision returns the decision's value when pq reads neither the input
+// nor any data but its own support rules (data.partial...), by evaluating it
+// once on its own: such a residual is a constant that partial evaluation
+// left unevaluated (with shallow inlining it keeps some built-in calls on
+// constants in support rules, such as count(set()) > 0). Otherwise, or when
+// the evaluation is not exactly one JSON-shaped binding of the decision,
+// nil. err is the evaluation's error when it was cancelled.
+func closedDecision(ctx context.Context, pq *rego.PartialQueries) (ast.Value, error) {
+	if pq == nil || len(pq.Queries) != 1 {
+		return nil, nil
+	}
+	supportRoot := ast.DefaultRootRef.Append(ast.StringTerm("partial"))
+	closed := true
+	check := func(r ast.Ref) bool {
+		switch {
+		case r.HasPrefix(ast.InputRootRef):
+			closed = false
+		case r.HasPrefix(ast.DefaultRootRef) && !r.HasPrefix(supportRoot):
+			closed = false
+		}
+		return !closed
+	}
+	ast.WalkRefs(pq.Queries[0], check)
+	for _, m := range pq.Support {
+		if !closed {
+			break
+		}
+		if !m.Package.Path.HasPrefix(supportRoot) {
+			return nil, nil
+		}
+		for _, r := range m.Rules {
+			ast.WalkRefs(r, check)
+		}
+	}
+	if !closed {
+		return nil, nil
+	}
+	opts := []func(*rego.Rego){
+		rego.ParsedQuery(pq.Queries[0]),
+		rego.Store(inmem.New()),
+		rego.SetRegoVersion(ast.RegoV1),
+		rego.StrictBuiltinErrors(true),
+	}
+	for _, m := range pq.Support {
+		opts = append(opts, rego.ParsedModule(m))
+	}
+	rs, err := rego.New(opts...).Eval(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		return nil, nil
+	}
+	if len(rs) != 1 {
+		return nil, nil
+	}
+	b, ok := rs[0].Bindings[string(memoVar)]
+	if !ok {
+		return nil, nil
+	}
+	v, err := ast.InterfaceToValue(b)
+	if err != nil || !jsonShaped(v) {
+		return nil, nil
+	}
+	return v, nil
 }
 
 // jsonShaped tells whether v holds only null, booleans, numbers, strings,

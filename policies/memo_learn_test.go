@@ -79,7 +79,7 @@ func TestMemoSeenSurvivesOneOffs(t *testing.T) {
 	m := newDecisionMemo(64)
 	gen := &generation{}
 	key := func(h uint64) memoKey {
-		return memoKey{parts: [3][]byte{{byte(h), byte(h >> 8), byte(h >> 16)}}, hash: h}
+		return memoKey{parts: [][]byte{{byte(h), byte(h >> 8), byte(h >> 16)}}, hash: h}
 	}
 	prepared := key(1 << 40)
 	oneOff := uint64(1)

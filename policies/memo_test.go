@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io/fs"
 	"net/http/httptest"
 	"reflect"
@@ -62,19 +63,46 @@ func memoInputs(t *testing.T) []*parse.Input {
 				t.Fatal(err)
 			}
 			for i, params := range paramSets {
-				in := pgInput(stmts...)
-				in.Session.ID = session
-				in.Postgres.Query = q
-				in.Postgres.Params = params
-				in.Time = times[(i+s)%len(times)]
-				if s == 1 {
-					in.Identity.Claims = map[string]any{"email": "bob@example.com"}
+				ins = append(ins, memoInput(stmts, q, params, times[(i+s)%len(times)], session))
+			}
+		}
+		// Texts that differ only in integer literals: all but the first
+		// of each shape are made from its parse template, and share a key.
+		for _, shape := range templatedShapes {
+			for i, lit := range []int{111, 222, 666, 999, 333} {
+				q := fmt.Sprintf(shape, lit)
+				stmts, err := parser.Parse(q)
+				if err != nil {
+					t.Fatal(err)
 				}
-				ins = append(ins, in)
+				for j, params := range paramSets[:3] {
+					ins = append(ins, memoInput(stmts, q, params, times[(i+j+s)%len(times)], session))
+				}
 			}
 		}
 	}
 	return ins
+}
+
+// templatedShapes are texts with an integer literal (%d) for memoInputs.
+var templatedShapes = []string{
+	"SELECT abalance FROM pgbench_accounts WHERE aid = %d",
+	"DELETE FROM t WHERE id = %d",
+	"SELECT pg_read_file('x') WHERE %d = 1",
+	"UPDATE t SET a = %d WHERE id = $1 /* a comment */",
+	"SELECT 1 FROM t WHERE a = %[1]d; DELETE FROM t WHERE b = %[1]d",
+}
+
+func memoInput(stmts []parse.Statement, q string, params []*string, at time.Time, session string) *parse.Input {
+	in := pgInput(stmts...)
+	in.Session.ID = session
+	in.Postgres.Query = q
+	in.Postgres.Params = params
+	in.Time = at
+	if session == "s2" {
+		in.Identity.Claims = map[string]any{"email": "bob@example.com"}
+	}
+	return in
 }
 
 // checkMemoMatches decides every input several times, in an order that lets
@@ -136,16 +164,32 @@ func TestMemoMatchesEvaluation(t *testing.T) {
 		library bool
 	}{
 		{"default library", "", true, false},
-		// A rule of one's own that reads the parameters, even of other
-		// statements only, makes partial evaluation leave the library's
-		// sets to support rules for every statement: a limit of partial
-		// evaluation that leaves nothing memoized.
+		// A rule of one's own that reads the parameters of some statements
+		// makes partial evaluation leave the library's sets to support
+		// rules; for the other statements those read no input and are
+		// evaluated once (closedDecision).
 		{"default library and a parameter rule", `deny contains "42" if {
 	some s in input.postgres.statements
 	s.command == "DELETE"
 	some p in input.postgres.params
 	p == "42"
-}`, false, true},
+}`, true, true},
+		// Rules that read a literal's value, the query text or the whole
+		// tree: a text must never be served another literal's decision.
+		{"default library and a literal rule", `deny contains "aid 666" if {
+	input.postgres.statements[0].ast.SelectStmt.whereClause.A_Expr.rexpr.A_Const.ival.ival == 666
+}`, true, true},
+		{"default library and a query rule", `deny contains "666 in the text" if contains(input.postgres.query, "666")`, true, true},
+		{"default library and a walk for a number", `deny contains "666 in a tree" if walk(input.postgres.statements, [_, 666])`, true, true},
+		{"a literal in a reason", `decision := {"allow": true, "reasons": [sprintf("%v", [n]) | walk(input.postgres.statements[_].ast, [p, n]); is_number(n); p[count(p) - 1] == "ival"]}`, true, false},
+		{"a literal's location", `decision := {"allow": true, "reasons": [sprintf("%v", [n]) | walk(input.postgres.statements[_].ast, [p, n]); p[count(p) - 1] == "location"]}`, true, false},
+		{"the query's length", `decision := {"allow": count(input.postgres.query) < 40}`, true, false},
+		{"a literal compared", `decision := {"allow": allow}
+default allow := true
+allow := false if {
+	some s in input.postgres.statements
+	s.ast.DeleteStmt.whereClause.A_Expr.rexpr.A_Const.ival.ival > 500
+}`, true, false},
 		{"default library and a statement rule", `deny contains "no DELETE on t" if {
 	some s in input.postgres.statements
 	s.command == "DELETE"
@@ -163,7 +207,31 @@ deny contains "42" if {
 	r.name == "t"
 	some p in input.postgres.params
 	p == "42"
-}`, false, false}, // partial evaluation leaves count(set()) == 0 unfolded
+}`, true, false}, // statements not naming t: count(set()) == 0, evaluated once
+		// Enumerating a document that holds an unknown: OPA 1.22.3's partial
+		// evaluation binds the variable to the known part and proved these
+		// independent of the parameters (the memo then served "allow" for
+		// "42"); the traced evaluation refuses them.
+		{"parameters through enumerating input", `decision := {"allow": count(deny) == 0}
+deny contains "42" if {
+	some k, v in input
+	k == "postgres"
+	v.params[0] == "42"
+}`, false, false},
+		{"time through enumerating input", `decision := {"allow": count(deny) == 0}
+deny contains "new year" if {
+	some k, v in input
+	k == "time"
+	startswith(v, "2027-01-01")
+}`, false, false},
+		{"parameters through an array", `decision := {"allow": count(deny) == 0}
+deny contains "42" if {
+	some pg in [input.postgres]
+	pg.params[0] == "42"
+}`, false, false},
+		{"parameters through a function", `decision := {"allow": f(input)}
+f(x) := false if x.postgres.params[0] == "42"
+else := true`, false, false},
 		{"time", `decision := {"allow": input.time < "2026"}`, false, false},
 		{"time in a reason", `decision := {"allow": true, "reasons": [input.time]}`, false, false},
 		{"time with a default", `decision := {"allow": allow}
@@ -274,6 +342,224 @@ func TestMemoHitsPreparedSelect(t *testing.T) {
 	}
 	if e.memo.learned.Load() != 1 || e.memo.refused.Load() != 0 {
 		t.Errorf("%d keys learned, %d refused; want 1, 0", e.memo.learned.Load(), e.memo.refused.Load())
+	}
+}
+
+// literalInputs returns inputs for the simple-protocol texts of shape (with
+// one %d) for each literal, parsed by one parser as a session's are: all but
+// the first are made from the shape's parse template.
+func literalInputs(t *testing.T, shape string, lits ...int) []*parse.Input {
+	t.Helper()
+	parser := sql.NewParser(0)
+	var ins []*parse.Input
+	for i, lit := range lits {
+		q := fmt.Sprintf(shape, lit)
+		stmts, err := parser.Parse(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if templated := len(stmts[0].Patches) > 0; templated != (i > 0) {
+			t.Fatalf("%q: templated %v", q, templated)
+		}
+		in := pgInput(stmts...)
+		in.Postgres.Query = q
+		in.Time = time.Date(2026, 1, 1, 0, 0, i, 0, time.UTC)
+		ins = append(ins, in)
+	}
+	return ins
+}
+
+// TestMemoHitsLiterals checks that the default library's decisions for
+// simple-protocol texts that differ only in their integer literals are
+// learned once and served from the memo: pgbench -S in simple mode.
+func TestMemoHitsLiterals(t *testing.T) {
+	e := newEngine(t, Config{})
+	defer e.Close()
+	var lits []int
+	for i := range 100 {
+		lits = append(lits, 1000+i*37)
+	}
+	ins := literalInputs(t, "SELECT abalance FROM pgbench_accounts WHERE aid = %d", lits...)
+	for _, in := range ins {
+		want := plainDecide(t, e, in)
+		d := e.Decide(context.Background(), in)
+		d.ID = want.ID
+		if d = withoutRawResult(t, d); !reflect.DeepEqual(d, want) || !d.Allow || len(d.Mask) != 4 {
+			t.Fatalf("%q: decision %+v, want %+v", in.Postgres.Query, d, want)
+		}
+	}
+	// The first text made the template and has a key of its own; the
+	// others share one, learned at its memoLearnAt-th sighting.
+	if hits := e.memo.hits.Load(); hits != int64(len(ins)-1-memoLearnAt) {
+		t.Errorf("%d memo hits for %d texts, want %d", hits, len(ins), len(ins)-1-memoLearnAt)
+	}
+	if e.memo.learned.Load() != 1 || e.memo.refused.Load() != 0 {
+		t.Errorf("%d keys learned, %d refused; want 1, 0", e.memo.learned.Load(), e.memo.refused.Load())
+	}
+}
+
+// TestMemoLiteralSoundness checks that a text is never served the decision
+// learned from a text with other literals when the policy reads a literal's
+// value, the query text or the trees as a whole: the key is refused (or a
+// key of other statements learned), and the text with the blocked value is
+// blocked after many allowed ones.
+func TestMemoLiteralSoundness(t *testing.T) {
+	rules := map[string]string{
+		"a literal by path": `deny contains "666" if input.postgres.statements[0].ast.SelectStmt.whereClause.A_Expr.rexpr.A_Const.ival.ival == 666`,
+		"the query text":    `deny contains "666" if contains(input.postgres.query, "666")`,
+		"the query's hash":  `deny contains "666" if crypto.sha256(input.postgres.query) == crypto.sha256("SELECT abalance FROM pgbench_accounts WHERE aid = 666")`,
+		"a walk":            `deny contains "666" if walk(input.postgres.statements, [_, 666])`,
+		"a walk of the ast": `deny contains "666" if {
+	some s in input.postgres.statements
+	walk(s.ast, [p, v])
+	v == 666
+}`,
+		"json of the trees": `deny contains "666" if contains(json.marshal(input.postgres.statements), ":666}")`,
+		"a comparison":      `deny contains "big" if input.postgres.statements[_].ast.SelectStmt.whereClause.A_Expr.rexpr.A_Const.ival.ival > 600`,
+		"a set of numbers":  `deny contains "666" if 666 in {n | walk(input, [_, n]); is_number(n)}`,
+		"a rule's value": `q := input.postgres.query
+
+deny contains "666" if endswith(q, "666")`,
+		"a function's argument": `f(s) if s.ast.SelectStmt.whereClause.A_Expr.rexpr.A_Const.ival.ival == 666
+
+deny contains "666" if f(input.postgres.statements[0])`,
+		"the postgres object": `deny contains "666" if {
+	pg := input.postgres
+	endswith(pg.query, "666")
+}`,
+		"with": `t if endswith(input.postgres.query, "666")
+
+deny contains "666" if t with input.postgres.params as []`,
+		"an indexed rule": `deny contains "666" if input.postgres.query == "SELECT abalance FROM pgbench_accounts WHERE aid = 666"`,
+	}
+	for name, rule := range rules {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			files := map[string]string{"policy.rego": "package regate\n\n" + rule + "\n"}
+			for _, f := range []string{"regate.rego", "postgres.rego", "regate/postgres/data.json"} {
+				b, err := fs.ReadFile(Default(), f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				files[f] = string(b)
+			}
+			e := newEngine(t, Config{Bundle: bundleDir(t, "custom", files)})
+			defer e.Close()
+			var lits []int
+			for i := range 3 * memoLearnAt {
+				lits = append(lits, 100+i)
+			}
+			ins := literalInputs(t, "SELECT abalance FROM pgbench_accounts WHERE aid = %d", append(lits, 666, 101)...)
+			for i, in := range ins {
+				d := e.Decide(context.Background(), in)
+				if blocked := i == len(ins)-2; d.Allow == blocked || d.Error != "" {
+					t.Fatalf("%q: decision %+v", in.Postgres.Query, d)
+				}
+			}
+			if hits := e.memo.hits.Load(); hits != 0 {
+				t.Errorf("%d memo hits (%d learned, %d refused)", hits, e.memo.learned.Load(), e.memo.refused.Load())
+			}
+		})
+	}
+}
+
+// TestMemoEnumeratedUnknowns checks policies that reach the parameters or
+// the time through a document holding them: OPA 1.22.3's partial
+// evaluation, which binds the variable to the known part of the document
+// when it enumerates a collection, proved the first independent of the
+// parameters, and the memo served "allow" for "42" once it had learned the
+// statement from other values.
+func TestMemoEnumeratedUnknowns(t *testing.T) {
+	rules := []string{
+		`deny contains "42" if {
+	some k, v in input
+	k == "postgres"
+	v.params[0] == "42"
+}`,
+		`deny contains "42" if {
+	some pg in [input.postgres]
+	pg.params[0] == "42"
+}`,
+		`deny contains "42" if {
+	some x in {"a": input.postgres}
+	x.params[0] == "42"
+}`,
+		`deny contains "42" if walk(input, [_, "42"])`,
+		// OPA's rule index selects the rules whose conditions on the
+		// parameters hold; the traced evaluation runs without it.
+		`deny contains "42" if input.postgres.params[0] == "42"`,
+		`p := input.postgres.params[0]
+
+deny contains "42" if p == "42"`,
+		`deny contains "42" if {
+	some k, v in input
+	k == "time"
+	v == "2026-01-01T00:00:00.000025Z"
+}`,
+	}
+	for _, rule := range rules {
+		e := newEngine(t, Config{Bundle: bundleDir(t, "custom", map[string]string{
+			"policy.rego": "package regate\n\ndecision := {\"allow\": count(deny) == 0}\n" + rule + "\n",
+		})})
+		ins := preparedInputs(t, 30)
+		s := "42"
+		ins[25].Postgres.Params = []*string{&s}
+		ins[25].Time = time.Date(2026, 1, 1, 0, 0, 0, 25000, time.UTC)
+		for i, in := range ins {
+			d := e.Decide(context.Background(), in)
+			if d.Allow == (i == 25) {
+				t.Errorf("%s\nexecution %d (params %v): allow %v", rule, i, paramStrings(in.Postgres.Params), d.Allow)
+			}
+		}
+		if hits := e.memo.hits.Load(); hits != 0 {
+			t.Errorf("%s\n%d memo hits", rule, hits)
+		}
+		e.Close()
+	}
+}
+
+// TestMemoKeyTemplated checks what the key of a templated text leaves out
+// (the query text and the literals' digits) and that it never equals the key
+// of a text that was parsed rather than templated.
+func TestMemoKeyTemplated(t *testing.T) {
+	ins := literalInputs(t, "SELECT abalance FROM pgbench_accounts WHERE aid = %d", 111, 222, 333)
+	keys := make([]memoKey, len(ins))
+	for i, in := range ins {
+		k, ok := memoKeyOf(in, nil)
+		if !ok {
+			t.Fatal("no key")
+		}
+		keys[i] = k
+		if (k.lits != nil) != (i > 0) {
+			t.Fatalf("text %d: literals %v", i, k.lits)
+		}
+		for _, p := range k.parts {
+			if i > 0 && bytes.Contains(p, []byte("pgbench_accounts WHERE")) {
+				t.Errorf("text %d: the key holds the query text: %q", i, p)
+			}
+		}
+	}
+	if !keys[1].equal(&keys[2]) || keys[1].hash != keys[2].hash {
+		t.Error("texts differing only in a literal have different keys")
+	}
+	own := keys[1].own()
+	if keys[0].equal(&keys[1]) || keys[0].equal(&own) {
+		t.Error("a parsed text's key equals a templated one's")
+	}
+	if !own.equal(&keys[2]) || own.lits != nil {
+		t.Error("own")
+	}
+	// A literal of another length is another template, but the same key
+	// (the digits are cut out; partial evaluation proved any value).
+	other := literalInputs(t, "SELECT abalance FROM pgbench_accounts WHERE aid = %d", 1, 2)
+	k, _ := memoKeyOf(other[1], nil)
+	if !k.equal(&keys[1]) {
+		t.Errorf("keys differ: %q %q", k.parts, keys[1].parts)
+	}
+	// Another table is another key.
+	other = literalInputs(t, "SELECT abalance FROM pgbench_branches WHERE aid = %d", 111, 222)
+	if k, _ = memoKeyOf(other[1], nil); k.equal(&keys[1]) {
+		t.Error("another table, the same key")
 	}
 }
 

@@ -11,24 +11,47 @@ import (
 
 // The memo's key (see decisionMemo): the input document's canonical JSON
 // (parse.InputEncoder, the encoding the record stores) without the values of
-// its unknowns (input.time and input.postgres.params), compared byte for
-// byte. The encoding is a function of the input's value: every member at a
-// fixed place, maps with sorted keys, and each statement tree as the parser's
-// canonical JSON, from which the tree policies see was decoded (parse/sql
-// keeps the two together, templated statements included). So equal keys mean
-// inputs equal but for the unknowns; unequal keys of equal inputs (which
-// the encoder does not produce) would only cost a hit. A hit needs no
-// conversion of the input to a Rego value.
+// its unknowns, compared byte for byte. The unknowns are input.time and
+// input.postgres.params; for a text made from a parse template (its
+// statements carry the patches that wrote its integer literals in), also
+// input.postgres.query and the digits of each such literal. The encoding is a
+// function of the input's value: every member at a fixed place, maps with
+// sorted keys, and each statement tree as the parser's canonical JSON, from
+// which the tree policies see was decoded (parse/sql keeps the two together,
+// templated statements included). So equal keys mean inputs equal but for the
+// unknowns; unequal keys of equal inputs (which the encoder does not
+// produce) would only cost a hit. A hit needs no conversion of the input to a
+// Rego value.
+//
+// The key also says which values were cut out: a templated key starts with a
+// marker byte no JSON text starts with, and every cut leaves a colon followed
+// by ',' or '}' where a value was, which valid JSON never has (a string's
+// quotes are escaped). Two equal keys therefore cut the same members and the
+// same literals, and the partial evaluation that learned one treated exactly
+// those as unknown.
 
 // memoKey is the key of an input: its encoding's parts around the unknowns
 // (which still belong to the request's encoding) and their hash. own makes
-// a copy to keep in the memo.
+// a copy to keep in the memo. lits, when not nil, are the templated literals
+// whose digits were cut out (the key's input's patches, not kept by own).
 type memoKey struct {
-	parts [3][]byte
+	parts [][]byte
 	hash  uint64
+	lits  []memoLiteral
 }
 
-var memoSeed = maphash.MakeSeed()
+// memoLiteral is an integer literal of a templated text: the index of its
+// statement and the path from the statement's tree to its A_Const body.
+type memoLiteral struct {
+	stmt int
+	path []any
+}
+
+var (
+	memoSeed = maphash.MakeSeed()
+	// templatedMark starts the key of a templated text.
+	templatedMark = []byte{0, 'T'}
+)
 
 // memoKeyOf returns the key of in when its decision may be memoized (a
 // postgres request whose query text is not huge): from enc, the encoding of
@@ -45,11 +68,28 @@ func memoKeyOf(in *parse.Input, enc *parse.Encoding) (memoKey, bool) {
 		}
 		enc = &own
 	}
-	j, t, p := enc.JSON, enc.Time, enc.Params
-	if t[0] <= 0 || t[0] > t[1] || t[1] > p[0] || p[0] > p[1] || p[1] > len(j) {
-		return memoKey{}, false
+	var k memoKey
+	lits := literalsOf(in)
+	cuts := make([][2]int, 0, 4+len(enc.Literals))
+	if lits != nil && len(lits) == len(enc.Literals) {
+		k.lits = lits
+		cuts = append(cuts, enc.Time, enc.Query, enc.Params)
+		cuts = append(cuts, enc.Literals...)
+		k.parts = make([][]byte, 0, len(cuts)+2)
+		k.parts = append(k.parts, templatedMark)
+	} else {
+		cuts = append(cuts, enc.Time, enc.Params)
+		k.parts = make([][]byte, 0, len(cuts)+1)
 	}
-	k := memoKey{parts: [3][]byte{j[:t[0]], j[t[1]:p[0]], j[p[1]:]}}
+	j, at := enc.JSON, 0
+	for _, c := range cuts {
+		if c[0] <= at || c[0] > c[1] || c[1] > len(j) {
+			return memoKey{}, false
+		}
+		k.parts = append(k.parts, j[at:c[0]])
+		at = c[1]
+	}
+	k.parts = append(k.parts, j[at:])
 	var h maphash.Hash
 	h.SetSeed(memoSeed)
 	for _, part := range k.parts {
@@ -57,6 +97,18 @@ func memoKeyOf(in *parse.Input, enc *parse.Encoding) (memoKey, bool) {
 	}
 	k.hash = h.Sum64()
 	return k, true
+}
+
+// literalsOf returns the templated literals of in's statements (see
+// parse.Patch), or nil when it has none.
+func literalsOf(in *parse.Input) []memoLiteral {
+	var lits []memoLiteral
+	for i := range in.Postgres.Statements {
+		for _, p := range in.Postgres.Statements[i].Patches {
+			lits = append(lits, memoLiteral{stmt: i, path: p.Path})
+		}
+	}
+	return lits
 }
 
 // equal tells whether two keys are the same bytes (however split).
@@ -88,65 +140,161 @@ func (k memoKey) own() memoKey {
 	for _, part := range k.parts {
 		b = append(b, part...)
 	}
-	return memoKey{parts: [3][]byte{b}, hash: k.hash}
+	return memoKey{parts: [][]byte{b}, hash: k.hash}
 }
 
-// isUnknown tells whether the member k of the input (in postgres when inPG)
-// is one of memoUnknowns.
-func isUnknown(k ast.String, inPG bool) bool {
-	if inPG {
-		return k == "params"
-	}
-	return k == "time"
-}
-
-// knownPart returns the input without the unknowns, the input partial
-// evaluation gets.
+// knownPart returns the input without the unknowns of partial evaluation
+// (memoUnknowns: time and params), the input it gets.
 func knownPart(in ast.Object) ast.Object {
-	out := ast.NewObject()
-	in.Foreach(func(k, v *ast.Term) {
-		ks, _ := k.Value.(ast.String)
-		if isUnknown(ks, false) {
-			return
-		}
-		if pg, ok := v.Value.(ast.Object); ok && ks == "postgres" {
-			known := ast.NewObject()
-			pg.Foreach(func(k, v *ast.Term) {
-				if ks, ok := k.Value.(ast.String); !ok || !isUnknown(ks, true) {
-					known.Insert(k, v)
-				}
-			})
-			v = ast.NewTerm(known)
-		}
-		out.Insert(k, v)
-	})
+	out, _ := rewriteUnknowns(in, &memoKey{}, func(string, ast.Value) *ast.Term { return nil })
 	return out
 }
 
-// probeInput returns input with other values for the unknowns: a time no
-// request has, and parameters of another shape (null for an array, an
-// array for null).
-func probeInput(in ast.Object) ast.Object {
-	out := ast.NewObject()
-	in.Foreach(func(k, v *ast.Term) {
-		ks, _ := k.Value.(ast.String)
-		if isUnknown(ks, false) {
-			v = ast.StringTerm("0001-01-01T00:00:00Z")
-		} else if pg, ok := v.Value.(ast.Object); ok && ks == "postgres" {
-			probe := ast.NewObject()
-			pg.Foreach(func(k, v *ast.Term) {
-				if ks, ok := k.Value.(ast.String); ok && isUnknown(ks, true) {
-					if _, null := v.Value.(ast.Null); null {
-						v = ast.ArrayTerm(ast.StringTerm("\x00regate probe"), ast.NullTerm())
-					} else {
-						v = ast.NullTerm()
-					}
-				}
-				probe.Insert(k, v)
-			})
-			v = ast.NewTerm(probe)
+// probeInput returns input with other values for the parts of it the key
+// leaves out: a time no request has, parameters of another shape (null for
+// an array, an array for null), and for a templated text another query text
+// and other literals. ok is false when a literal is not where key says
+// (which only a bug can cause).
+func probeInput(in ast.Object, key *memoKey) (ast.Object, bool) {
+	return rewriteUnknowns(in, key, func(name string, v ast.Value) *ast.Term {
+		switch name {
+		case "time":
+			return ast.StringTerm("0001-01-01T00:00:00Z")
+		case "params":
+			if _, null := v.(ast.Null); null {
+				return ast.ArrayTerm(ast.StringTerm("\x00regate probe"), ast.NullTerm())
+			}
+			return ast.NullTerm()
+		case "query":
+			s, _ := v.(ast.String)
+			return ast.StringTerm("\x00regate probe " + string(s))
+		default: // a literal's {"ival": N}: N+1 (1 for the largest)
+			n, _ := intIval(ast.NewObject(ast.Item(ast.InternedTerm("ival"), ast.NewTerm(v))))
+			return ast.ObjectTerm(ast.Item(ast.InternedTerm("ival"), ast.IntNumberTerm(int(n%(1<<31-1)+1))))
 		}
-		out.Insert(k, v)
 	})
-	return out
+}
+
+// rewriteUnknowns returns in with each part key leaves out replaced by what
+// with returns for its name ("time", "params", "query" or "ival") and value
+// (removed when nil). Only the objects and arrays along the way are copied.
+// ok is false when a literal of key is not an A_Const body with an integer
+// ival in in.
+func rewriteUnknowns(in ast.Object, key *memoKey, with func(string, ast.Value) *ast.Term) (ast.Object, bool) {
+	set := func(obj ast.Object, k string) ast.Object {
+		out := ast.NewObject()
+		obj.Foreach(func(kt, v *ast.Term) {
+			if ks, ok := kt.Value.(ast.String); ok && string(ks) == k {
+				if v = with(k, v.Value); v == nil {
+					return
+				}
+			}
+			out.Insert(kt, v)
+		})
+		return out
+	}
+	out := set(in, "time")
+	pgt := out.Get(ast.InternedTerm("postgres"))
+	if pgt == nil {
+		return out, key.lits == nil
+	}
+	pg, ok := pgt.Value.(ast.Object)
+	if !ok {
+		return out, key.lits == nil
+	}
+	pg = set(pg, "params")
+	if key.lits != nil {
+		pg = set(pg, "query")
+		st := pg.Get(ast.InternedTerm("statements"))
+		if st == nil {
+			return nil, false
+		}
+		stmts, ok := st.Value.(*ast.Array)
+		if !ok {
+			return nil, false
+		}
+		for _, l := range key.lits {
+			path := append([]any{l.stmt, "ast"}, l.path...)
+			v := rewritePath(stmts, path, func(body ast.Value) ast.Value {
+				obj, ok := body.(ast.Object)
+				if !ok || obj.Len() != 2 || obj.Get(ast.InternedTerm("location")) == nil {
+					return nil
+				}
+				if _, ok := intIval(obj); !ok {
+					return nil
+				}
+				return set(obj, "ival")
+			})
+			if v == nil {
+				return nil, false
+			}
+			stmts = v.(*ast.Array)
+		}
+		pg.Insert(ast.InternedTerm("statements"), ast.NewTerm(stmts))
+	}
+	out.Insert(ast.InternedTerm("postgres"), ast.NewTerm(pg))
+	return out, true
+}
+
+// rewritePath returns a copy of v with the value at path (map keys as
+// strings, array indices as ints) replaced by what fn makes of it, copying
+// only the objects and arrays along the path; nil when path does not lead
+// to a value.
+func rewritePath(v ast.Value, path []any, fn func(ast.Value) ast.Value) ast.Value {
+	if len(path) == 0 {
+		return fn(v)
+	}
+	switch x := v.(type) {
+	case ast.Object:
+		k, ok := path[0].(string)
+		if !ok {
+			return nil
+		}
+		kt := ast.StringTerm(k)
+		child := x.Get(kt)
+		if child == nil {
+			return nil
+		}
+		nv := rewritePath(child.Value, path[1:], fn)
+		if nv == nil { // nothing there, or fn refused
+			return nil
+		}
+		out := x.Copy()
+		out.Insert(kt, ast.NewTerm(nv))
+		return out
+	case *ast.Array:
+		i, ok := path[0].(int)
+		if !ok || i < 0 || i >= x.Len() {
+			return nil
+		}
+		nv := rewritePath(x.Elem(i).Value, path[1:], fn)
+		if nv == nil {
+			return nil
+		}
+		out := x.Copy()
+		out.Set(i, ast.NewTerm(nv))
+		return out
+	}
+	return nil
+}
+
+// intIval returns N of an A_Const body's {"ival": {"ival": N}}.
+func intIval(body ast.Object) (int64, bool) {
+	it := body.Get(ast.InternedTerm("ival"))
+	if it == nil {
+		return 0, false
+	}
+	ival, ok := it.Value.(ast.Object)
+	if !ok || ival.Len() != 1 {
+		return 0, false
+	}
+	nt := ival.Get(ast.InternedTerm("ival"))
+	if nt == nil {
+		return 0, false
+	}
+	n, ok := nt.Value.(ast.Number)
+	if !ok {
+		return 0, false
+	}
+	return n.Int64()
 }

@@ -134,8 +134,8 @@ func TestMemoKey(t *testing.T) {
 func TestMemoKeyEqual(t *testing.T) {
 	key := func(parts ...string) memoKey {
 		var k memoKey
-		for i, p := range parts {
-			k.parts[i] = []byte(p)
+		for _, p := range parts {
+			k.parts = append(k.parts, []byte(p))
 		}
 		return k
 	}

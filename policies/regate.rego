@@ -84,13 +84,25 @@ reasons := sort(deny)
 # approval merges every approval_required entry: the union of their groups and
 # their reasons joined by "; ".
 approval := {
-	"groups": sort({group | some a in approval_required; some group in a.groups}),
-	"reason": concat("; ", sort({a.reason | some a in approval_required})),
+	"groups": sort(_approval_groups),
+	"reason": concat("; ", sort(_approval_reasons)),
 }
 
-# decision is the document regate evaluates.
-decision := object.union({"allow": allow, "reasons": reasons}, _obligations)
+_approval_groups contains group if {
+	some a in approval_required
+	some group in a.groups
+}
 
-_obligations["mask"] := sort(mask) if count(mask) > 0
+_approval_reasons contains a.reason if some a in approval_required
 
-_obligations["approval"] := approval if count(approval_required) > 0
+# decision is the document regate evaluates: "mask" and "approval" are there
+# only when some rule asks for them.
+decision := object.union(object.union({"allow": allow, "reasons": reasons}, _mask_part), _approval_part)
+
+default _mask_part := {}
+
+_mask_part := {"mask": sort(mask)} if count(mask) > 0
+
+default _approval_part := {}
+
+_approval_part := {"approval": approval} if count(approval_required) > 0
