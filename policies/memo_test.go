@@ -398,6 +398,55 @@ func TestMemoHitsLiterals(t *testing.T) {
 	}
 }
 
+// TestMemoLiteralsOwnRules checks the README's advice on rules added to the
+// default library: one that reads statements by index keeps the decisions of
+// plain SELECTs shared across literals; one that binds whole statements
+// reads their trees, so every text is evaluated (and decided the same).
+func TestMemoLiteralsOwnRules(t *testing.T) {
+	for _, tc := range []struct {
+		rule string
+		hits bool
+	}{
+		{`deny contains "writes to the billing schema need a ticket" if {
+	input.protocol == "postgres"
+	some i, j
+	rel := input.postgres.statements[i].relations[j]
+	rel.schema == "billing"
+	rel.access != "read"
+}`, true},
+		{`deny contains "writes to the billing schema need a ticket" if {
+	input.protocol == "postgres"
+	some stmt in input.postgres.statements
+	some rel in stmt.relations
+	rel.schema == "billing"
+	rel.access != "read"
+}`, false},
+	} {
+		files := map[string]string{"policy.rego": "package regate\n\n" + tc.rule + "\n"}
+		for _, f := range []string{"regate.rego", "postgres.rego", "regate/postgres/data.json"} {
+			b, err := fs.ReadFile(Default(), f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			files[f] = string(b)
+		}
+		e := newEngine(t, Config{Bundle: bundleDir(t, "custom", files)})
+		var lits []int
+		for i := range 3 * memoLearnAt {
+			lits = append(lits, 100+i)
+		}
+		for _, in := range literalInputs(t, "SELECT abalance FROM pgbench_accounts WHERE aid = %d", lits...) {
+			if d := e.Decide(context.Background(), in); !d.Allow || len(d.Mask) != 4 {
+				t.Fatalf("%q: %+v", in.Postgres.Query, d)
+			}
+		}
+		if hits := e.memo.hits.Load(); (hits > 0) != tc.hits {
+			t.Errorf("%s\n%d memo hits, want hits: %v", tc.rule, hits, tc.hits)
+		}
+		e.Close()
+	}
+}
+
 // TestMemoLiteralSoundness checks that a text is never served the decision
 // learned from a text with other literals when the policy reads a literal's
 // value, the query text or the trees as a whole: the key is refused (or a

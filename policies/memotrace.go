@@ -17,7 +17,7 @@ import (
 // the values of the literals the template wrote into the statements' trees
 // (the volatile parts). It is learned only from an evaluation that read none
 // of them: the decision is evaluated once more with a tracer that sees every
-// expression evaluated and every rule entered, with rule indexing off (the
+// expression evaluated, with rule indexing off (the
 // index skips rules by looking at values), and each of those must pass
 // volatileSafe. Rego evaluation is deterministic, so an input differing only
 // in what that evaluation never read evaluates the same expressions to the
@@ -64,11 +64,14 @@ var (
 	)
 )
 
-// volatileTracer checks every expression an evaluation reaches and the head
-// of every rule it enters with volatileSafe; bad is the first that fails.
+// volatileTracer checks every expression an evaluation reaches with
+// volatileSafe; bad is the first that fails. Rule heads need no check of
+// their own: OPA's compiler moves every term of a head that is not a
+// variable or a constant into the rule's body, as expressions the tracer
+// sees (TestVolatileSafe checks that it does).
 type volatileTracer struct {
 	paths []volatilePath
-	seen  map[ast.Node]struct{}
+	seen  map[*ast.Expr]struct{}
 	bad   ast.Node
 }
 
@@ -80,19 +83,8 @@ func (t *volatileTracer) TraceEvent(ev topdown.Event) {
 	if t.bad != nil {
 		return
 	}
-	var node ast.Node
-	switch n := ev.Node.(type) {
-	case *ast.Expr:
-		if ev.Op != topdown.EvalOp {
-			return
-		}
-		node = n
-	case *ast.Rule:
-		if ev.Op != topdown.EnterOp {
-			return
-		}
-		node = n.Head
-	default:
+	node, ok := ev.Node.(*ast.Expr)
+	if !ok || ev.Op != topdown.EvalOp {
 		return
 	}
 	if _, ok := t.seen[node]; ok {
@@ -104,17 +96,17 @@ func (t *volatileTracer) TraceEvent(ev topdown.Event) {
 	}
 }
 
-// volatileSafe tells whether node (an expression or a rule head) cannot read
-// a volatile part of the input (see paths).
-func volatileSafe(node ast.Node, paths []volatilePath) bool {
-	if e, ok := node.(*ast.Expr); ok && len(e.With) == 0 {
+// volatileSafe tells whether the expression e cannot read a volatile part of
+// the input (see paths).
+func volatileSafe(e *ast.Expr, paths []volatilePath) bool {
+	if len(e.With) == 0 {
 		if t, ok := e.Terms.(*ast.Term); ok {
 			if r, ok := t.Value.(ast.Ref); ok && r.HasPrefix(ast.InputRootRef) {
-				return refSafe(r, paths, true) && termsSafe(paths, r[1:])
+				return refSafe(r, paths, true)
 			}
 		}
 	}
-	return termsSafe(paths, node)
+	return termsSafe(paths, e)
 }
 
 // termsSafe tells whether no reference in xs can read a volatile part of
@@ -130,7 +122,9 @@ func termsSafe(paths []volatilePath, xs ...any) bool {
 			if len(v) == 0 || v[0].Value.Compare(ast.InputRootDocument.Value) != 0 {
 				return false
 			}
-			safe = refSafe(v, paths, false) && termsSafe(paths, v[1:])
+			// The compiler moves a reference used as a key into an
+			// expression of its own (TestVolatileSafe checks that it does).
+			safe = refSafe(v, paths, false)
 			return true
 		case ast.Var:
 			// input other than as a reference's head (which the case above
@@ -185,7 +179,7 @@ func (e *Engine) readsVolatile(ctx context.Context, gen *generation, txn storage
 	if key.lits != nil {
 		paths = volatileTemplated
 	}
-	tr := &volatileTracer{paths: paths, seen: make(map[ast.Node]struct{})}
+	tr := &volatileTracer{paths: paths, seen: make(map[*ast.Expr]struct{})}
 	rs, err := gen.query.Eval(ctx,
 		rego.EvalParsedInput(input),
 		rego.EvalTransaction(txn),

@@ -53,6 +53,7 @@ func TestVolatileSafe(t *testing.T) {
 		{`contains(input.postgres.query, "666")`, true, false},
 		{`json.marshal(input.postgres.statements)`, true, false},
 		{`x := {"q": input.postgres.query}`, true, false},
+		{`x := input.identity.claims[input.postgres.query]`, true, false},
 	}
 	for _, tc := range tests {
 		decl := ""
@@ -68,6 +69,14 @@ func TestVolatileSafe(t *testing.T) {
 			t.Fatalf("%s: %d rules", tc.body, len(rules))
 		}
 		body := rules[0].Body
+		ast.WalkRefs(body, func(r ast.Ref) bool {
+			for _, k := range r[1:] {
+				if _, nested := k.Value.(ast.Ref); nested {
+					t.Errorf("%s: a reference as a key after compilation: %v", tc.body, r)
+				}
+			}
+			return false
+		})
 		check := func(paths []volatilePath) bool {
 			for _, e := range body {
 				if !volatileSafe(e, paths) {
@@ -83,11 +92,30 @@ func TestVolatileSafe(t *testing.T) {
 			t.Errorf("%s (compiled: %v): safe for a templated text's key %v, want %v", tc.body, body, got, tc.templated)
 		}
 	}
-	// Rule heads, as the tracer checks them on entering a rule, and input
-	// as a variable (the compiler makes it a reference).
-	head := &ast.Head{Name: "q", Value: ast.MustParseTerm("input.postgres.params")}
-	if volatileSafe(head, volatileAlways) {
-		t.Error("a rule head reading the parameters is safe")
+	// Rule heads: the compiler moves whatever they read into the body,
+	// where the tracer sees it; and input as a variable (the compiler makes
+	// it a reference).
+	c := ast.MustCompileModules(map[string]string{"m.rego": `package regate
+
+q := input.postgres.query
+
+r contains input.postgres.params[0] if true
+
+o[input.postgres.query] := input.time
+
+f(x) := [x, input.time]
+`})
+	for _, name := range []string{"q", "r", "o", "f"} {
+		for _, rule := range c.GetRules(ast.MustParseRef("data.regate." + name)) {
+			found := false
+			ast.WalkRefs(rule.Head, func(r ast.Ref) bool {
+				found = found || r.HasPrefix(ast.InputRootRef)
+				return found
+			})
+			if found {
+				t.Errorf("the head of %s reads the input after compilation: %v", name, rule.Head)
+			}
+		}
 	}
 	if volatileSafe(ast.NewExpr([]*ast.Term{ast.RefTerm(ast.VarTerm("eq")), ast.VarTerm("x"), ast.VarTerm("input")}), volatileAlways) {
 		t.Error("input as a variable is safe")

@@ -35,11 +35,15 @@
 #
 #   deny contains "writes to the billing schema need a ticket" if {
 #     input.protocol == "postgres"
-#     some stmt in input.postgres.statements
-#     some rel in stmt.relations
+#     some i, j
+#     rel := input.postgres.statements[i].relations[j]
 #     rel.schema == "billing"
 #     rel.access != "read"
 #   }
+#
+# (Reading statements by index, rather than binding whole statements with
+# `some stmt in input.postgres.statements`, lets regate reuse the decision for
+# simple-protocol texts that differ only in their literals.)
 #
 #   mask contains {"column": "email"} if input.target.labels.env == "prod"
 #
