@@ -1,8 +1,10 @@
 package sql
 
 import (
+	"bytes"
 	"math/rand/v2"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -113,6 +115,13 @@ func checkPatches(t *testing.T, st parse.Statement) {
 	ast := st.Base.AST
 	for _, p := range st.Patches {
 		ast = withPath(ast, p.Path, p.Value).(map[string]any)
+		// Raw is where the value's digits are in RawAST, as the A_Const's
+		// ival (the memo's key cuts exactly those bytes out).
+		n := int64(p.Value.(map[string]any)["ival"].(map[string]any)["ival"].(float64))
+		if p.Raw[0] <= 0 || p.Raw[1] > len(st.RawAST) || string(st.RawAST[p.Raw[0]:p.Raw[1]]) != strconv.FormatInt(n, 10) ||
+			!bytes.HasSuffix(st.RawAST[:p.Raw[0]], []byte(`{"A_Const":{"ival":{"ival":`)) || st.RawAST[p.Raw[1]] != '}' {
+			t.Fatalf("patch %v: digits at %v in %s", p.Value, p.Raw, st.RawAST)
+		}
 	}
 	if !reflect.DeepEqual(ast, st.AST) {
 		t.Fatalf("base with patches:\n got %v\nwant %v", ast, st.AST)
