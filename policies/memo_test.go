@@ -369,6 +369,30 @@ func literalInputs(t *testing.T, shape string, lits ...int) []*parse.Input {
 	return ins
 }
 
+// libraryEngine returns an engine on the default library with rules (package
+// regate, after the package line) added.
+func libraryEngine(t *testing.T, rules string) *Engine {
+	t.Helper()
+	files := map[string]string{"policy.rego": "package regate\n\n" + rules + "\n"}
+	for _, f := range []string{"regate.rego", "postgres.rego", "regate/postgres/data.json"} {
+		b, err := fs.ReadFile(Default(), f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[f] = string(b)
+	}
+	return newEngine(t, Config{Bundle: bundleDir(t, "custom", files)})
+}
+
+// someLiterals returns 3·memoLearnAt values of a three-digit literal (100…).
+func someLiterals() []int {
+	var lits []int
+	for i := range 3 * memoLearnAt {
+		lits = append(lits, 100+i)
+	}
+	return lits
+}
+
 // TestMemoHitsLiterals checks that the default library's decisions for
 // simple-protocol texts that differ only in their integer literals are
 // learned once and served from the memo: pgbench -S in simple mode.
@@ -422,20 +446,8 @@ func TestMemoLiteralsOwnRules(t *testing.T) {
 	rel.access != "read"
 }`, false},
 	} {
-		files := map[string]string{"policy.rego": "package regate\n\n" + tc.rule + "\n"}
-		for _, f := range []string{"regate.rego", "postgres.rego", "regate/postgres/data.json"} {
-			b, err := fs.ReadFile(Default(), f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			files[f] = string(b)
-		}
-		e := newEngine(t, Config{Bundle: bundleDir(t, "custom", files)})
-		var lits []int
-		for i := range 3 * memoLearnAt {
-			lits = append(lits, 100+i)
-		}
-		for _, in := range literalInputs(t, "SELECT abalance FROM pgbench_accounts WHERE aid = %d", lits...) {
+		e := libraryEngine(t, tc.rule)
+		for _, in := range literalInputs(t, "SELECT abalance FROM pgbench_accounts WHERE aid = %d", someLiterals()...) {
 			if d := e.Decide(context.Background(), in); !d.Allow || len(d.Mask) != 4 {
 				t.Fatalf("%q: %+v", in.Postgres.Query, d)
 			}
@@ -484,21 +496,9 @@ deny contains "666" if t with input.postgres.params as []`,
 	for name, rule := range rules {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			files := map[string]string{"policy.rego": "package regate\n\n" + rule + "\n"}
-			for _, f := range []string{"regate.rego", "postgres.rego", "regate/postgres/data.json"} {
-				b, err := fs.ReadFile(Default(), f)
-				if err != nil {
-					t.Fatal(err)
-				}
-				files[f] = string(b)
-			}
-			e := newEngine(t, Config{Bundle: bundleDir(t, "custom", files)})
+			e := libraryEngine(t, rule)
 			defer e.Close()
-			var lits []int
-			for i := range 3 * memoLearnAt {
-				lits = append(lits, 100+i)
-			}
-			ins := literalInputs(t, "SELECT abalance FROM pgbench_accounts WHERE aid = %d", append(lits, 666, 101)...)
+			ins := literalInputs(t, "SELECT abalance FROM pgbench_accounts WHERE aid = %d", append(someLiterals(), 666, 101)...)
 			for i, in := range ins {
 				d := e.Decide(context.Background(), in)
 				if blocked := i == len(ins)-2; d.Allow == blocked || d.Error != "" {
