@@ -34,33 +34,38 @@ deny contains msg if {
 	some msg in _deny
 }
 
+# Each rule decides on single fields of the statement, by its index, before it
+# binds the statement as a whole (stmt) to build its reason: so a statement
+# that no rule blocks, such as a DELETE with a WHERE clause, is decided
+# without reading its tree, and the policy engine can reuse the decision for
+# texts that differ only in their literals (see _checked).
 _deny contains msg if {
 	some i in _checked
+	_is_drop_at(i)
 	stmt := input.postgres.statements[i]
-	_is_drop(stmt)
 	msg := sprintf("DROP is not allowed: it destroys data (%s)", [_drop_subject(stmt)])
 }
 
 _deny contains msg if {
 	some i in _checked
+	_is_at(i, "TRUNCATE", "TruncateStmt")
 	stmt := input.postgres.statements[i]
-	_is(stmt, "TRUNCATE", "TruncateStmt")
 	msg := sprintf("TRUNCATE is not allowed: it deletes every row (%s)", [_subject("TRUNCATE", stmt)])
 }
 
 _deny contains msg if {
 	some i in _checked
+	_is_at(i, "DELETE", "DeleteStmt")
+	not input.postgres.statements[i].has_where
 	stmt := input.postgres.statements[i]
-	_is(stmt, "DELETE", "DeleteStmt")
-	not stmt.has_where
 	msg := sprintf("DELETE without WHERE is not allowed: it deletes every row (%s)", [_subject("DELETE FROM", stmt)])
 }
 
 _deny contains msg if {
 	some i in _checked
+	_is_at(i, "UPDATE", "UpdateStmt")
+	not input.postgres.statements[i].has_where
 	stmt := input.postgres.statements[i]
-	_is(stmt, "UPDATE", "UpdateStmt")
-	not stmt.has_where
 	msg := sprintf("UPDATE without WHERE is not allowed: it changes every row (%s)", [_subject("UPDATE", stmt)])
 }
 
@@ -69,6 +74,7 @@ _deny contains msg if {
 # clause.
 _deny contains msg if {
 	some i in _checked
+	_may_carry(i)
 	stmt := input.postgres.statements[i]
 	some nested in _nested_statements(stmt)
 	some kind, dml in _nested_dml
@@ -81,39 +87,40 @@ _deny contains msg if {
 
 _deny contains msg if {
 	some i in _checked
+	_is_at(i, "ALTER SYSTEM", "AlterSystemStmt")
 	stmt := input.postgres.statements[i]
-	_is(stmt, "ALTER SYSTEM", "AlterSystemStmt")
 	msg := sprintf("ALTER SYSTEM is not allowed: it changes the server configuration (%s)", [_subject("ALTER SYSTEM", stmt)])
 }
 
 _deny contains msg if {
 	some i in _checked
+	input.postgres.statements[i].ast.CopyStmt
+	input.postgres.statements[i].ast.CopyStmt.is_program == true
 	stmt := input.postgres.statements[i]
-	stmt.ast.CopyStmt.is_program == true
 	msg := sprintf("COPY ... PROGRAM is not allowed: it runs a shell command on the database server (%s)", [_copy_subject(stmt)])
 }
 
 _deny contains msg if {
 	some i in _checked
-	stmt := input.postgres.statements[i]
-	some fn in stmt.functions
+	some fn in input.postgres.statements[i].functions
 	name := _base_name(fn)
 	name in server_file_functions
+	stmt := input.postgres.statements[i]
 	msg := sprintf("%s() is not allowed: it reads or writes files on the database server (called in %s)", [name, _subject(_verb(stmt), stmt)])
 }
 
 _deny contains msg if {
 	some i in _checked
-	stmt := input.postgres.statements[i]
 	some node, verb in _role_nodes
-	_is(stmt, verb, node)
+	_is_at(i, verb, node)
+	stmt := input.postgres.statements[i]
 	msg := sprintf("%s is not allowed: it changes who can connect and what they may do (%s)", [verb, _subject(verb, stmt)])
 }
 
 _deny contains msg if {
 	some i in _checked
+	_is_grant_at(i)
 	stmt := input.postgres.statements[i]
-	_is_grant(stmt)
 	msg := sprintf("GRANT is not allowed: it gives privileges to roles (%s)", [_subject("GRANT", stmt)])
 }
 
@@ -152,12 +159,14 @@ _protected(rel) if sprintf("%s.%s", [rel.schema, rel.name]) in data.regate.postg
 # WITH clause), which none of them could block. Skipping those keeps the
 # common read cheap to decide.
 #
-# _checked, _plain_select, _has_statements, mask and approval_required read
-# single fields of a statement by its index, never a whole statement or tree
-# unless a rule needs to look into it. That lets the policy engine prove, by
-# partial evaluation, that the decision for a plain SELECT does not depend on
-# the values of the integer literals written in its text, and memoize it for
-# texts that differ only in those (see Performance in the README).
+# The rules of this file read single fields of a statement by its index
+# (command, node, functions, relations, has_where, or whether a part of its
+# tree exists), and bind a whole statement only once it is blocked, to build
+# the reason, or when it carries statements of its own (_may_carry). That
+# lets the policy engine see that the decision for a statement it allows
+# does not depend on the values of the integer literals written in the text,
+# and reuse it for texts that differ only in those (see Decision in the
+# README).
 _checked contains i if {
 	input.protocol == "postgres"
 	some i
@@ -223,22 +232,41 @@ _single_fields := {
 	"UpdateStmt": "relation",
 }
 
-# _is tells whether stmt is the command, by its command tag or pg_query node.
-_is(stmt, command, _) if stmt.command == command
+# _is_at tells whether statement i is the command, by its command tag or
+# pg_query node.
+_is_at(i, command, _) if input.postgres.statements[i].command == command
 
-_is(stmt, _, node) if stmt.node == node
+_is_at(i, _, node) if input.postgres.statements[i].node == node
 
-_is_drop(stmt) if stmt.command == "DROP"
+_is_drop_at(i) if input.postgres.statements[i].command == "DROP"
 
-_is_drop(stmt) if startswith(stmt.command, "DROP ")
+_is_drop_at(i) if startswith(input.postgres.statements[i].command, "DROP ")
 
-_is_drop(stmt) if startswith(stmt.node, "Drop")
+_is_drop_at(i) if startswith(input.postgres.statements[i].node, "Drop")
 
-_is_grant(stmt) if stmt.command == "GRANT"
+_is_grant_at(i) if input.postgres.statements[i].command == "GRANT"
 
-_is_grant(stmt) if stmt.ast.GrantStmt.is_grant == true
+_is_grant_at(i) if {
+	input.postgres.statements[i].ast.GrantStmt
+	input.postgres.statements[i].ast.GrantStmt.is_grant == true
+}
 
-_is_grant(stmt) if stmt.ast.GrantRoleStmt.is_grant == true
+_is_grant_at(i) if {
+	input.postgres.statements[i].ast.GrantRoleStmt
+	input.postgres.statements[i].ast.GrantRoleStmt.is_grant == true
+}
+
+# _may_carry tells whether statement i may carry statements of its own (see
+# _nested_statements), by testing only whether parts of its tree exist.
+_may_carry(i) if input.postgres.statements[i].ast[_].withClause
+
+_may_carry(i) if input.postgres.statements[i].ast.ExplainStmt
+
+_may_carry(i) if input.postgres.statements[i].ast.PrepareStmt
+
+_may_carry(i) if input.postgres.statements[i].ast.CopyStmt
+
+_may_carry(i) if input.postgres.statements[i].ast.RuleStmt
 
 # _nested_statements are the statements a statement carries and runs: the
 # query of EXPLAIN ANALYZE, PREPARE and COPY (...) TO, the actions of CREATE
