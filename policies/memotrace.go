@@ -2,6 +2,7 @@ package policies
 
 import (
 	"context"
+	"fmt"
 	"reflect"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -72,7 +73,7 @@ var (
 type volatileTracer struct {
 	paths []volatilePath
 	seen  map[*ast.Expr]struct{}
-	bad   ast.Node
+	bad   *ast.Expr
 }
 
 func (t *volatileTracer) Enabled() bool { return true }
@@ -195,7 +196,12 @@ func (e *Engine) readsVolatile(ctx context.Context, gen *generation, txn storage
 	case err != nil || len(rs) == 0 || len(rs[0].Expressions) == 0:
 		return learnRefused
 	case tr.bad != nil:
-		e.logger.Debug("the decision reads a part of the input that changes between requests; not memoized", "at", tr.bad.String())
+		where := ""
+		if loc := tr.bad.Location; loc != nil {
+			where = fmt.Sprintf("%s:%d", loc.File, loc.Row)
+		}
+		e.logger.Debug("the decision reads a part of the input that changes between requests; not memoized",
+			"at", where, "expression", tr.bad.String())
 		return learnRefused
 	case !reflect.DeepEqual(rs[0].Expressions[0].Value, want):
 		e.logger.Warn("the traced evaluation of the decision differs from its evaluation; not memoized")
