@@ -23,7 +23,7 @@ import (
 // Decide evaluates the decision for input. It never fails: every problem
 // (no input, an evaluation error, an undefined or malformed result) is a
 // denying decision whose Error and Reasons say what went wrong. ctx cancels
-// the evaluation. A decision that partial evaluation proved independent of
+// the evaluation. A decision that a traced evaluation proved independent of
 // the request's parameters and time is served from a memo once learned
 // (see decisionMemo): the same decision, under a new ID.
 func (e *Engine) Decide(ctx context.Context, input *parse.Input) decision.Decision {
@@ -116,7 +116,7 @@ func (e *Engine) eval(ctx context.Context, d decision.Decision, key *memoKey, va
 		en    *memoEntry
 		epoch uint64
 	)
-	if key != nil && gen.partial != nil && e.memo != nil {
+	if key != nil && gen.memoizable && e.memo != nil {
 		epoch = e.epoch.Load()
 		if state, en = e.memo.lookup(gen, epoch, *key); state == memoHit {
 			en.copyTo(&d)

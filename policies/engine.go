@@ -85,9 +85,9 @@ type generation struct {
 	bundles   map[string]decision.Bundle
 	activated time.Time
 
-	// partial is the decision query prepared for partial evaluation, set
-	// when the memo may serve this generation's decisions.
-	partial *rego.PreparedPartialQuery
+	// memoizable: the memo may serve this generation's decisions (no
+	// module calls a non-deterministic built-in or print).
+	memoizable bool
 }
 
 // New loads the configured bundles and prepares the decision query. A local
@@ -192,28 +192,11 @@ func (e *Engine) activate(ctx context.Context, txn storage.Transaction) error {
 	if err != nil {
 		return fmt.Errorf("prepare %s: %w", e.ref, err)
 	}
-	var partial *rego.PreparedPartialQuery
-	if memoizable(compiler) {
-		pq, err := on(
-			rego.ParsedQuery(ast.NewBody(ast.Equality.Expr(ast.NewTerm(memoVar), ast.NewTerm(e.ref)))),
-			// Copy propagation, which shallow inlining turns off, writes
-			// into the terms of values it substitutes, such as a rule's
-			// constant head that concurrent evaluations are reading.
-			rego.ShallowInlining(true),
-		).PrepareForPartial(ctx)
-		if err != nil {
-			// The decisions are evaluated as always; only the memo is off.
-			e.logger.Warn("cannot prepare the decision for partial evaluation; decisions are not memoized",
-				"decision", e.ref.String(), "error", err)
-		} else {
-			partial = &pq
-		}
-	}
 	if len(active) > 0 && !definesDocument(compiler, e.ref) {
 		e.logger.Warn("no rule defines the decision; requests are denied unless bundle data provides it",
 			"decision", e.ref.String(), "bundles", active)
 	}
-	prev := e.gen.Swap(&generation{query: query, bundles: active, activated: time.Now(), partial: partial})
+	prev := e.gen.Swap(&generation{query: query, bundles: active, activated: time.Now(), memoizable: memoizable(compiler)})
 	e.metrics.activations.Add(1)
 	if prev != nil {
 		for name, b := range active {

@@ -12,7 +12,6 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage"
-	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/topdown"
 
 	"github.com/regate/regate/policies/decision"
@@ -29,15 +28,13 @@ import (
 // compared exactly (memokey.go).
 //
 // The proof is a traced evaluation (memotrace.go): the decision is learned
-// only when no expression evaluated for it, nor any rule entered, could read
-// a part the key leaves out. Then partial evaluation, with input.time and
-// input.postgres.params unknown, must agree: a single query binding the
-// decision to a ground value, or one whose support rules read neither the
-// input nor data (closedDecision); and the value must be what the ordinary
-// evaluation of the same request returned. Any other outcome (the decision
-// reads a parameter, the time, the text or a literal, calls a
-// non-deterministic built-in, errors, is undefined, is a conflict, ...)
-// marks the key as not memoizable and its requests are evaluated as always.
+// only when no expression evaluated for it could read a part the key leaves
+// out, and its value is what the ordinary evaluation of the same request
+// returned. Any other outcome (the decision reads a parameter, the time, the
+// text or a literal, calls a non-deterministic built-in, errors, is
+// undefined, is a conflict, ...) marks the key as not memoizable and its
+// requests are evaluated as always. (OPA's partial evaluation was the proof
+// before; memotrace.go says why it is not one.)
 //
 // Entries belong to one generation (compiled policy) and one store epoch,
 // which every commit to OPA's store advances (new bundles, data-only
@@ -47,17 +44,15 @@ import (
 // rand.intn, ...) or print() never uses the memo (print output would be
 // lost on hits). Before a value is memoized, the decision is also evaluated
 // with other values for what the key leaves out (probeInput) and must come
-// out the same. Partial evaluation runs with shallow inlining: the copy
-// propagation it turns off writes into terms that concurrent evaluations
-// share.
+// out the same.
 //
 // One hit in memoVerifyEvery is evaluated as usual and compared with the
 // memo: a difference (which only a bug can cause) is logged as an error and
 // turns the memo off for the generation.
 //
-// A key is only partially evaluated at its memoLearnAt-th execution, so
-// statements executed a few times never pay for it, and partial evaluation
-// is bounded by memoPETimeout and the request's context. Running out of
+// A key is only learned at its memoLearnAt-th execution, so statements
+// executed a few times never pay for it, and learning is bounded by
+// memoLearnTimeout and the request's context. Running out of
 // time says nothing about the decision (a busy gateway is slow): the key is
 // tried again after more executions (memoLearnAt << 2n after the n-th
 // timeout) and given up only after memoMaxRetries timeouts. A hit still
@@ -77,7 +72,7 @@ type decisionMemo struct {
 	next    int                     // next ring slot to evict once full
 	max     int                     // bound of each of seen, retries, neg and entries
 
-	peTimeout time.Duration // bounds each partial evaluation (memoPETimeout)
+	learnTimeout time.Duration // bounds each learning (memoLearnTimeout)
 
 	// Every verifyEvery-th hit is evaluated instead and compared with the
 	// memo; a difference turns the memo off for the generation (off).
@@ -113,33 +108,26 @@ func (en *memoEntry) copyTo(d *decision.Decision) {
 }
 
 const (
-	// memoLearnAt is the execution of a key that learns it. Partial
-	// evaluation costs about as much as 50 evaluations (4-5 ms for the
-	// default library and pgbench's SELECT, against 80-100 µs), so keys are
-	// only learned once they have shown they are executed again and again.
+	// memoLearnAt is the execution of a key that learns it. Learning costs
+	// a few evaluations (a traced one, with rule indexing off, and one with
+	// other values: 0.2-0.5 ms for the default library and pgbench's
+	// SELECT, against 60-100 µs), so keys are only learned once they have
+	// shown they are executed again and again.
 	memoLearnAt = 8
 	// memoVerifyEvery: one hit in so many is evaluated and compared.
-	memoVerifyEvery = 1000
-	memoSize        = 4096
-	memoPETimeout   = 100 * time.Millisecond
+	memoVerifyEvery  = 1000
+	memoSize         = 4096
+	memoLearnTimeout = 100 * time.Millisecond
 	// memoMaxRetries is how many times a key whose learning ran out of
 	// time is tried again; the next timeout refuses it.
 	memoMaxRetries = 3
 	// memoMaxQuery is the longest query text whose decisions are memoized:
 	// entries hold their input, and huge statements are rarely repeated.
 	memoMaxQuery = 16 << 10
-	memoVar      = ast.Var("__regate_memo__")
 )
 
-// memoUnknowns are the parts of the input partial evaluation treats as
-// unknown: what changes between executions of one prepared statement.
-var memoUnknowns = []*ast.Term{
-	ast.MustParseTerm("input.time"),
-	ast.MustParseTerm("input.postgres.params"),
-}
-
 func newDecisionMemo(max int) *decisionMemo {
-	return &decisionMemo{max: max, verifyEvery: memoVerifyEvery, peTimeout: memoPETimeout}
+	return &decisionMemo{max: max, verifyEvery: memoVerifyEvery, learnTimeout: memoLearnTimeout}
 }
 
 type memoState int
@@ -351,8 +339,8 @@ func (m *decisionMemo) removeEntry(old *memoEntry) {
 	}
 }
 
-// errMemoTimeout cancels a partial evaluation that takes too long.
-var errMemoTimeout = errors.New("partial evaluation took too long")
+// errMemoTimeout cancels learning that takes too long.
+var errMemoTimeout = errors.New("learning the decision took too long")
 
 // learnVerdict is what learning a key came to.
 type learnVerdict int
@@ -367,17 +355,17 @@ const (
 // learn decides whether the decision for input may be served for every
 // input with its key, in txn (the transaction the request was evaluated
 // in), and returns the decision's result (learnOK) when a traced evaluation
-// reads nothing the key leaves out (readsVolatile), partial evaluation with
-// memoUnknowns comes to a constant, and that constant equals want, the
-// ordinary evaluation's result, and the result of evaluating the decision
-// with other values for what the key leaves out (probeInput).
+// reads nothing the key leaves out (readsVolatile) and comes to want, the
+// ordinary evaluation's result, and so does an evaluation with other values
+// for what the key leaves out (probeInput). The result returned is the
+// traced evaluation's, which shares nothing with want.
 func (e *Engine) learn(ctx context.Context, gen *generation, txn storage.Transaction, input ast.Object, key *memoKey, want any) (any, learnVerdict) {
-	pctx, cancelCtx := context.WithTimeoutCause(ctx, e.memo.peTimeout, errMemoTimeout)
+	pctx, cancelCtx := context.WithTimeoutCause(ctx, e.memo.learnTimeout, errMemoTimeout)
 	defer cancelCtx()
 	cancel := topdown.NewCancel()
 	stop := context.AfterFunc(pctx, cancel.Cancel)
 	defer stop()
-	failed := func() learnVerdict { // the verdict on an error of partial or probe evaluation
+	failed := func() learnVerdict { // the verdict on an evaluation's error
 		switch {
 		case ctx.Err() != nil:
 			return learnAborted
@@ -396,39 +384,15 @@ func (e *Engine) learn(ctx context.Context, gen *generation, txn storage.Transac
 	}
 	// The proof: an evaluation, traced, that reads none of what the key
 	// leaves out.
-	if v := e.readsVolatile(pctx, gen, txn, input, key, cancel, want); v != learnOK {
+	got, v := e.readsVolatile(pctx, gen, txn, input, key, cancel, want)
+	if v != learnOK {
 		if v == learnRefused {
 			return nil, v
 		}
 		return nil, failed()
 	}
-	pq, err := gen.partial.Partial(pctx,
-		rego.EvalParsedInput(knownPart(input)),
-		rego.EvalParsedUnknowns(memoUnknowns),
-		rego.EvalTransaction(txn),
-		rego.EvalExternalCancel(cancel),
-	)
-	if err != nil {
-		return nil, failed()
-	}
-	value := groundDecision(pq)
-	if value == nil {
-		if value, err = closedDecision(pctx, pq); err != nil {
-			return nil, failed()
-		}
-		if value == nil {
-			return nil, learnRefused
-		}
-	}
-	got, err := ast.JSONWithOpt(value, ast.JSONOpt{SortSets: true, CopyMaps: true})
-	if err != nil || !reflect.DeepEqual(got, want) {
-		// Partial evaluation disagrees with evaluation: never memoize.
-		e.logger.Warn("partial evaluation of the decision disagrees with its evaluation; not memoized",
-			"partial", ast.NewTerm(value).String())
-		return nil, learnRefused
-	}
-	// Belt and braces: the decision for other values of the unknowns must be
-	// the same too.
+	// Belt and braces: the decision for other values of what the key leaves
+	// out must be the same too.
 	rs, err := gen.query.Eval(pctx,
 		rego.EvalParsedInput(probe),
 		rego.EvalTransaction(txn),
@@ -442,130 +406,16 @@ func (e *Engine) learn(ctx context.Context, gen *generation, txn storage.Transac
 		}
 	}
 	if err != nil || len(rs) == 0 || len(rs[0].Expressions) == 0 || !reflect.DeepEqual(rs[0].Expressions[0].Value, want) {
-		e.logger.Warn("the decision for other parameters and time differs from the one partial evaluation proved; not memoized",
-			"partial", ast.NewTerm(value).String(), "error", err)
+		e.logger.Warn("the decision for other parameters, time or literals differs from the one the traced evaluation proved; not memoized",
+			"error", err)
 		return nil, learnRefused
 	}
 	return got, learnOK
 }
 
-// groundDecision returns the decision's value when pq is exactly one query
-// binding memoVar to a ground JSON-shaped value, with no support rules;
-// otherwise nil.
-func groundDecision(pq *rego.PartialQueries) ast.Value {
-	if pq == nil || len(pq.Support) != 0 || len(pq.Queries) != 1 || len(pq.Queries[0]) != 1 {
-		return nil
-	}
-	expr := pq.Queries[0][0]
-	if expr.Negated || len(expr.With) != 0 || !expr.IsEquality() {
-		return nil
-	}
-	a, b := expr.Operand(0), expr.Operand(1)
-	if v, ok := b.Value.(ast.Var); ok && v.Equal(memoVar) {
-		a, b = b, a
-	}
-	if v, ok := a.Value.(ast.Var); !ok || !v.Equal(memoVar) {
-		return nil
-	}
-	if !jsonShaped(b.Value) {
-		return nil
-	}
-	return b.Value
-}
-
-// closedDecision returns the decision's value when pq reads neither the input
-// nor any data but its own support rules (data.partial...), by evaluating it
-// once on its own: such a residual is a constant that partial evaluation
-// left unevaluated (with shallow inlining it keeps some built-in calls on
-// constants in support rules, such as count(set()) > 0). Otherwise, or when
-// the evaluation is not exactly one JSON-shaped binding of the decision,
-// nil. err is the evaluation's error when it was cancelled.
-func closedDecision(ctx context.Context, pq *rego.PartialQueries) (ast.Value, error) {
-	if pq == nil || len(pq.Queries) != 1 {
-		return nil, nil
-	}
-	supportRoot := ast.DefaultRootRef.Append(ast.StringTerm("partial"))
-	closed := true
-	check := func(r ast.Ref) bool {
-		switch {
-		case r.HasPrefix(ast.InputRootRef):
-			closed = false
-		case r.HasPrefix(ast.DefaultRootRef) && !r.HasPrefix(supportRoot):
-			closed = false
-		}
-		return !closed
-	}
-	ast.WalkRefs(pq.Queries[0], check)
-	for _, m := range pq.Support {
-		if !closed {
-			break
-		}
-		if !m.Package.Path.HasPrefix(supportRoot) {
-			return nil, nil
-		}
-		for _, r := range m.Rules {
-			ast.WalkRefs(r, check)
-		}
-	}
-	if !closed {
-		return nil, nil
-	}
-	opts := []func(*rego.Rego){
-		rego.ParsedQuery(pq.Queries[0]),
-		rego.Store(inmem.New()),
-		rego.SetRegoVersion(ast.RegoV1),
-		rego.StrictBuiltinErrors(true),
-	}
-	for _, m := range pq.Support {
-		opts = append(opts, rego.ParsedModule(m))
-	}
-	rs, err := rego.New(opts...).Eval(ctx)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, err
-		}
-		return nil, nil
-	}
-	if len(rs) != 1 {
-		return nil, nil
-	}
-	b, ok := rs[0].Bindings[string(memoVar)]
-	if !ok {
-		return nil, nil
-	}
-	v, err := ast.InterfaceToValue(b)
-	if err != nil || !jsonShaped(v) {
-		return nil, nil
-	}
-	return v, nil
-}
-
-// jsonShaped tells whether v holds only null, booleans, numbers, strings,
-// arrays, objects and sets of those (no variables, references, calls or
-// comprehensions).
-func jsonShaped(v ast.Value) bool {
-	switch x := v.(type) {
-	case ast.Null, ast.Boolean, ast.Number, ast.String:
-		return true
-	case *ast.Array:
-		for i := range x.Len() {
-			if !jsonShaped(x.Elem(i).Value) {
-				return false
-			}
-		}
-		return true
-	case ast.Object:
-		return !x.Until(func(k, v *ast.Term) bool { return !jsonShaped(k.Value) || !jsonShaped(v.Value) })
-	case ast.Set:
-		return !x.Until(func(t *ast.Term) bool { return !jsonShaped(t.Value) })
-	default:
-		return false
-	}
-}
-
 // memoizable tells whether decisions of the compiled modules may be
 // memoized: no module calls (or refers to) a non-deterministic built-in or
-// print, which partial evaluation would keep out of a ground value anyway.
+// print, whose results or output a memoized decision would not repeat.
 func memoizable(c *ast.Compiler) bool {
 	nd := map[string]bool{"print": true, "internal.print": true}
 	for _, b := range ast.Builtins {

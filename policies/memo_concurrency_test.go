@@ -73,7 +73,7 @@ decision := {"allow": data.regate.closed == false}
 }
 
 // TestMemoConcurrentLearning learns keys while other goroutines evaluate
-// the same policy: under the race detector it shows that partial evaluation
+// the same policy: under the race detector it shows that learning
 // does not write into terms evaluations share (a constant rule head).
 func TestMemoConcurrentLearning(t *testing.T) {
 	for _, policy := range []string{

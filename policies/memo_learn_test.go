@@ -10,7 +10,7 @@ import (
 // The memo's bookkeeping of keys it has not learned yet: sightings, timed-out
 // learning and its retries.
 
-// TestMemoLearnTimeout checks that a key whose partial evaluation runs out
+// TestMemoLearnTimeout checks that a key whose learning runs out
 // of time is not refused but learned again after more executions (32 after
 // the first timeout), and refused only after memoMaxRetries timeouts.
 func TestMemoLearnTimeout(t *testing.T) {
@@ -32,12 +32,12 @@ func TestMemoLearnTimeout(t *testing.T) {
 		e := newEngine(t, Config{})
 		defer e.Close()
 		ins := preparedInputs(t, memoLearnAt+memoLearnAt<<2+3)
-		e.memo.peTimeout = -1 // out of time at once
+		e.memo.learnTimeout = -1 // out of time at once
 		decideAll(t, e, ins[:memoLearnAt])
 		if got, want := counts(e), [4]int64{0, 0, 1, 0}; got != want {
 			t.Fatalf("after a timed-out learning: hits, learned, postponed, refused = %v, want %v", got, want)
 		}
-		e.memo.peTimeout = memoPETimeout
+		e.memo.learnTimeout = memoLearnTimeout
 		decideAll(t, e, ins[memoLearnAt:memoLearnAt+memoLearnAt<<2-1])
 		if got, want := counts(e), [4]int64{0, 0, 1, 0}; got != want {
 			t.Fatalf("before the retry: hits, learned, postponed, refused = %v, want %v", got, want)
@@ -56,12 +56,12 @@ func TestMemoLearnTimeout(t *testing.T) {
 			n += memoLearnAt << (2 * r)
 		}
 		ins := preparedInputs(t, n+10)
-		e.memo.peTimeout = -1 // out of time at once
+		e.memo.learnTimeout = -1 // out of time at once
 		decideAll(t, e, ins[:n])
 		if got, want := counts(e), [4]int64{0, 0, memoMaxRetries, 1}; got != want {
 			t.Fatalf("hits, learned, postponed, refused = %v, want %v", got, want)
 		}
-		e.memo.peTimeout = memoPETimeout
+		e.memo.learnTimeout = memoLearnTimeout
 		decideAll(t, e, ins[n:])
 		if got, want := counts(e), [4]int64{0, 0, memoMaxRetries, 1}; got != want {
 			t.Fatalf("a refused key was learned: hits, learned, postponed, refused = %v, want %v", got, want)

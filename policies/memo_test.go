@@ -164,10 +164,8 @@ func TestMemoMatchesEvaluation(t *testing.T) {
 		library bool
 	}{
 		{"default library", "", true, false},
-		// A rule of one's own that reads the parameters of some statements
-		// makes partial evaluation leave the library's sets to support
-		// rules; for the other statements those read no input and are
-		// evaluated once (closedDecision).
+		// A rule of one's own that reads the parameters of some statements:
+		// the decisions of the other statements are memoized.
 		{"default library and a parameter rule", `deny contains "42" if {
 	some s in input.postgres.statements
 	s.command == "DELETE"
@@ -317,8 +315,8 @@ else := true`, true, false},
 			// Generations calling non-deterministic built-ins or print never
 			// use the memo at all.
 			off := strings.Contains(tc.policy, "time.now_ns") || strings.Contains(tc.policy, "print(") || strings.Contains(tc.policy, "http.send")
-			if (e.gen.Load().partial == nil) != off {
-				t.Errorf("memo enabled: %v", e.gen.Load().partial != nil)
+			if e.gen.Load().memoizable == off {
+				t.Errorf("memo enabled: %v", e.gen.Load().memoizable)
 			}
 		})
 	}
@@ -620,7 +618,7 @@ func TestMemoKeyTemplated(t *testing.T) {
 		t.Error("own")
 	}
 	// A literal of another length is another template, but the same key
-	// (the digits are cut out; partial evaluation proved any value).
+	// (the digits are cut out; the proof holds for any value).
 	other := literalInputs(t, "SELECT abalance FROM pgbench_accounts WHERE aid = %d", 1, 2)
 	k, _ := memoKeyOf(other[1], nil)
 	if !k.equal(&keys[1]) {

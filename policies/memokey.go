@@ -27,8 +27,8 @@ import (
 // marker byte no JSON text starts with, and every cut leaves a colon followed
 // by ',' or '}' where a value was, which valid JSON never has (a string's
 // quotes are escaped). Two equal keys therefore cut the same members and the
-// same literals, and the partial evaluation that learned one treated exactly
-// those as unknown.
+// same literals, and the traced evaluation that learned one checked exactly
+// those (memotrace.go).
 
 // memoKey is the key of an input: its encoding's parts around the unknowns
 // (which still belong to the request's encoding) and their hash. own makes
@@ -141,13 +141,6 @@ func (k memoKey) own() memoKey {
 		b = append(b, part...)
 	}
 	return memoKey{parts: [][]byte{b}, hash: k.hash}
-}
-
-// knownPart returns the input without the unknowns of partial evaluation
-// (memoUnknowns: time and params), the input it gets.
-func knownPart(in ast.Object) ast.Object {
-	out, _ := rewriteUnknowns(in, &memoKey{}, func(string, ast.Value) *ast.Term { return nil })
-	return out
 }
 
 // probeInput returns input with other values for the parts of it the key

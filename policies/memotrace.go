@@ -34,16 +34,15 @@ import (
 // parameters and the time are never read, not even that way: the key leaves
 // out their shape too.
 //
-// Partial evaluation alone was the proof before, and is not enough: OPA
-// 1.22.3's partial evaluation, when it enumerates a collection, binds the
-// variable to the known part of an element and loses the unknowns below it.
-// With the parameters unknown, `some k, v in input; k == "postgres";
-// v.params[0] == "42"` comes out as never holding, and with a literal
-// unknown, `some s in input.postgres.statements; s.ast...ival.ival == 666`
-// too. The memo took only a residual that was one ground value, which such
-// policies happened not to produce, but nothing guaranteed it
-// (TestMemoEnumeratedUnknowns). Partial evaluation stays as a second check
-// (learn).
+// OPA's partial evaluation, with the volatile parts unknown, was the proof
+// before, and is not one: OPA 1.22.3's partial evaluation, when it
+// enumerates a collection, binds the variable to the known part of an element
+// and loses the unknowns below it. With the parameters unknown, `some k, v
+// in input; k == "postgres"; v.params[0] == "42"` comes out as never
+// holding, and with a literal unknown, `some s in input.postgres.statements;
+// s.ast...ival.ival == 666` too. The memo took only a residual that was one
+// ground value, which such policies happened not to produce, but nothing
+// guaranteed it (TestMemoEnumeratedUnknowns).
 
 // volatilePath is a path under input that the key may leave out; a nil
 // element matches any key.
@@ -98,13 +97,13 @@ func (t *volatileTracer) TraceEvent(ev topdown.Event) {
 }
 
 // volatileSafe tells whether the expression e cannot read a volatile part of
-// the input (see paths).
+// the input (see paths). An expression that is a reference alone tests
+// whether it is defined, with modifiers or not: the compiler moves what a
+// modifier's value reads into an expression of its own (TestVolatileSafe).
 func volatileSafe(e *ast.Expr, paths []volatilePath) bool {
-	if len(e.With) == 0 {
-		if t, ok := e.Terms.(*ast.Term); ok {
-			if r, ok := t.Value.(ast.Ref); ok && r.HasPrefix(ast.InputRootRef) {
-				return refSafe(r, paths, true)
-			}
+	if t, ok := e.Terms.(*ast.Term); ok {
+		if r, ok := t.Value.(ast.Ref); ok && r.HasPrefix(ast.InputRootRef) {
+			return refSafe(r, paths, true)
 		}
 	}
 	return termsSafe(paths, e)
@@ -172,10 +171,11 @@ func refSafe(r ast.Ref, paths []volatilePath, truth bool) bool {
 }
 
 // readsVolatile evaluates the decision for input once more, traced (see
-// volatileTracer): learnOK when no expression it reached could read a part
-// of the input that key leaves out and the result is want; learnRefused when
-// one could, or the evaluation fails or differs; learnAborted when ctx ended.
-func (e *Engine) readsVolatile(ctx context.Context, gen *generation, txn storage.Transaction, input ast.Object, key *memoKey, cancel topdown.Cancel, want any) learnVerdict {
+// volatileTracer): learnOK, with the result, when no expression it reached
+// could read a part of the input that key leaves out and the result is
+// want; learnRefused when one could, or the evaluation fails or differs;
+// learnAborted when ctx ended.
+func (e *Engine) readsVolatile(ctx context.Context, gen *generation, txn storage.Transaction, input ast.Object, key *memoKey, cancel topdown.Cancel, want any) (any, learnVerdict) {
 	paths := volatileAlways
 	if key.lits != nil {
 		paths = volatileTemplated
@@ -192,9 +192,9 @@ func (e *Engine) readsVolatile(ctx context.Context, gen *generation, txn storage
 	)
 	switch {
 	case err != nil && ctx.Err() != nil:
-		return learnAborted
+		return nil, learnAborted
 	case err != nil || len(rs) == 0 || len(rs[0].Expressions) == 0:
-		return learnRefused
+		return nil, learnRefused
 	case tr.bad != nil:
 		where := ""
 		if loc := tr.bad.Location; loc != nil {
@@ -202,10 +202,10 @@ func (e *Engine) readsVolatile(ctx context.Context, gen *generation, txn storage
 		}
 		e.logger.Debug("the decision reads a part of the input that changes between requests; not memoized",
 			"at", where, "expression", tr.bad.String())
-		return learnRefused
+		return nil, learnRefused
 	case !reflect.DeepEqual(rs[0].Expressions[0].Value, want):
 		e.logger.Warn("the traced evaluation of the decision differs from its evaluation; not memoized")
-		return learnRefused
+		return nil, learnRefused
 	}
-	return learnOK
+	return rs[0].Expressions[0].Value, learnOK
 }

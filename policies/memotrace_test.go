@@ -43,6 +43,7 @@ func TestVolatileSafe(t *testing.T) {
 		{`walk(input, [p, v])`, false, false},
 		{`x := [s | some s in input.postgres.params]`, false, false},
 		{`x := data.regate.t with input.postgres.params as []`, false, false},
+		{`input.postgres.statements[i] with input.postgres.statements as input.postgres.params`, false, false},
 		// The statements as a whole, their trees and the query text: safe
 		// only when the key keeps them.
 		{`some s in input.postgres.statements`, true, false},
@@ -77,6 +78,13 @@ func TestVolatileSafe(t *testing.T) {
 			}
 			return false
 		})
+		for _, e := range body {
+			for _, w := range e.With {
+				if _, ok := w.Value.Value.(ast.Ref); ok {
+					t.Errorf("%s: a reference as a with value after compilation: %v", tc.body, e)
+				}
+			}
+		}
 		check := func(paths []volatilePath) bool {
 			for _, e := range body {
 				if !volatileSafe(e, paths) {

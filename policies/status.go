@@ -120,7 +120,7 @@ func (e *Engine) WriteMetrics(w io.Writer) error {
 			fmt.Fprintf(&b, "regate_policy_bundle_last_request_timestamp_seconds{bundle=%q} %d\n", s.Name, s.LastRequest.Unix())
 		}
 	}
-	metric("regate_policy_memo_total", "counter", "Decisions of repeated statements (prepared statements, and simple-protocol texts that differ only in integer literals) by how the memo served them: hit (reused), learned (proved independent of what differs between them, memoized), refused (not provable, or out of time too often; evaluated every time), postponed (partial evaluation ran out of time; tried again after more executions), mismatch (a sampled hit differed from evaluation; the memo turned off).")
+	metric("regate_policy_memo_total", "counter", "Decisions of repeated statements (prepared statements, and simple-protocol texts that differ only in integer literals) by how the memo served them: hit (reused), learned (proved independent of what differs between them, memoized), refused (not provable, or out of time too often; evaluated every time), postponed (learning ran out of time; tried again after more executions), mismatch (a sampled hit differed from evaluation; the memo turned off).")
 	if m := e.memo; m != nil {
 		fmt.Fprintf(&b, "regate_policy_memo_total{result=\"hit\"} %d\n", m.hits.Load())
 		fmt.Fprintf(&b, "regate_policy_memo_total{result=\"learned\"} %d\n", m.learned.Load())
