@@ -292,3 +292,50 @@ func BenchmarkDecideSimple(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkMemoLearn measures learning one key of the default library's
+// decision for a simple-protocol SELECT made from a parse template: the
+// traced evaluation and the evaluation with other values (learn), in the
+// transaction of a request, after its ordinary evaluation.
+func BenchmarkMemoLearn(b *testing.B) {
+	e, err := New(context.Background(), Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := sql.NewParser(0)
+	var in *parse.Input
+	for _, q := range []string{"SELECT abalance FROM pgbench_accounts WHERE aid = 10000", "SELECT abalance FROM pgbench_accounts WHERE aid = 10001"} {
+		stmts, err := p.Parse(q)
+		if err != nil {
+			b.Fatal(err)
+		}
+		in = pgInput(stmts...)
+		in.Postgres.Query = q
+	}
+	key, ok := memoKeyOf(in, nil)
+	if !ok || key.lits == nil {
+		b.Fatal("not a templated key")
+	}
+	v, err := e.fastInputValue(in)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	gen := e.gen.Load()
+	rs, err := gen.query.Eval(ctx, rego.EvalParsedInput(v), rego.EvalSortSets(true), rego.EvalCopyMaps(true))
+	if err != nil || len(rs) == 0 {
+		b.Fatal(err)
+	}
+	want := rs[0].Expressions[0].Value
+	b.ReportAllocs()
+	for b.Loop() {
+		txn, err := e.store.NewTransaction(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, verdict := e.learn(ctx, gen, txn, v.(ast.Object), &key, want); verdict != learnOK {
+			b.Fatalf("verdict %v", verdict)
+		}
+		e.store.Abort(ctx, txn)
+	}
+}

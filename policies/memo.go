@@ -110,9 +110,9 @@ func (en *memoEntry) copyTo(d *decision.Decision) {
 const (
 	// memoLearnAt is the execution of a key that learns it. Learning costs
 	// a few evaluations (a traced one, with rule indexing off, and one with
-	// other values: 0.2-0.5 ms for the default library and pgbench's
-	// SELECT, against 60-100 µs), so keys are only learned once they have
-	// shown they are executed again and again.
+	// other values: about 0.4 ms for the default library and pgbench's
+	// SELECT, BenchmarkMemoLearn, against 60-100 µs), so keys are only
+	// learned once they have shown they are executed again and again.
 	memoLearnAt = 8
 	// memoVerifyEvery: one hit in so many is evaluated and compared.
 	memoVerifyEvery  = 1000
