@@ -18,9 +18,8 @@ import (
 // the values of the literals the template wrote into the statements' trees
 // (the volatile parts). It is learned only from an evaluation that read none
 // of them: the decision is evaluated once more with a tracer that sees every
-// expression evaluated, with rule indexing off (the
-// index skips rules by looking at values), and each of those must pass
-// volatileSafe. Rego evaluation is deterministic, so an input differing only
+// expression evaluated, with rule indexing off (the index skips rules by
+// looking at values), and each of those must pass volatileSafe. Rego evaluation is deterministic, so an input differing only
 // in what that evaluation never read evaluates the same expressions to the
 // same values, and decides the same.
 //
