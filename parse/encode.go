@@ -17,8 +17,9 @@ import (
 // encoding of AST as encoding/json writes it (compact, with <, > and &
 // escaped), which is what parse/sql stores.
 type InputEncoder struct {
-	key    staticKey
-	static []byte // `"identity":…,"target":…,"session":…`
+	key       staticKey
+	static    []byte // `"identity":…,"target":…,"session":…`
+	sessionAt int    // where the session's value starts in static
 }
 
 // staticKey is what the cached static part was encoded from: equal keys give
@@ -57,10 +58,11 @@ func keyOf(in *Input) staticKey {
 // text made from a parse template, the query text and its integer literals.
 type Encoding struct {
 	JSON []byte
-	// Time, Query and Params are the [start, end) offsets in JSON of the
-	// values of input.time, input.postgres.query and input.postgres.params;
-	// Query and Params are [0, 0] when the input has no postgres object.
-	Time, Query, Params [2]int
+	// Time, Session, Query and Params are the [start, end) offsets in JSON
+	// of the values of input.time, input.session, input.postgres.query and
+	// input.postgres.params; Query and Params are [0, 0] when the input has
+	// no postgres object.
+	Time, Session, Query, Params [2]int
 	// Literals are the [start, end) offsets in JSON of the digits of every
 	// patched literal (parse.Patch with Raw set) of every statement, in the
 	// order of the statements and their Patches; nil when a statement has
@@ -87,41 +89,43 @@ func (e *InputEncoder) EncodeParts(in *Input) (Encoding, error) {
 	k := keyOf(in)
 	cacheable := (in.Identity.Groups == nil) == (k.groups == 0)
 	if !cacheable || k != e.key {
-		static, err := encodeStatic(in)
+		static, sessionAt, err := encodeStatic(in)
 		if err != nil {
 			return Encoding{}, err
 		}
 		if !cacheable {
-			return e.encode(in, static)
+			return e.encode(in, static, sessionAt)
 		}
-		e.key, e.static = k, static
+		e.key, e.static, e.sessionAt = k, static, sessionAt
 	}
-	return e.encode(in, e.static)
+	return e.encode(in, e.static, e.sessionAt)
 }
 
-func encodeStatic(in *Input) ([]byte, error) {
+// encodeStatic returns the identity, target and session members, and where
+// the session's value starts in them.
+func encodeStatic(in *Input) ([]byte, int, error) {
 	var b []byte
 	b = append(b, `"identity":`...)
 	id, err := json.Marshal(&in.Identity)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	b = append(b, id...)
 	b = append(b, `,"target":`...)
 	t, err := json.Marshal(&in.Target)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	b = append(b, t...)
 	b = append(b, `,"session":`...)
 	s, err := json.Marshal(&in.Session)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	return append(b, s...), nil
+	return append(b, s...), len(b), nil
 }
 
-func (e *InputEncoder) encode(in *Input, static []byte) (Encoding, error) {
+func (e *InputEncoder) encode(in *Input, static []byte, sessionAt int) (Encoding, error) {
 	var enc Encoding
 	b := make([]byte, 0, 1024+len(static))
 	b = append(b, `{"version":`...)
@@ -137,6 +141,7 @@ func (e *InputEncoder) encode(in *Input, static []byte) (Encoding, error) {
 	b = append(b, t...)
 	enc.Time[1] = len(b)
 	b = append(b, ',')
+	enc.Session = [2]int{len(b) + sessionAt, len(b) + len(static)}
 	b = append(b, static...)
 	if pg := in.Postgres; pg != nil {
 		b = append(b, `,"postgres":{"database":`...)

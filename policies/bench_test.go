@@ -312,7 +312,8 @@ func BenchmarkMemoLearn(b *testing.B) {
 		in = pgInput(stmts...)
 		in.Postgres.Query = q
 	}
-	key, ok := memoKeyOf(in, nil)
+	keys, ok := memoKeyOf(in, nil)
+	key := keys.shared
 	if !ok || key.lits == nil {
 		b.Fatal("not a templated key")
 	}

@@ -59,7 +59,7 @@ func (e *Engine) decide(ctx context.Context, input *parse.Input, enc *parse.Enco
 	if err := ctx.Err(); err != nil {
 		return deny(d, "policy evaluation failed: "+err.Error())
 	}
-	var key *memoKey
+	var key *memoKeys
 	if e.memo != nil {
 		if k, ok := memoKeyOf(input, enc); ok {
 			key = &k
@@ -92,9 +92,9 @@ func (e *Engine) DecideJSON(ctx context.Context, input []byte) decision.Decision
 }
 
 // eval evaluates the decision for the input valueOf returns, through the
-// memo when key is not nil (see decisionMemo); valueOf is not called for a
+// memo when keys is not nil (see decisionMemo); valueOf is not called for a
 // memo hit.
-func (e *Engine) eval(ctx context.Context, d decision.Decision, key *memoKey, valueOf func() (ast.Value, error)) decision.Decision {
+func (e *Engine) eval(ctx context.Context, d decision.Decision, keys *memoKeys, valueOf func() (ast.Value, error)) decision.Decision {
 	ctx = context.WithValue(ctx, decisionIDKey{}, d.ID)
 	// The read transaction pins the store; the generation loaded under it is
 	// the one whose compiler matches the data it sees (activations swap the
@@ -115,10 +115,11 @@ func (e *Engine) eval(ctx context.Context, d decision.Decision, key *memoKey, va
 		state memoState
 		en    *memoEntry
 		epoch uint64
+		key   *memoKey // the key to learn
 	)
-	if key != nil && gen.memoizable && e.memo != nil {
+	if keys != nil && gen.memoizable && e.memo != nil {
 		epoch = e.epoch.Load()
-		if state, en = e.memo.lookup(gen, epoch, *key); state == memoHit {
+		if state, en, key = e.memo.lookup(gen, epoch, keys); state == memoHit {
 			en.copyTo(&d)
 			return d
 		}

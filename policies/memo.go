@@ -23,9 +23,11 @@ import (
 // time of the request (input.time); and, for a simple-protocol text made from
 // a parse template (texts that differ only in their integer literals), the
 // query text and the literals' values as well. Everything else in the input
-// (identity with its claims, target with its labels, session, database,
-// users, the statements' trees but for those literals) is the memo's key,
-// compared exactly (memokey.go).
+// (identity with its claims, target with its labels, database, users, the
+// statements' trees but for those literals) is the memo's key, compared
+// exactly (memokey.go). Each input has two keys, with and without
+// input.session: a decision is learned under the shared one (without) when
+// it does not read the session either, else under the session's own.
 //
 // The proof is a traced evaluation (memotrace.go): the decision is learned
 // only when no expression evaluated for it could read a part the key leaves
@@ -139,46 +141,58 @@ const (
 	memoVerify                  // a hit sampled for verification: evaluate, then compare
 )
 
-// lookup finds the memoized decision for input under gen and epoch. On a
+// lookup finds the memoized decision for an input with keys under gen and
+// epoch: under its shared key (no session), else under its session key. On a
 // miss it records the sighting and tells whether this request should learn
-// the key (the memoLearnAt-th time it is seen; only one request learns it).
-func (m *decisionMemo) lookup(gen *generation, epoch uint64, key memoKey) (memoState, *memoEntry) {
-	hash := key.hash
+// a key, and which (the memoLearnAt-th time it is seen; only one request
+// learns it): the shared key, or, once the shared key is refused (the
+// decision reads the session, or anything else the key leaves out), the
+// session key.
+func (m *decisionMemo) lookup(gen *generation, epoch uint64, keys *memoKeys) (memoState, *memoEntry, *memoKey) {
 	m.mu.Lock()
 	if !m.current(gen, epoch) {
 		m.mu.Unlock()
-		return memoSkip, nil
+		return memoSkip, nil, nil
 	}
-	bucket := m.entries[hash]
+	shared, session := m.entries[keys.shared.hash], m.entries[keys.session.hash]
 	m.mu.Unlock()
 	// Entries are immutable: compare outside the lock.
-	for _, en := range bucket {
-		if en.key.equal(&key) {
-			if m.verifyEvery > 0 && m.checks.Add(1)%m.verifyEvery == 0 {
-				return memoVerify, en
+	for _, c := range [2]struct {
+		bucket []*memoEntry
+		key    *memoKey
+	}{{shared, &keys.shared}, {session, &keys.session}} {
+		for _, en := range c.bucket {
+			if en.key.equal(c.key) {
+				if m.verifyEvery > 0 && m.checks.Add(1)%m.verifyEvery == 0 {
+					return memoVerify, en, nil
+				}
+				m.hits.Add(1)
+				return memoHit, en, nil
 			}
-			m.hits.Add(1)
-			return memoHit, en
 		}
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.gen != gen || m.epoch != epoch {
-		return memoSkip, nil
+		return memoSkip, nil, nil
 	}
-	if _, ok := m.neg[hash]; ok {
-		return memoSkip, nil
+	key := &keys.shared
+	if _, ok := m.neg[key.hash]; ok {
+		key = &keys.session
+		if _, ok := m.neg[key.hash]; ok {
+			return memoSkip, nil, nil
+		}
 	}
-	n, ok := m.seen[hash]
+	n, ok := m.seen[key.hash]
 	if !ok && len(m.seen) >= m.max {
 		m.trimSeen()
 	}
 	if n+1 >= memoLearnAt {
-		delete(m.seen, hash)
-		return memoLearn, nil
+		delete(m.seen, key.hash)
+		return memoLearn, nil, key
 	}
-	m.seen[hash] = n + 1
-	return memoSkip, nil
+	m.seen[key.hash] = n + 1
+	return memoSkip, nil, nil
 }
 
 // current makes the memo's contents those of gen and epoch, emptying it when

@@ -12,7 +12,8 @@ import (
 
 // TestMemoLearnTimeout checks that a key whose learning runs out
 // of time is not refused but learned again after more executions (32 after
-// the first timeout), and refused only after memoMaxRetries timeouts.
+// the first timeout), and refused only after memoMaxRetries timeouts; then
+// the requests learn their session's key instead.
 func TestMemoLearnTimeout(t *testing.T) {
 	ctx := context.Background()
 	decideAll := func(t *testing.T, e *Engine, ins []*parse.Input) {
@@ -61,10 +62,16 @@ func TestMemoLearnTimeout(t *testing.T) {
 		if got, want := counts(e), [4]int64{0, 0, memoMaxRetries, 1}; got != want {
 			t.Fatalf("hits, learned, postponed, refused = %v, want %v", got, want)
 		}
+		// The shared key is given up for good; the session's key is
+		// learned in its turn, at its own memoLearnAt-th execution.
 		e.memo.learnTimeout = memoLearnTimeout
 		decideAll(t, e, ins[n:])
-		if got, want := counts(e), [4]int64{0, 0, memoMaxRetries, 1}; got != want {
-			t.Fatalf("a refused key was learned: hits, learned, postponed, refused = %v, want %v", got, want)
+		if got, want := counts(e), [4]int64{int64(len(ins) - n - memoLearnAt), 1, memoMaxRetries, 1}; got != want {
+			t.Fatalf("hits, learned, postponed, refused = %v, want %v", got, want)
+		}
+		keys, _ := memoKeyOf(ins[0], nil)
+		if _, refused := e.memo.neg[keys.shared.hash]; !refused || len(e.memo.entries[keys.shared.hash]) != 0 || len(e.memo.entries[keys.session.hash]) != 1 {
+			t.Fatal("the given-up shared key was learned, or the session key was not")
 		}
 	})
 }
@@ -78,13 +85,16 @@ func TestMemoLearnTimeout(t *testing.T) {
 func TestMemoSeenSurvivesOneOffs(t *testing.T) {
 	m := newDecisionMemo(64)
 	gen := &generation{}
-	key := func(h uint64) memoKey {
-		return memoKey{parts: [][]byte{{byte(h), byte(h >> 8), byte(h >> 16)}}, hash: h}
+	key := func(h uint64) *memoKeys {
+		k := func(h uint64) memoKey {
+			return memoKey{parts: [][]byte{{byte(h), byte(h >> 8), byte(h >> 16), byte(h >> 40)}}, hash: h}
+		}
+		return &memoKeys{shared: k(h), session: k(h | 1<<63)}
 	}
 	prepared := key(1 << 40)
 	oneOff := uint64(1)
 	for i := 1; i <= memoLearnAt; i++ {
-		state, _ := m.lookup(gen, 1, prepared)
+		state, _, _ := m.lookup(gen, 1, prepared)
 		want := memoSkip
 		if i == memoLearnAt {
 			want = memoLearn
@@ -93,7 +103,7 @@ func TestMemoSeenSurvivesOneOffs(t *testing.T) {
 			t.Fatalf("sighting %d of the repeated key: state %d, want %d", i, state, want)
 		}
 		for range m.max / 2 {
-			if state, _ := m.lookup(gen, 1, key(oneOff)); state != memoSkip {
+			if state, _, _ := m.lookup(gen, 1, key(oneOff)); state != memoSkip {
 				t.Fatalf("one-off key %d: state %d, want memoSkip", oneOff, state)
 			}
 			oneOff++

@@ -343,6 +343,68 @@ func TestMemoHitsPreparedSelect(t *testing.T) {
 	}
 }
 
+// TestMemoAcrossSessions checks the key without the session: a statement
+// executed in many sessions of one identity is learned once and served to
+// all of them, unless the policy reads the session, whose decisions are then
+// learned per session (and always equal evaluation).
+func TestMemoAcrossSessions(t *testing.T) {
+	sessionInputs := func(t *testing.T, n int) []*parse.Input {
+		ins := preparedInputs(t, n)
+		for i, in := range ins {
+			in.Session.ID = fmt.Sprintf("s%d", i%5)
+			in.Session.ClientAddr = fmt.Sprintf("%d.0.0.%d:5432", []int{10, 192}[i%2], i%5)
+			in.Session.StartedAt = in.Session.StartedAt.Add(time.Duration(i%5) * time.Second)
+		}
+		return ins
+	}
+	tests := []struct {
+		name, rules string
+		hits        int64 // of the 100 executions
+	}{
+		{"default library", "", 100 - memoLearnAt},
+		{"client address", `deny contains "only from 10/8" if not startswith(input.session.client_addr, "10.")`, 0},
+		{"session ID", `deny contains "s3 is closed" if input.session.id == "s3"`, 0},
+		{"the session as a whole", `deny contains "odd" if count([v | some v in input.session; contains(v, "192.")]) > 0`, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := libraryEngine(t, tc.rules)
+			defer e.Close()
+			ins := sessionInputs(t, 100)
+			for _, in := range ins {
+				want := plainDecide(t, e, in)
+				d := e.Decide(context.Background(), in)
+				d.ID = want.ID
+				if d = withoutRawResult(t, d); !reflect.DeepEqual(d, want) {
+					t.Fatalf("session %+v: %+v, want %+v", in.Session, d, want)
+				}
+			}
+			// A policy reading the session refuses the shared key; each
+			// session's key is then learned at its own memoLearnAt-th
+			// execution, which 20 executions per session reach.
+			if hits := e.memo.hits.Load(); (tc.hits > 0 && hits != tc.hits) || (tc.hits == 0 && hits == 0) {
+				t.Errorf("%d memo hits (%d learned, %d refused)", hits, e.memo.learned.Load(), e.memo.refused.Load())
+			}
+			if tc.hits == 0 && e.memo.refused.Load() < 1 {
+				t.Error("the shared key was not refused")
+			}
+		})
+	}
+	// The memo's soundness over many sessions and policies reading them.
+	for _, rules := range []string{
+		`deny contains "only from 10/8" if not startswith(input.session.client_addr, "10.")`,
+		`deny contains "late" if input.session.started_at > "2025-01-02T03:04:07Z"`,
+	} {
+		e := libraryEngine(t, rules)
+		e.memo.verifyEvery = 3
+		checkMemoMatches(t, e, sessionInputs(t, 40))
+		if n := e.memo.mismatches.Load(); n != 0 {
+			t.Errorf("%d memoized decisions differed from evaluation", n)
+		}
+		e.Close()
+	}
+}
+
 // literalInputs returns inputs for the simple-protocol texts of shape (with
 // one %d) for each literal, parsed by one parser as a session's are: all but
 // the first are made from the shape's parse template.
@@ -593,9 +655,13 @@ func TestMemoKeyTemplated(t *testing.T) {
 	ins := literalInputs(t, "SELECT abalance FROM pgbench_accounts WHERE aid = %d", 111, 222, 333)
 	keys := make([]memoKey, len(ins))
 	for i, in := range ins {
-		k, ok := memoKeyOf(in, nil)
+		ks, ok := memoKeyOf(in, nil)
 		if !ok {
 			t.Fatal("no key")
+		}
+		k := ks.session
+		if (ks.shared.lits != nil) != (i > 0) {
+			t.Fatalf("text %d: shared key's literals %v", i, ks.shared.lits)
 		}
 		keys[i] = k
 		if (k.lits != nil) != (i > 0) {
@@ -620,13 +686,14 @@ func TestMemoKeyTemplated(t *testing.T) {
 	// A literal of another length is another template, but the same key
 	// (the digits are cut out; the proof holds for any value).
 	other := literalInputs(t, "SELECT abalance FROM pgbench_accounts WHERE aid = %d", 1, 2)
-	k, _ := memoKeyOf(other[1], nil)
+	ks, _ := memoKeyOf(other[1], nil)
+	k := ks.session
 	if !k.equal(&keys[1]) {
 		t.Errorf("keys differ: %q %q", k.parts, keys[1].parts)
 	}
 	// Another table is another key.
 	other = literalInputs(t, "SELECT abalance FROM pgbench_branches WHERE aid = %d", 111, 222)
-	if k, _ = memoKeyOf(other[1], nil); k.equal(&keys[1]) {
+	if ks, _ = memoKeyOf(other[1], nil); ks.session.equal(&keys[1]) {
 		t.Error("another table, the same key")
 	}
 }

@@ -9,12 +9,14 @@ import (
 	"github.com/regate/regate/parse"
 )
 
-// The memo's key (see decisionMemo): the input document's canonical JSON
+// The memo's keys (see decisionMemo): the input document's canonical JSON
 // (parse.InputEncoder, the encoding the record stores) without the values of
 // its unknowns, compared byte for byte. The unknowns are input.time and
 // input.postgres.params; for a text made from a parse template (its
 // statements carry the patches that wrote its integer literals in), also
-// input.postgres.query and the digits of each such literal. The encoding is a
+// input.postgres.query and the digits of each such literal. Each input has
+// two keys: one with input.session, and one without it, which the requests
+// of every session share. The encoding is a
 // function of the input's value: every member at a fixed place, maps with
 // sorted keys, and each statement tree as the parser's canonical JSON, from
 // which the tree policies see was decoded (parse/sql keeps the two together,
@@ -23,8 +25,8 @@ import (
 // produce) would only cost a hit. A hit needs no conversion of the input to a
 // Rego value.
 //
-// The key also says which values were cut out: a templated key starts with a
-// marker byte no JSON text starts with, and every cut leaves a colon followed
+// The key also says which values were cut out: a templated or shared key
+// starts with a marker (a byte no JSON text starts with, and the kind), and every cut leaves a colon followed
 // by ',' or '}' where a value was, which valid JSON never has (a string's
 // quotes are escaped). Two equal keys therefore cut the same members and the
 // same literals, and the traced evaluation that learned one checked exactly
@@ -33,11 +35,19 @@ import (
 // memoKey is the key of an input: its encoding's parts around the unknowns
 // (which still belong to the request's encoding) and their hash. own makes
 // a copy to keep in the memo. lits, when not nil, are the templated literals
-// whose digits were cut out (the key's input's patches, not kept by own).
+// whose digits were cut out (the key's input's patches, not kept by own);
+// shared tells that the session was cut out too.
 type memoKey struct {
-	parts [][]byte
-	hash  uint64
-	lits  []memoLiteral
+	parts  [][]byte
+	hash   uint64
+	lits   []memoLiteral
+	shared bool
+}
+
+// memoKeys are the two keys of an input: one with its session, and one
+// without it, which the requests of every session share.
+type memoKeys struct {
+	session, shared memoKey
 }
 
 // memoLiteral is an integer literal of a templated text: the index of its
@@ -49,39 +59,67 @@ type memoLiteral struct {
 
 var (
 	memoSeed = maphash.MakeSeed()
-	// templatedMark starts the key of a templated text.
-	templatedMark = []byte{0, 'T'}
+	// The marks that start the keys of templated texts, of keys without the
+	// session, and of both.
+	templatedMark       = []byte{0, 'T'}
+	sharedMark          = []byte{0, 'S'}
+	sharedTemplatedMark = []byte{0, 'S', 'T'}
 )
 
-// memoKeyOf returns the key of in when its decision may be memoized (a
+// memoKeyOf returns the keys of in when its decision may be memoized (a
 // postgres request whose query text is not huge): from enc, the encoding of
 // in, when not nil, else from an encoding of its own.
-func memoKeyOf(in *parse.Input, enc *parse.Encoding) (memoKey, bool) {
+func memoKeyOf(in *parse.Input, enc *parse.Encoding) (memoKeys, bool) {
 	if in.Postgres == nil || len(in.Postgres.Query) > memoMaxQuery {
-		return memoKey{}, false
+		return memoKeys{}, false
 	}
 	if enc == nil {
 		var ie parse.InputEncoder
 		own, err := ie.EncodeParts(in)
 		if err != nil {
-			return memoKey{}, false
+			return memoKeys{}, false
 		}
 		enc = &own
 	}
-	var k memoKey
+	var ks memoKeys
 	lits := literalsOf(in)
-	cuts := make([][2]int, 0, 4+len(enc.Literals))
-	if lits != nil && len(lits) == len(enc.Literals) {
-		k.lits = lits
-		cuts = append(cuts, enc.Time, enc.Query, enc.Params)
+	templated := lits != nil && len(lits) == len(enc.Literals)
+	cuts := make([][2]int, 0, 5+len(enc.Literals))
+	cuts = append(cuts, enc.Time, enc.Session)
+	if templated {
+		cuts = append(cuts, enc.Query, enc.Params)
 		cuts = append(cuts, enc.Literals...)
-		k.parts = make([][]byte, 0, len(cuts)+2)
-		k.parts = append(k.parts, templatedMark)
 	} else {
-		cuts = append(cuts, enc.Time, enc.Params)
-		k.parts = make([][]byte, 0, len(cuts)+1)
+		cuts = append(cuts, enc.Params)
 	}
-	j, at := enc.JSON, 0
+	var ok bool
+	mark, shared := []byte(nil), sharedMark
+	if templated {
+		mark, shared = templatedMark, sharedTemplatedMark
+	}
+	// The session key keeps the session: cuts[1] is left in place.
+	if ks.session, ok = keyAround(enc.JSON, mark, append([][2]int{cuts[0]}, cuts[2:]...)); !ok {
+		return memoKeys{}, false
+	}
+	if ks.shared, ok = keyAround(enc.JSON, shared, cuts); !ok {
+		return memoKeys{}, false
+	}
+	if templated {
+		ks.session.lits, ks.shared.lits = lits, lits
+	}
+	ks.shared.shared = true
+	return ks, true
+}
+
+// keyAround returns the key made of mark (when not nil) and the bytes of j
+// around cuts, which must be in order and not overlap.
+func keyAround(j, mark []byte, cuts [][2]int) (memoKey, bool) {
+	var k memoKey
+	k.parts = make([][]byte, 0, len(cuts)+2)
+	if mark != nil {
+		k.parts = append(k.parts, mark)
+	}
+	at := 0
 	for _, c := range cuts {
 		if c[0] <= at || c[0] > c[1] || c[1] > len(j) {
 			return memoKey{}, false
@@ -145,14 +183,19 @@ func (k memoKey) own() memoKey {
 
 // probeInput returns input with other values for the parts of it the key
 // leaves out: a time no request has, parameters of another shape (null for
-// an array, an array for null), and for a templated text another query text
-// and other literals. ok is false when a literal is not where key says
-// (which only a bug can cause).
+// an array, an array for null), for a shared key another session, and for a
+// templated text another query text and other literals. ok is false when a
+// literal is not where key says (which only a bug can cause).
 func probeInput(in ast.Object, key *memoKey) (ast.Object, bool) {
 	return rewriteUnknowns(in, key, func(name string, v ast.Value) *ast.Term {
 		switch name {
 		case "time":
 			return ast.StringTerm("0001-01-01T00:00:00Z")
+		case "session":
+			return ast.ObjectTerm(
+				ast.Item(ast.InternedTerm("id"), ast.StringTerm("\x00regate probe")),
+				ast.Item(ast.InternedTerm("client_addr"), ast.StringTerm("192.0.2.1:1")),
+				ast.Item(ast.InternedTerm("started_at"), ast.StringTerm("0001-01-01T00:00:00Z")))
 		case "params":
 			if _, null := v.(ast.Null); null {
 				return ast.ArrayTerm(ast.StringTerm("\x00regate probe"), ast.NullTerm())
@@ -169,7 +212,7 @@ func probeInput(in ast.Object, key *memoKey) (ast.Object, bool) {
 }
 
 // rewriteUnknowns returns in with each part key leaves out replaced by what
-// with returns for its name ("time", "params", "query" or "ival") and value
+// with returns for its name ("time", "session", "params", "query" or "ival") and value
 // (removed when nil). Only the objects and arrays along the way are copied.
 // ok is false when a literal of key is not an A_Const body with an integer
 // ival in in.
@@ -187,6 +230,9 @@ func rewriteUnknowns(in ast.Object, key *memoKey, with func(string, ast.Value) *
 		return out
 	}
 	out := set(in, "time")
+	if key.shared {
+		out = set(out, "session")
+	}
 	pgt := out.Get(ast.InternedTerm("postgres"))
 	if pgt == nil {
 		return out, key.lits == nil

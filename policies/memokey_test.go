@@ -29,7 +29,7 @@ func TestMemoKey(t *testing.T) {
 	// encoder (which caches the identity, target and session parts): both
 	// must agree.
 	var sessionEnc parse.InputEncoder
-	value := func(in *parse.Input) memoKey {
+	value := func(in *parse.Input) memoKeys {
 		t.Helper()
 		own, ok := memoKeyOf(in, nil)
 		if !ok {
@@ -39,14 +39,23 @@ func TestMemoKey(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		k, ok := memoKeyOf(in, &enc)
-		if !ok || !k.equal(&own) || k.hash != own.hash {
-			t.Fatalf("the key from a session's encoding differs:\n%q\n%q", k.parts, own.parts)
+		ks, ok := memoKeyOf(in, &enc)
+		if !ok {
+			t.Fatal("not memoizable")
 		}
-		if o := k.own(); !o.equal(&k) || !k.equal(&o) || o.hash != k.hash {
-			t.Fatalf("the key's copy differs:\n%q\n%q", o.parts, k.parts)
+		for _, pair := range [][2]*memoKey{{&ks.session, &own.session}, {&ks.shared, &own.shared}} {
+			k, own := pair[0], pair[1]
+			if !k.equal(own) || k.hash != own.hash {
+				t.Fatalf("the key from a session's encoding differs:\n%q\n%q", k.parts, own.parts)
+			}
+			if o := k.own(); !o.equal(k) || !k.equal(&o) || o.hash != k.hash {
+				t.Fatalf("the key's copy differs:\n%q\n%q", o.parts, k.parts)
+			}
 		}
-		return k
+		if ks.session.equal(&ks.shared) || !ks.shared.shared || ks.session.shared {
+			t.Fatal("the shared key equals the session key")
+		}
+		return ks
 	}
 	sameKey := func(a, b memoKey) bool {
 		ao, bo := a.own(), b.own()
@@ -67,7 +76,7 @@ func TestMemoKey(t *testing.T) {
 	for name, change := range same {
 		in := base()
 		change(in)
-		if b := value(in); !sameKey(a, b) || a.hash != b.hash {
+		if b := value(in); !sameKey(a.session, b.session) || a.session.hash != b.session.hash || !sameKey(a.shared, b.shared) {
 			t.Errorf("%s: another key", name)
 		}
 	}
@@ -121,11 +130,17 @@ func TestMemoKey(t *testing.T) {
 	if _, ok := memoKeyOf(&parse.Input{Version: 1, Protocol: "ssh"}, nil); ok {
 		t.Error("an input without postgres has a key")
 	}
+	sessionOnly := map[string]bool{"session": true, "client addr": true, "started at": true}
 	for name, change := range other {
 		in := base()
 		change(in)
-		if b := value(in); sameKey(a, b) {
+		b := value(in)
+		if sameKey(a.session, b.session) {
 			t.Errorf("%s: the same key", name)
+		}
+		// The shared key leaves the session out, and only the session.
+		if sameKey(a.shared, b.shared) != sessionOnly[name] {
+			t.Errorf("%s: the same shared key: %v", name, !sessionOnly[name])
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"slices"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
@@ -14,9 +15,9 @@ import (
 // The memo's proof. A memoized decision is served for every input with the
 // same key, that is, for every input that differs from the one it was
 // learned from only in the parts the key leaves out: input.time,
-// input.postgres.params and, for a templated text, input.postgres.query and
-// the values of the literals the template wrote into the statements' trees
-// (the volatile parts). It is learned only from an evaluation that read none
+// input.postgres.params, for a shared key input.session, and for a templated
+// text input.postgres.query and the values of the literals the template
+// wrote into the statements' trees (the volatile parts). It is learned only from an evaluation that read none
 // of them: the decision is evaluated once more with a tracer that sees every
 // expression evaluated, with rule indexing off (the index skips rules by
 // looking at values), and each of those must pass volatileSafe. Rego evaluation is deterministic, so an input differing only
@@ -57,6 +58,7 @@ var (
 		{path: []*ast.Term{ast.StringTerm("time")}},
 		{path: []*ast.Term{ast.StringTerm("postgres"), ast.StringTerm("params")}},
 	}
+	volatileSession   = volatilePath{path: []*ast.Term{ast.StringTerm("session")}}
 	volatileTemplated = append(volatileAlways,
 		volatilePath{path: []*ast.Term{ast.StringTerm("postgres"), ast.StringTerm("query")}, truthy: true},
 		volatilePath{path: []*ast.Term{ast.StringTerm("postgres"), ast.StringTerm("statements"), nil, ast.StringTerm("ast")}, truthy: true},
@@ -178,6 +180,9 @@ func (e *Engine) readsVolatile(ctx context.Context, gen *generation, txn storage
 	paths := volatileAlways
 	if key.lits != nil {
 		paths = volatileTemplated
+	}
+	if key.shared {
+		paths = append(slices.Clip(paths), volatileSession)
 	}
 	tr := &volatileTracer{paths: paths, seen: make(map[*ast.Expr]struct{})}
 	rs, err := gen.query.Eval(ctx,

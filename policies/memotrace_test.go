@@ -2,6 +2,7 @@ package policies
 
 import (
 	"regexp"
+	"slices"
 	"testing"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -98,6 +99,26 @@ func TestVolatileSafe(t *testing.T) {
 		}
 		if got := check(volatileTemplated); got != tc.templated {
 			t.Errorf("%s (compiled: %v): safe for a templated text's key %v, want %v", tc.body, body, got, tc.templated)
+		}
+	}
+	// A shared key leaves the session out too.
+	shared := append(slices.Clip(volatileAlways), volatileSession)
+	for body, safe := range map[string]bool{
+		`input.session.client_addr == "x"`: false,
+		`x := input.session`:               false,
+		`input.session.id`:                 false,
+		`x := input[k]`:                    false,
+		`input.identity.subject == "x"`:    true,
+		`input.postgres.database == "x"`:   true,
+	} {
+		mod := "package regate\n\nr if {\n\tk := input.version\n\t" + body + "\n}\n"
+		c := ast.MustCompileModules(map[string]string{"m.rego": mod})
+		got := true
+		for _, e := range c.GetRules(ast.MustParseRef("data.regate.r"))[0].Body[1:] {
+			got = got && volatileSafe(e, shared)
+		}
+		if got != safe {
+			t.Errorf("%s: safe for a shared key %v, want %v", body, got, safe)
 		}
 	}
 	// Rule heads: the compiler moves whatever they read into the body,

@@ -94,6 +94,10 @@ func checkParts(t *testing.T, parts parse.Encoding, want []byte, in *parse.Input
 	if got := at(parts.Time); got != string(wantTime) || !bytes.HasSuffix(parts.JSON[:parts.Time[0]], []byte(`,"time":`)) {
 		t.Errorf("Time %v: %s, want %s after \"time\":", parts.Time, got, wantTime)
 	}
+	wantSession, _ := json.Marshal(in.Session)
+	if got := at(parts.Session); got != string(wantSession) || !bytes.HasSuffix(parts.JSON[:parts.Session[0]], []byte(`,"session":`)) {
+		t.Errorf("Session %v: %s, want %s after \"session\":", parts.Session, got, wantSession)
+	}
 	if in.Postgres == nil {
 		if parts.Params != [2]int{} {
 			t.Errorf("Params %v without postgres, want [0 0]", parts.Params)
@@ -150,13 +154,16 @@ func TestEncodingParts(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			in := parse.Input{Version: 1, Protocol: "postgres", Postgres: &parse.Postgres{Query: q, Statements: stmts}}
+			in := parse.Input{Version: 1, Protocol: "postgres", Session: parse.Session{ID: "s"}, Postgres: &parse.Postgres{Query: q, Statements: stmts}}
 			e, err := enc.EncodeParts(&in)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if got := string(e.JSON[e.Query[0]:e.Query[1]]); got != `"`+q+`"` {
 				t.Errorf("query at %v: %s", e.Query, got)
+			}
+			if got, want := string(e.JSON[e.Session[0]:e.Session[1]]), `{"id":"s","client_addr":"","started_at":"0001-01-01T00:00:00Z"}`; got != want {
+				t.Errorf("session at %v: %s", e.Session, got)
 			}
 			lits, _ := scanLiterals(q)
 			if i == 0 {
