@@ -24,8 +24,9 @@ import (
 // (no input, an evaluation error, an undefined or malformed result) is a
 // denying decision whose Error and Reasons say what went wrong. ctx cancels
 // the evaluation. A decision that a traced evaluation proved independent of
-// the request's parameters and time is served from a memo once learned
-// (see decisionMemo): the same decision, under a new ID.
+// what differs between requests (parameters, time, session, a templated
+// text's literals) is served from a memo once learned (see decisionMemo):
+// the same decision, under a new ID.
 func (e *Engine) Decide(ctx context.Context, input *parse.Input) decision.Decision {
 	return e.DecideEncoded(ctx, input, nil)
 }
@@ -172,8 +173,9 @@ func (e *Engine) eval(ctx context.Context, d decision.Decision, keys *memoKeys, 
 		e.verify(ctx, gen, en, nil, d.Result)
 	}
 	if state == memoLearn {
-		// The memoized decision is made from a result of its own (learn's
-		// conversion), so that it shares nothing with d.
+		// The memoized decision is made from a result of its own (the
+		// traced evaluation's, which learn returns), so that it shares
+		// nothing with d.
 		switch result, verdict := e.learn(ctx, gen, txn, obj, key, d.Result); verdict {
 		case learnOK:
 			m := apply(decision.Decision{Result: result}, result)

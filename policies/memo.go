@@ -66,7 +66,7 @@ type decisionMemo struct {
 	gen   *generation
 	epoch uint64
 
-	seen    map[uint64]int          // sightings of key hashes not learned yet (collisions only bring PE forward); trimSeen bounds it
+	seen    map[uint64]int          // sightings of key hashes not learned yet (collisions only bring learning forward); trimSeen bounds it
 	retries map[uint64]int          // key hashes whose learning ran out of time, and how often
 	neg     map[uint64]struct{}     // key hashes not to memoize (collisions only lose hits)
 	entries map[uint64][]*memoEntry // memoized decisions by key hash

@@ -184,54 +184,30 @@ func (k memoKey) own() memoKey {
 // probeInput returns input with other values for the parts of it the key
 // leaves out: a time no request has, parameters of another shape (null for
 // an array, an array for null), for a shared key another session, and for a
-// templated text another query text and other literals. ok is false when a
-// literal is not where key says (which only a bug can cause).
+// templated text another query text and other literals (N+1, or 1 for the
+// largest). Only the objects and arrays along the way are copied. ok is false
+// when a literal of key is not an A_Const body with an integer ival in input
+// (which only a bug can cause).
 func probeInput(in ast.Object, key *memoKey) (ast.Object, bool) {
-	return rewriteUnknowns(in, key, func(name string, v ast.Value) *ast.Term {
-		switch name {
-		case "time":
-			return ast.StringTerm("0001-01-01T00:00:00Z")
-		case "session":
-			return ast.ObjectTerm(
-				ast.Item(ast.InternedTerm("id"), ast.StringTerm("\x00regate probe")),
-				ast.Item(ast.InternedTerm("client_addr"), ast.StringTerm("192.0.2.1:1")),
-				ast.Item(ast.InternedTerm("started_at"), ast.StringTerm("0001-01-01T00:00:00Z")))
-		case "params":
-			if _, null := v.(ast.Null); null {
-				return ast.ArrayTerm(ast.StringTerm("\x00regate probe"), ast.NullTerm())
-			}
-			return ast.NullTerm()
-		case "query":
-			s, _ := v.(ast.String)
-			return ast.StringTerm("\x00regate probe " + string(s))
-		default: // a literal's {"ival": N}: N+1 (1 for the largest)
-			n, _ := intIval(ast.NewObject(ast.Item(ast.InternedTerm("ival"), ast.NewTerm(v))))
-			return ast.ObjectTerm(ast.Item(ast.InternedTerm("ival"), ast.IntNumberTerm(int(n%(1<<31-1)+1))))
-		}
-	})
-}
-
-// rewriteUnknowns returns in with each part key leaves out replaced by what
-// with returns for its name ("time", "session", "params", "query" or "ival") and value
-// (removed when nil). Only the objects and arrays along the way are copied.
-// ok is false when a literal of key is not an A_Const body with an integer
-// ival in in.
-func rewriteUnknowns(in ast.Object, key *memoKey, with func(string, ast.Value) *ast.Term) (ast.Object, bool) {
-	set := func(obj ast.Object, k string) ast.Object {
+	// set returns obj with the member k replaced by what with makes of it.
+	set := func(obj ast.Object, k string, with func(ast.Value) *ast.Term) ast.Object {
 		out := ast.NewObject()
 		obj.Foreach(func(kt, v *ast.Term) {
 			if ks, ok := kt.Value.(ast.String); ok && string(ks) == k {
-				if v = with(k, v.Value); v == nil {
-					return
-				}
+				v = with(v.Value)
 			}
 			out.Insert(kt, v)
 		})
 		return out
 	}
-	out := set(in, "time")
+	out := set(in, "time", func(ast.Value) *ast.Term { return ast.StringTerm("0001-01-01T00:00:00Z") })
 	if key.shared {
-		out = set(out, "session")
+		out = set(out, "session", func(ast.Value) *ast.Term {
+			return ast.ObjectTerm(
+				ast.Item(ast.InternedTerm("id"), ast.StringTerm("\x00regate probe")),
+				ast.Item(ast.InternedTerm("client_addr"), ast.StringTerm("192.0.2.1:1")),
+				ast.Item(ast.InternedTerm("started_at"), ast.StringTerm("0001-01-01T00:00:00Z")))
+		})
 	}
 	pgt := out.Get(ast.InternedTerm("postgres"))
 	if pgt == nil {
@@ -241,9 +217,17 @@ func rewriteUnknowns(in ast.Object, key *memoKey, with func(string, ast.Value) *
 	if !ok {
 		return out, key.lits == nil
 	}
-	pg = set(pg, "params")
+	pg = set(pg, "params", func(v ast.Value) *ast.Term {
+		if _, null := v.(ast.Null); null {
+			return ast.ArrayTerm(ast.StringTerm("\x00regate probe"), ast.NullTerm())
+		}
+		return ast.NullTerm()
+	})
 	if key.lits != nil {
-		pg = set(pg, "query")
+		pg = set(pg, "query", func(v ast.Value) *ast.Term {
+			s, _ := v.(ast.String)
+			return ast.StringTerm("\x00regate probe " + string(s))
+		})
 		st := pg.Get(ast.InternedTerm("statements"))
 		if st == nil {
 			return nil, false
@@ -259,10 +243,13 @@ func rewriteUnknowns(in ast.Object, key *memoKey, with func(string, ast.Value) *
 				if !ok || obj.Len() != 2 || obj.Get(ast.InternedTerm("location")) == nil {
 					return nil
 				}
-				if _, ok := intIval(obj); !ok {
+				n, ok := intIval(obj)
+				if !ok {
 					return nil
 				}
-				return set(obj, "ival")
+				return set(obj, "ival", func(ast.Value) *ast.Term {
+					return ast.ObjectTerm(ast.Item(ast.InternedTerm("ival"), ast.IntNumberTerm(int(n%(1<<31-1)+1))))
+				})
 			})
 			if v == nil {
 				return nil, false
