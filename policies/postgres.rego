@@ -23,7 +23,9 @@ server_file_functions := {
 }
 
 # statements are the parsed statements of a postgres request (undefined for
-# other protocols, so no rule below matches them).
+# other protocols). The rules below no longer use it, since they read
+# statements by index (see _checked); it stays for rules of your own written
+# against it, which then read whole statements.
 statements := input.postgres.statements if input.protocol == "postgres"
 
 # deny holds the reasons of the rules below (_deny), each about one statement
