@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -153,6 +155,31 @@ func TestJournalRecovery(t *testing.T) {
 	appendAll(t, s2, []*Event{next})
 	if next.Seq != int64(len(events)+3) || next.PrevHash != late[1].Hash {
 		t.Errorf("event after recovery: seq %d prev %s, want %d after %s", next.Seq, next.PrevHash, len(events)+3, late[1].Hash)
+	}
+}
+
+// TestJournalWriteCalls: the journal's raw write (more than one processor)
+// and its ordinary one (GOMAXPROCS=1) both leave a journal that a reopen
+// recovers, event for event.
+func TestJournalWriteCalls(t *testing.T) {
+	for _, procs := range []int{1, 2} {
+		t.Run(fmt.Sprintf("GOMAXPROCS=%d", procs), func(t *testing.T) {
+			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+			path := filepath.Join(t.TempDir(), "regate.db")
+			var evs []*Event
+			for i := range 50 {
+				evs = append(evs, bigEvent(fmt.Sprintf("w%d-%d", procs, i)))
+			}
+			journalOnly(t, path, evs)
+			if fi, err := os.Stat(path + ".journal"); err != nil || fi.Size() == 0 {
+				t.Fatalf("journal before reopening: %v, %v; want the events in it", fi, err)
+			}
+			s := openPath(t, path, "")
+			res := mustVerify(t, s)
+			if !res.OK || res.Events != int64(len(evs)) || res.Head != evs[len(evs)-1].Hash {
+				t.Fatalf("Verify after recovery = %+v, want OK with %d events, head %s", res, len(evs), evs[len(evs)-1].Hash)
+			}
+		})
 	}
 }
 

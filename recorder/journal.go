@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"syscall"
 	"time"
+	"unsafe"
 )
 
 // The journal is where an append becomes durable: the leader of a batch
@@ -177,7 +179,7 @@ func (j *journal) write(recs []Record) error {
 		j.buf = append(j.buf, recs[i].Body...)
 		j.buf = append(j.buf, '\n')
 	}
-	n, err := j.f.Write(j.buf)
+	n, err := j.append(j.buf)
 	if err == nil && j.sync {
 		err = fdatasync(j.f)
 	}
@@ -198,6 +200,67 @@ func (j *journal) write(recs []Record) error {
 		}
 	}
 	return err
+}
+
+// append writes b at the end of the journal. Without synchronous=full, and
+// when Go may run on more than one processor, it makes the write(2) call raw
+// (syscall.RawSyscall), as proxy.RawTCP does for sockets: Go enters an
+// ordinary system call through its scheduler, and when every processor was
+// idle (a gateway between two statements at 1 client) that wakes the
+// runtime's monitor thread (sysmon), which then polls every 20 µs for up to
+// a millisecond on the cores the clients and the database need. The raw call
+// keeps its processor for as long as the write takes: a write to the page
+// cache returns in microseconds, but one the kernel throttles (dirty pages
+// over their limit) can sleep for up to a few hundred milliseconds, and
+// meanwhile this processor runs nothing else. Every statement waits for the
+// journal then anyway (write before forward); with one processor (GOMAXPROCS=1)
+// everything else would stop too, so the ordinary call is kept there. With
+// synchronous=full the fdatasync that follows is an ordinary call regardless.
+func (j *journal) append(b []byte) (int, error) {
+	if j.sync || runtime.GOMAXPROCS(0) < 2 {
+		return j.f.Write(b)
+	}
+	rc, err := j.f.SyscallConn()
+	if err != nil {
+		return j.f.Write(b)
+	}
+	var n int
+	var werr error
+	err = rc.Write(func(fd uintptr) bool {
+		m, e := rawWrite(fd, b[n:])
+		n += m
+		if e == syscall.EAGAIN {
+			return false // a descriptor in non-blocking mode: wait until writable
+		}
+		werr = e
+		return true
+	})
+	if err == nil {
+		err = werr
+	}
+	if err != nil {
+		err = &os.PathError{Op: "write", Path: j.f.Name(), Err: err}
+	}
+	return n, err
+}
+
+// rawWrite writes all of b to fd with raw write(2) calls, up to the first
+// error.
+func rawWrite(fd uintptr, b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&b[n])), uintptr(len(b)-n))
+		switch {
+		case e == syscall.EINTR:
+			continue
+		case e != 0:
+			return n, e
+		case r == 0:
+			return n, io.ErrShortWrite
+		}
+		n += int(r)
+	}
+	return n, nil
 }
 
 // truncate empties the journal (every record in it is in the database).
