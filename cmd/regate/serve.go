@@ -299,6 +299,7 @@ func adminHandler(engine *policies.Engine, store recorder.Store, approvals http.
 	if os.Getenv("REGATE_PPROF") == "1" { // profiling, on the loopback admin listener only
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	return mux
 }
