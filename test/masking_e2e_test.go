@@ -39,8 +39,39 @@ func TestDefaultColumnMasks(t *testing.T) {
 			t.Errorf("%s: unmasked columns lost: %q", q, r.Out)
 		}
 	}
+	// A value computed from a masked column, or a whole row, has no source
+	// a column mask could find: refused before it runs, in both protocols.
+	for _, q := range []string{
+		"SELECT lower(email) FROM customers",
+		"SELECT c FROM customers c",
+		"SELECT name FROM customers UNION ALL SELECT email FROM customers",
+		"COPY (SELECT email FROM customers) TO STDOUT",
+	} {
+		r := testenv.PsqlVia(t, gw.Listen, "agent-m", "app", tok, []string{q})
+		if r.Code == 0 || !strings.Contains(r.Err, `the policy masks column`) {
+			t.Errorf("%s: code %d out %q err %q, want a refusal naming the mask", q, r.Code, r.Out, r.Err)
+		}
+		leaks(t, q, r.Out+r.Err)
+	}
+	// COPY (query) whose output holds no masked column runs.
+	if r := testenv.PsqlVia(t, gw.Listen, "agent-m", "app", tok,
+		[]string{"COPY (SELECT id, name FROM customers WHERE id = 1) TO STDOUT"}); r.Code != 0 || r.Out != "1\tAnn" {
+		t.Errorf("COPY (query) without masked columns: code %d out %q err %q", r.Code, r.Out, r.Err)
+	}
 	// The extended protocol, binary formats included.
 	ctx, conn := connectPgx(t, gw.Listen, tok)
+	// Past the memo's learning point, and alternating with an allowed
+	// statement under the same (memoized) masks, every execution is checked.
+	for i := range 12 {
+		var e string
+		if err := conn.QueryRow(ctx, "SELECT email FROM customers WHERE id = $1", 1).Scan(&e); err != nil || e == "ann@example.com" {
+			t.Fatalf("pgx execution %d: %q, %v", i, e, err)
+		}
+		if _, err := conn.Exec(ctx, "SELECT upper(email) FROM customers WHERE id = $1", 1); err == nil ||
+			!strings.Contains(err.Error(), "the policy masks column") {
+			t.Fatalf("pgx execution %d, computed from a masked column: %v, want a refusal", i, err)
+		}
+	}
 	var email, name string
 	if err := conn.QueryRow(ctx, "SELECT email, name FROM customers WHERE id = $1", 1).Scan(&email, &name); err != nil {
 		t.Fatal(err)
@@ -120,5 +151,20 @@ decision := {"allow": true, "mask": [
 	}
 	if notes != "paid with ****-****-****-1111, receipt to <email>" || age != nil {
 		t.Fatalf("pgx (binary results): notes %q age %v", notes, age)
+	}
+	// Arrays and records hold text values too: a detector's match makes the
+	// whole value NULL (a replacement could break their syntax), in text
+	// and in binary format.
+	r = testenv.PsqlVia(t, gw.Listen, "agent-c", "app", tok,
+		[]string{"SELECT ARRAY[notes], (notes, 1), ARRAY['no secret'], array_agg(notes) FROM people GROUP BY notes"})
+	if want := "||{\"no secret\"}|"; r.Out != want {
+		t.Fatalf("arrays and records: got %q, want %q (err %q)", r.Out, want, r.Err)
+	}
+	var arr []string
+	if err := conn.QueryRow(ctx, "SELECT array_agg(notes) FROM people WHERE id = $1", 1).Scan(&arr); err != nil {
+		t.Fatal(err)
+	}
+	if arr != nil {
+		t.Fatalf("pgx, binary text[] with a card number: %q, want NULL", arr)
 	}
 }

@@ -19,15 +19,29 @@ var textualTypes = map[uint32]bool{
 	114: true, 142: true, // json, xml
 }
 
+// Type OIDs whose values hold text values (arrays of text-like types,
+// records): detectors scan them, and a value with a match becomes NULL, since
+// a replacement written into an array or record literal could break its
+// syntax (and a binary one holds lengths).
+var containerTypes = map[uint32]bool{
+	1009: true, 1015: true, 1014: true, 1003: true, // text[], varchar[], bpchar[], name[]
+	199: true, 3807: true, 143: true, // json[], jsonb[], xml[]
+	2249: true, 2287: true, // record, record[]
+}
+
 const (
 	oidJSON  = 114
 	oidJSONB = 3802
+	// firstUserOID: types from here on are user-defined (enums, domains,
+	// composites, their arrays).
+	firstUserOID = 16384
 )
 
 // resultMasker applies a command's mask obligations to what the target
 // returns: RowDescription decides what each column gets, DataRow and
 // CopyData are rewritten. It records how many values it masked per column.
 type resultMasker struct {
+	src     []decision.Mask // the decision's obligations (shared by memoized decisions)
 	cols    []decision.Mask
 	det     *mask.Masker
 	plan    []colPlan
@@ -45,6 +59,7 @@ type colPlan struct {
 	json     bool // json or jsonb in text format: a replacement must be a JSON string
 	jsonb    bool // binary jsonb: a version byte, then JSON text
 	detector bool // run detectors over the value
+	nullHit  bool // a detector's match makes the whole value NULL (containers)
 }
 
 // newResultMasker compiles d's mask obligations, or returns nil when there are
@@ -53,7 +68,7 @@ func newResultMasker(d decision.Decision) (*resultMasker, error) {
 	if len(d.Mask) == 0 {
 		return nil, nil
 	}
-	m := &resultMasker{counts: map[string]int64{}}
+	m := &resultMasker{src: d.Mask, counts: map[string]int64{}}
 	var dets []decision.Mask
 	for _, o := range d.Mask {
 		switch {
@@ -87,7 +102,7 @@ func (m *resultMasker) describe(rd *pgproto3.RowDescription, rels map[uint32]*re
 		if r := rels[f.TableOID]; r != nil {
 			table, src = r, r.attrs[int16(f.TableAttributeNumber)].name
 		}
-		p := colPlan{name: name, textual: textualTypes[f.DataTypeOID] || f.Format == 0 && f.DataTypeOID >= 16384}
+		p := colPlan{name: name, textual: textualTypes[f.DataTypeOID] || f.Format == 0 && f.DataTypeOID >= firstUserOID}
 		switch {
 		case f.DataTypeOID == oidJSON:
 			p.json = true
@@ -105,7 +120,9 @@ func (m *resultMasker) describe(rd *pgproto3.RowDescription, rels map[uint32]*re
 				break
 			}
 		}
-		p.detector = m.det != nil && (p.textual || p.jsonb)
+		container := containerTypes[f.DataTypeOID] || f.Format == 1 && f.DataTypeOID >= firstUserOID
+		p.detector = m.det != nil && (p.textual || p.jsonb || container)
+		p.nullHit = container
 		m.plan[i] = p
 	}
 }
@@ -187,6 +204,14 @@ func (m *resultMasker) value(i int, notNull bool, v []byte) ([]byte, bool) {
 			return []byte(jsonString(r)), true
 		}
 		return []byte(r), true
+	case p.detector && p.nullHit:
+		// Scanned as text (text format) or as raw bytes (binary format,
+		// where text elements appear verbatim).
+		if _, k := m.det.Bytes(v); k > 0 {
+			m.counts[p.name] += int64(k)
+			return nil, true
+		}
+		return v, false
 	case p.detector:
 		prefix := 0
 		if p.jsonb && len(v) > 0 {

@@ -65,11 +65,20 @@ func defString(arg any) string {
 	return ""
 }
 
-// checkMaskable refuses, before anything runs, a COPY whose output regate
-// could not mask: binary format, or a COPY (query) under column masks.
-func checkMaskable(m *resultMasker, stmts []parse.Statement) error {
+// checkMaskable refuses, before anything runs, a statement whose output regate
+// could not mask: a COPY in binary format, or one that returns a masked
+// column other than as itself (checkColumnMasks; for COPY (query), which
+// names no columns, at all).
+func (cn *conn) checkMaskable(m *resultMasker, stmts []parse.Statement) error {
 	if m == nil {
 		return nil
+	}
+	var key maskChecked
+	if len(stmts) > 0 && len(m.cols) > 0 {
+		key = maskChecked{&stmts[0], &m.src[0], len(stmts), len(m.src)}
+		if cn.maskOK == key {
+			return nil
+		}
 	}
 	for _, st := range stmts {
 		if st.Node != "CopyStmt" {
@@ -82,10 +91,11 @@ func checkMaskable(m *resultMasker, stmts []parse.Statement) error {
 		if _, binary := copyOptions(st); binary {
 			return errors.New("the policy requires masking, which regate cannot apply to COPY in binary format")
 		}
-		if _, isQuery := cs["query"]; isQuery && len(m.cols) > 0 {
-			return errors.New("the policy requires column masks, which regate cannot apply to COPY (query); use COPY table (columns) or SELECT")
-		}
 	}
+	if err := checkColumnMasks(m.cols, stmts); err != nil {
+		return err
+	}
+	cn.maskOK = key
 	return nil
 }
 
@@ -94,11 +104,13 @@ func (cn *conn) planCopy(ctx context.Context, m *resultMasker, st parse.Statemen
 	opts, _ := copyOptions(st)
 	m.copy = &opts
 	m.planned = true
-	if len(m.cols) == 0 {
+	cs, _ := st.AST["CopyStmt"].(map[string]any)
+	if _, isQuery := cs["query"]; isQuery || len(m.cols) == 0 {
+		// Detectors only, or COPY (query), whose output checkColumnMasks
+		// found free of masked columns: detectors read the whole line.
 		m.plan = nil
 		return nil
 	}
-	cs, _ := st.AST["CopyStmt"].(map[string]any)
 	rv, _ := cs["relation"].(map[string]any)
 	schema, _ := rv["schemaname"].(string)
 	name, _ := rv["relname"].(string)
@@ -120,7 +132,7 @@ func (cn *conn) planCopy(ctx context.Context, m *resultMasker, st parse.Statemen
 	}
 	m.plan = make([]colPlan, len(cols))
 	for i, c := range cols {
-		p := colPlan{name: rel.name + "." + c.name, textual: textualTypes[c.typ] || c.typ >= 16384,
+		p := colPlan{name: rel.name + "." + c.name, textual: textualTypes[c.typ] || c.typ >= firstUserOID,
 			json: c.typ == oidJSON || c.typ == oidJSONB}
 		p.textual = p.textual || p.json
 		for _, o := range m.cols {
@@ -129,7 +141,8 @@ func (cn *conn) planCopy(ctx context.Context, m *resultMasker, st parse.Statemen
 				break
 			}
 		}
-		p.detector = m.det != nil && p.textual
+		p.detector = m.det != nil && (p.textual || containerTypes[c.typ])
+		p.nullHit = containerTypes[c.typ]
 		m.plan[i] = p
 	}
 	return nil

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/regate/regate/parse"
+	"github.com/regate/regate/policies/decision"
 	"github.com/regate/regate/proxy"
 	"github.com/regate/regate/proxy/approval"
 )
@@ -50,6 +51,20 @@ type conn struct {
 	discarding bool // after a refusal in a batch: drop messages until Sync
 
 	pending []byte // backend loop: the masked body replacing the current message
+
+	// The last statements and column masks checkColumnMasks passed
+	// (frontend loop): a prepared statement executed again, under a
+	// memoized decision, shares both. The pointers keep them alive, so an
+	// equal pointer is the same statement.
+	maskOK maskChecked
+}
+
+// maskChecked names statements and mask obligations checkColumnMasks passed.
+type maskChecked struct {
+	stmt   *parse.Statement
+	mask   *decision.Mask
+	nStmts int
+	nMasks int
 }
 
 // itemKind is the kind of a request forwarded upstream whose response the
