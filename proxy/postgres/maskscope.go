@@ -172,7 +172,7 @@ func (c *maskCheck) statement(ast map[string]any, outer *scope) error {
 			}
 			if set, ok := b["targetList"].([]any); ok && node == "UpdateStmt" {
 				for _, t := range set {
-					rt, _ := t.(map[string]any)["ResTarget"].(map[string]any)
+					rt := child(t, "ResTarget")
 					if err := c.expr(rt["val"], sc, "through UPDATE … RETURNING"); err != nil {
 						return err
 					}
@@ -194,6 +194,13 @@ func selectBody(v any) map[string]any {
 	return m
 }
 
+// child returns v's member key as a map (nil when v is not a map or has none).
+func child(v any, key string) map[string]any {
+	m, _ := v.(map[string]any)
+	c, _ := m[key].(map[string]any)
+	return c
+}
+
 func firstKey(m map[string]bool) string {
 	for k := range m {
 		return k
@@ -210,7 +217,7 @@ func (c *maskCheck) with(v any, outer *scope) (*scope, error) {
 	}
 	ctes, _ := w["ctes"].([]any)
 	for _, x := range ctes {
-		cte, _ := x.(map[string]any)["CommonTableExpr"].(map[string]any)
+		cte := child(x, "CommonTableExpr")
 		name, _ := cte["ctename"].(string)
 		q, _ := cte["ctequery"].(map[string]any)
 		var out map[string]bool
@@ -304,7 +311,7 @@ func (c *maskCheck) setOp(b map[string]any, sc *scope, mode outMode) (map[string
 	if len(arms) > 0 {
 		list, _ := arms[0]["targetList"].([]any)
 		for _, t := range list {
-			rt, _ := t.(map[string]any)["ResTarget"].(map[string]any)
+			rt := child(t, "ResTarget")
 			name, _ := rt["name"].(string)
 			if name == "" {
 				if f := refFields(rt["val"]); len(f) > 0 {
@@ -329,7 +336,7 @@ func (c *maskCheck) setOp(b map[string]any, sc *scope, mode outMode) (map[string
 		}
 		list, _ := arm["targetList"].([]any)
 		for i, t := range list {
-			rt, _ := t.(map[string]any)["ResTarget"].(map[string]any)
+			rt := child(t, "ResTarget")
 			f := refFields(rt["val"])
 			if len(f) == 0 || f[len(f)-1] == "*" {
 				if len(f) > 0 {
@@ -453,7 +460,7 @@ func (c *maskCheck) fromItem(v any, sc *scope) error {
 func (c *maskCheck) targets(list []any, sc *scope, mode outMode) (map[string]bool, error) {
 	out := map[string]bool{}
 	for _, t := range list {
-		rt, _ := t.(map[string]any)["ResTarget"].(map[string]any)
+		rt := child(t, "ResTarget")
 		alias, _ := rt["name"].(string)
 		alias = strings.ToLower(alias)
 		val := rt["val"]
