@@ -100,16 +100,27 @@ func TestDefaultColumnMasks(t *testing.T) {
 		t.Fatalf("the table changed: %q", got)
 	}
 	// The record counts what was masked, never the values.
-	counted := 0
+	counted, shown, blocked := 0, 0, 0
 	for _, s := range listSessions(t, gw) {
 		rep, _, _ := testenv.Run(t, "replay", s.ID, "--json", "--store", gw.Store)
 		leaks(t, "the record", rep)
 		if strings.Contains(rep, `"customers.email": 3`) && strings.Contains(rep, `"customers.card_number": 1`) {
 			counted++
 		}
+		text, _, _ := testenv.Run(t, "replay", s.ID, "--store", gw.Store)
+		if strings.Contains(text, "masked: customers.card_number=1 customers.email=3") {
+			shown++
+		}
+		// Allowed by the policy, refused by regate: BLOCK, not ALLOW.
+		if strings.Contains(text, "BLOCK  SELECT lower(email) FROM customers") {
+			blocked++
+		}
 	}
-	if counted < 3 { // the plain SELECT, the aliased SELECT and the join
-		t.Errorf("masked counts recorded in %d sessions, want >= 3", counted)
+	if counted < 3 || shown != counted { // the plain SELECT, the aliased SELECT and the join
+		t.Errorf("masked counts recorded in %d sessions and shown by replay in %d, want >= 3 both", counted, shown)
+	}
+	if blocked != 1 {
+		t.Errorf("replay shows the refused computed column as BLOCK in %d sessions, want 1", blocked)
 	}
 }
 

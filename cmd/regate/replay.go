@@ -60,7 +60,10 @@ func printCommand(w io.Writer, ts string, ev recorder.Event, out *recorder.Outco
 	}
 	verdict := "DENY "
 	d := ev.Decision
-	if d != nil && d.Allow {
+	switch {
+	case d != nil && d.Allow && out != nil && out.Status == recorder.StatusBlocked:
+		verdict = "BLOCK" // allowed by the policy, refused by regate (e.g. a mask it cannot apply)
+	case d != nil && d.Allow:
 		verdict = "ALLOW"
 	}
 	fmt.Fprintf(w, "%s  %s  %s\n", ts, verdict, oneLine(text))
@@ -77,6 +80,14 @@ func printCommand(w io.Writer, ts string, ev recorder.Event, out *recorder.Outco
 		fmt.Fprintf(w, "    outcome: ok %s (%d rows)\n", strings.Join(out.Tags, ", "), out.Rows)
 	default:
 		fmt.Fprintf(w, "    outcome: %s %s\n", out.Status, outcomeError(out))
+	}
+	if out != nil && len(out.Masked) > 0 {
+		cols := make([]string, 0, len(out.Masked))
+		for c, n := range out.Masked {
+			cols = append(cols, fmt.Sprintf("%s=%d", c, n))
+		}
+		sort.Strings(cols)
+		fmt.Fprintf(w, "    masked: %s\n", strings.Join(cols, " "))
 	}
 }
 
