@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 )
@@ -133,5 +134,7 @@ func errorFields(body []byte) (code, message string) {
 }
 
 func fatal(code, msg string) *pgproto3.ErrorResponse {
+	// pgproto3's "X body is invalid %s" ends in a space when it has no details.
+	msg = strings.TrimSpace(msg)
 	return &pgproto3.ErrorResponse{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: code, Message: msg}
 }
