@@ -432,6 +432,25 @@ func (c *maskCheck) fromItem(v any, sc *scope) error {
 				return err
 			}
 		}
+		// A FULL JOIN merges a USING (or NATURAL) column into COALESCE(left,
+		// right), which has no source: only its name can match a mask.
+		if jt, _ := j["jointype"].(string); jt == "JOIN_FULL" {
+			using, _ := j["usingClause"].([]any)
+			for _, u := range using {
+				if n := strings.ToLower(stringNode(u)); sc.isTainted(n) && !c.byName[n] {
+					return &maskEscape{column: n, how: "as a FULL JOIN … USING column"}
+				}
+			}
+			if natural, _ := j["isNatural"].(bool); natural {
+				for s := sc; s != nil; s = s.outer {
+					for n := range s.tainted {
+						if !c.byName[n] {
+							return &maskEscape{column: n, how: "as a NATURAL FULL JOIN column"}
+						}
+					}
+				}
+			}
+		}
 		if n := alias(j); n != "" {
 			sc.items[n] = true
 		}

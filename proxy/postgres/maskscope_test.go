@@ -67,6 +67,10 @@ func TestCheckColumnMasks(t *testing.T) {
 		{"UPDATE t SET x = c.email FROM customers c RETURNING x", true},
 		{"SELECT 1; SELECT md5(email) FROM customers", true},
 		{"VALUES ((SELECT email FROM customers LIMIT 1))", true},
+		{"SELECT card_number FROM customers FULL JOIN leads USING (card_number)", true}, // COALESCE: no source
+		{"SELECT email FROM customers FULL JOIN leads USING (email)", false},            // the name still matches
+		{"SELECT email FROM customers JOIN leads USING (card_number)", false},
+		{"SELECT * FROM customers NATURAL FULL JOIN leads", true},
 	}
 	for _, tc := range cases {
 		stmts, err := p.Parse(tc.q)
