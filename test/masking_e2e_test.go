@@ -1,8 +1,11 @@
 package test
 
 import (
+	"errors"
 	"strings"
 	"testing"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/regate/regate/test/testenv"
 )
@@ -60,6 +63,19 @@ func TestDefaultColumnMasks(t *testing.T) {
 	}
 	// The extended protocol, binary formats included.
 	ctx, conn := connectPgx(t, gw.Listen, tok)
+	// PostgreSQL's error texts can quote a value (here a failed cast in
+	// WHERE): for a statement that reads a masked column they are withheld,
+	// the SQLSTATE stays; other statements keep theirs.
+	var pgErr *pgconn.PgError
+	_, err := conn.Exec(ctx, "SELECT id FROM customers WHERE card_number::numeric > $1", 0)
+	if !errors.As(err, &pgErr) || pgErr.Code != "22P02" || !strings.Contains(pgErr.Message, "withheld") {
+		t.Fatalf("error of a statement reading a masked column: %v, want 22P02 with its text withheld", err)
+	}
+	leaks(t, "an error text", pgErr.Message+pgErr.Detail)
+	if _, err := conn.Exec(ctx, "SELECT id / 0 FROM customers WHERE id = $1", 1); !errors.As(err, &pgErr) ||
+		pgErr.Message != "division by zero" {
+		t.Fatalf("error of a statement reading no masked column: %v, want PostgreSQL's own text", err)
+	}
 	// Past the memo's learning point, and alternating with an allowed
 	// statement under the same (memoized) masks, every execution is checked.
 	for i := range 12 {
@@ -153,6 +169,11 @@ decision := {"allow": true, "mask": [
 	r = testenv.PsqlVia(t, gw.Listen, "agent-c", "app", tok, []string{"COPY people (notes, secret) TO STDOUT"})
 	if want := "paid with ****-****-****-1111, receipt to <email>\t[hidden]"; r.Out != want {
 		t.Fatalf("COPY: got %q, want %q (err %q)", r.Out, want, r.Err)
+	}
+	// A custom delimiter that occurs in the data (PostgreSQL escapes it).
+	r = testenv.PsqlVia(t, gw.Listen, "agent-c", "app", tok, []string{`COPY people (notes, secret) TO STDOUT WITH (DELIMITER '@')`})
+	if want := "paid with ****-****-****-1111, receipt to <email>@[hidden]"; r.Out != want {
+		t.Fatalf("COPY with DELIMITER '@': got %q, want %q (err %q)", r.Out, want, r.Err)
 	}
 	ctx, conn := connectPgx(t, gw.Listen, tok)
 	var notes string

@@ -92,7 +92,15 @@ func (cn *conn) track(ctx context.Context, typ byte, body []byte) (bool, error) 
 			cn.finish(ctx, it)
 		}
 	case 'E':
+		if it.masker != nil && it.masker.redact {
+			body = redactNotice(body)
+			cn.pending = body
+		}
 		return cn.trackError(ctx, it, body)
+	case 'N':
+		if it.masker != nil && it.masker.redact {
+			cn.pending = redactNotice(body)
+		}
 	case 'Z':
 		if len(body) == 1 {
 			cn.txStatus = body[0]

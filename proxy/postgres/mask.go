@@ -48,6 +48,7 @@ type resultMasker struct {
 	counts  map[string]int64
 	planned bool
 	copy    *copyOut // set during COPY … TO STDOUT
+	redact  bool     // withhold error and notice texts (readsMasked)
 }
 
 // colPlan is what one result column gets.
@@ -291,4 +292,24 @@ func (cn *conn) planMask(ctx context.Context, m *resultMasker, body []byte) erro
 	}
 	m.describe(&rd, rels)
 	return nil
+}
+
+// redactNotice withholds the texts of an ErrorResponse or NoticeResponse body
+// that may quote a masked value; the severity, SQLSTATE, position and the
+// names of schema, table, column and constraint stay.
+func redactNotice(body []byte) []byte {
+	var e pgproto3.ErrorResponse
+	if err := e.Decode(body); err != nil {
+		e = pgproto3.ErrorResponse{Severity: "ERROR", SeverityUnlocalized: "ERROR", Code: "XX000"}
+	}
+	e.Message = fmt.Sprintf("regate: the server's message is withheld: the statement reads a masked column, "+
+		"and the message may quote its value (SQLSTATE %s)", e.Code)
+	e.Detail, e.Hint, e.Where, e.InternalQuery, e.Routine = "", "", "", "", ""
+	e.InternalPosition, e.UnknownFields = 0, nil
+	enc, err := e.Encode(nil)
+	if err != nil || len(enc) < 5 {
+		enc, _ = (&pgproto3.ErrorResponse{Severity: "ERROR", SeverityUnlocalized: "ERROR", Code: "XX000",
+			Message: "regate: the server's message is withheld"}).Encode(nil)
+	}
+	return enc[5:] // the body, without the type byte and length
 }

@@ -75,8 +75,9 @@ func (cn *conn) checkMaskable(m *resultMasker, stmts []parse.Statement) error {
 	}
 	var key maskChecked
 	if len(stmts) > 0 && len(m.cols) > 0 {
-		key = maskChecked{&stmts[0], &m.src[0], len(stmts), len(m.src)}
-		if cn.maskOK == key {
+		key = maskChecked{&stmts[0], &m.src[0], len(stmts), len(m.src), false}
+		if ok := cn.maskOK; ok.stmt == key.stmt && ok.mask == key.mask && ok.nStmts == key.nStmts && ok.nMasks == key.nMasks {
+			m.redact = ok.redact
 			return nil
 		}
 	}
@@ -95,6 +96,8 @@ func (cn *conn) checkMaskable(m *resultMasker, stmts []parse.Statement) error {
 	if err := checkColumnMasks(m.cols, stmts); err != nil {
 		return err
 	}
+	m.redact = len(m.cols) > 0 && readsMasked(m.cols, stmts)
+	key.redact = m.redact
 	cn.maskOK = key
 	return nil
 }
@@ -185,7 +188,7 @@ func (m *resultMasker) copyRow(row []byte) ([]byte, error) {
 func (c *copyOut) split(row []byte) ([][]byte, error) {
 	row = bytes.TrimSuffix(row, []byte("\n"))
 	if !c.csv {
-		parts := bytes.Split(row, []byte(string(c.delim)))
+		parts := splitEscaped(row, byte(c.delim))
 		for i, p := range parts {
 			if string(p) == c.null {
 				parts[i] = nil
@@ -218,6 +221,9 @@ func (c *copyOut) join(fields [][]byte) []byte {
 				parts[i] = c.null
 			} else {
 				parts[i] = escapeCopy(string(f))
+				if c.delim != '\t' {
+					parts[i] = strings.ReplaceAll(parts[i], string(c.delim), `\`+string(c.delim))
+				}
 			}
 		}
 		return []byte(strings.Join(parts, string(c.delim)) + "\n")
@@ -237,6 +243,23 @@ func (c *copyOut) join(fields [][]byte) []byte {
 var copyEscapes = strings.NewReplacer(`\`, `\\`, "\t", `\t`, "\n", `\n`, "\r", `\r`)
 
 func escapeCopy(s string) string { return copyEscapes.Replace(s) }
+
+// splitEscaped cuts a text-format COPY row at delim, skipping a delimiter
+// escaped with a backslash (PostgreSQL writes a delimiter inside a value so).
+func splitEscaped(row []byte, delim byte) [][]byte {
+	var parts [][]byte
+	start := 0
+	for i := 0; i < len(row); i++ {
+		switch row[i] {
+		case '\\':
+			i++
+		case delim:
+			parts = append(parts, row[start:i])
+			start = i + 1
+		}
+	}
+	return append(parts, row[start:])
+}
 
 func unescapeCopy(s string) string {
 	if !strings.Contains(s, `\`) {

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 
 	"github.com/regate/regate/parse"
@@ -13,18 +14,20 @@ import (
 // through subqueries and WITH queries, which PostgreSQL follows), its source
 // table and attribute. A value computed from a masked column (lower(email),
 // email || '', string_agg(email, ','), a scalar subquery, ARRAY(SELECT email
-// …)), a whole-row value (SELECT p FROM people p, row_to_json(p)) or a set
-// operation's column under another name has neither, so no column mask could
+// …)), a whole-row value (SELECT p FROM people p, row_to_json(p), p.to_json)
+// or a column PostgreSQL reports without a source (a set operation's, a FULL
+// JOIN's merged one) under another name has neither, so no column mask could
 // find it. checkColumnMasks refuses such statements before they run, from
 // their syntax trees: a statement returns a masked column only as itself.
 //
 // The check is by name and errs on the side of refusing: a column mask names
 // a column ("email", "customers.email"), and every column of that name, in
-// any table, counts as masked, as do the names a subquery or WITH query gives
-// a masked column. What statements read in WHERE, JOIN, GROUP BY, HAVING and
-// ORDER BY is not output and is not checked. Views and functions that return
-// a masked column under another name are not visible in the statement: mask
-// their columns too, or use detectors.
+// any table, counts as masked, as do the names a subquery, a WITH query or a
+// column alias list gives a masked column (any alias in such a list, since
+// positions are not tracked). What statements read in WHERE, JOIN, GROUP BY,
+// HAVING and ORDER BY is not output and is not checked. Views and functions
+// that return a masked column under another name are not visible in the
+// statement: mask their columns too, or use detectors.
 
 // outMode is where a select list's values go.
 type outMode int
@@ -36,29 +39,50 @@ const (
 	outCopy                 // to the client through COPY, which names no columns
 )
 
+// wholeRowFuncs are functions that functional notation (c.f means f(c))
+// applies to a whole row: c.row_to_json returns every column of c.
+var wholeRowFuncs = map[string]bool{
+	"row_to_json": true, "to_json": true, "to_jsonb": true, "hstore": true,
+	"text": true, "varchar": true, "bpchar": true, "name": true, "json": true, "jsonb": true,
+}
+
 // maskCheck is the state of checkColumnMasks.
 type maskCheck struct {
 	masked map[string]bool // masked column names, lower case (last part of each mask)
 	byName map[string]bool // names an unqualified mask matches by result name alone
 }
 
-// scope is what names mean in one select: the names that carry masked values
-// (masked columns, and names subqueries and WITH queries gave them) and the
-// names of its FROM items (a bare one in a select list is a whole-row value).
+// taint maps the names that carry masked values to whether the value is
+// sourceless: a column RowDescription reports without its source table (a
+// set operation's, a FULL JOIN's merged column), which only its name can
+// match to a mask.
+type taint map[string]bool
+
+func (t taint) add(o taint) {
+	for k, v := range o {
+		t[k] = t[k] || v
+	}
+}
+
+// scope is what names mean in one select: the names that carry masked values,
+// the names of its FROM items (a bare one in a select list is a whole-row
+// value) and its WITH queries.
 type scope struct {
-	tainted map[string]bool
+	tainted taint
 	items   map[string]bool
-	ctes    map[string]map[string]bool // WITH query name -> its tainted output names
+	ctes    map[string]taint // WITH query name -> its tainted output names
 	outer   *scope
 }
 
-func (s *scope) isTainted(n string) bool {
+// lookup reports whether n carries a masked value in s or a scope around it,
+// and whether that value is sourceless.
+func (s *scope) lookup(n string) (tainted, sourceless bool) {
 	for ; s != nil; s = s.outer {
-		if s.tainted[n] {
-			return true
+		if v, ok := s.tainted[n]; ok {
+			return true, v
 		}
 	}
-	return false
+	return false, false
 }
 
 func (s *scope) isItem(n string) bool {
@@ -70,7 +94,7 @@ func (s *scope) isItem(n string) bool {
 	return false
 }
 
-func (s *scope) cte(n string) (map[string]bool, bool) {
+func (s *scope) cte(n string) (taint, bool) {
 	for ; s != nil; s = s.outer {
 		if t, ok := s.ctes[n]; ok {
 			return t, true
@@ -81,13 +105,25 @@ func (s *scope) cte(n string) (map[string]bool, bool) {
 
 // maskEscape is a way a masked column leaves a statement unmasked.
 type maskEscape struct {
-	column string
-	how    string
+	columns string // the masked column's name, or the masked names
+	how     string
 }
 
 func (e *maskEscape) Error() string {
-	return fmt.Sprintf("the policy masks column %q, which this statement returns %s, where regate cannot mask it "+
-		"(a column mask applies to a column returned as itself)", e.column, e.how)
+	return fmt.Sprintf("the policy masks column %s, which this statement returns %s, where regate cannot mask it "+
+		"(a column mask applies to a column returned as itself)", e.columns, e.how)
+}
+
+func (c *maskCheck) escape(column, how string) *maskEscape {
+	if column != "" {
+		return &maskEscape{columns: fmt.Sprintf("%q", column), how: how}
+	}
+	names := make([]string, 0, len(c.masked))
+	for n := range c.masked {
+		names = append(names, fmt.Sprintf("%q", n))
+	}
+	sort.Strings(names)
+	return &maskEscape{columns: strings.Join(names, ", "), how: how}
 }
 
 // checkColumnMasks refuses statements that would return a value from a
@@ -110,6 +146,14 @@ func checkColumnMasks(cols []decision.Mask, stmts []parse.Statement) error {
 		}
 	}
 	return nil
+}
+
+func (c *maskCheck) newScope(outer *scope) *scope {
+	sc := &scope{tainted: taint{}, items: map[string]bool{}, ctes: map[string]taint{}, outer: outer}
+	for k := range c.masked {
+		sc.tainted[k] = false
+	}
+	return sc
 }
 
 func (c *maskCheck) statement(ast map[string]any, outer *scope) error {
@@ -143,9 +187,6 @@ func (c *maskCheck) statement(ast map[string]any, outer *scope) error {
 			if err != nil {
 				return err
 			}
-			for k := range c.masked {
-				sc.tainted[k] = true
-			}
 			if rv, ok := b["relation"].(map[string]any); ok {
 				if err := c.fromItem(map[string]any{"RangeVar": rv}, sc); err != nil {
 					return err
@@ -166,16 +207,18 @@ func (c *maskCheck) statement(ast map[string]any, outer *scope) error {
 				if err != nil {
 					return err
 				}
-				if n := firstKey(out); n != "" {
-					return &maskEscape{column: n, how: "through INSERT … RETURNING"}
+				if len(out) > 0 {
+					return c.escape(firstName(out), "through INSERT … RETURNING")
 				}
 			}
-			if set, ok := b["targetList"].([]any); ok && node == "UpdateStmt" {
-				for _, t := range set {
-					rt := child(t, "ResTarget")
-					if err := c.expr(rt["val"], sc, "through UPDATE … RETURNING"); err != nil {
-						return err
-					}
+			sets, _ := b["targetList"].([]any)
+			if oc, ok := b["onConflictClause"].(map[string]any); ok {
+				more, _ := oc["targetList"].([]any)
+				sets = append(append([]any(nil), sets...), more...)
+			}
+			for _, t := range sets {
+				if err := c.expr(child(t, "ResTarget")["val"], sc, "through a written value and RETURNING"); err != nil {
+					return err
 				}
 			}
 			_, err = c.targets(ret, sc, outTop)
@@ -201,16 +244,22 @@ func child(v any, key string) map[string]any {
 	return c
 }
 
-func firstKey(m map[string]bool) string {
-	for k := range m {
-		return k
+// firstName returns the smallest name of t, for a stable message.
+func firstName(t taint) string {
+	names := make([]string, 0, len(t))
+	for k := range t {
+		names = append(names, k)
 	}
-	return ""
+	sort.Strings(names)
+	if len(names) == 0 {
+		return ""
+	}
+	return names[0]
 }
 
 // with reads a WITH clause into a new scope below outer.
 func (c *maskCheck) with(v any, outer *scope) (*scope, error) {
-	sc := &scope{tainted: map[string]bool{}, items: map[string]bool{}, ctes: map[string]map[string]bool{}, outer: outer}
+	sc := c.newScope(outer)
 	w, _ := v.(map[string]any)
 	if inner, ok := w["WithClause"].(map[string]any); ok {
 		w = inner
@@ -220,7 +269,7 @@ func (c *maskCheck) with(v any, outer *scope) (*scope, error) {
 		cte := child(x, "CommonTableExpr")
 		name, _ := cte["ctename"].(string)
 		q, _ := cte["ctequery"].(map[string]any)
-		var out map[string]bool
+		var out taint
 		if sb, ok := q["SelectStmt"].(map[string]any); ok {
 			var err error
 			if out, err = c.sel(sb, sc, outInner); err != nil {
@@ -229,49 +278,47 @@ func (c *maskCheck) with(v any, outer *scope) (*scope, error) {
 		} else if err := c.statement(q, sc); err != nil { // a data-modifying WITH query
 			return nil, err
 		}
-		sc.ctes[strings.ToLower(name)] = renamed(out, cte["aliascolnames"])
+		sc.ctes[strings.ToLower(name)] = renamed(out, cte["aliascolnames"], false)
 	}
 	return sc, nil
 }
 
-// renamed applies a column alias list to tainted output names: when any
-// output is tainted, every alias is (the check does not track positions).
-func renamed(out map[string]bool, aliases any) map[string]bool {
+// renamed applies a column alias list to tainted output names. Positions are
+// not tracked: when any output is tainted, every alias is (sourceless when
+// any output is, or when sourceless is set).
+func renamed(out taint, aliases any, sourceless bool) taint {
 	list, _ := aliases.([]any)
 	if len(out) == 0 || len(list) == 0 {
 		return out
 	}
-	res := map[string]bool{}
-	for k := range out {
-		res[k] = true
+	res := taint{}
+	res.add(out)
+	for _, v := range out {
+		sourceless = sourceless || v
 	}
 	for _, a := range list {
 		if s := stringNode(a); s != "" {
-			res[strings.ToLower(s)] = true
+			res[strings.ToLower(s)] = res[strings.ToLower(s)] || sourceless
 		}
 	}
 	return res
 }
 
 func stringNode(v any) string {
-	m, _ := v.(map[string]any)
-	s, _ := m["String"].(map[string]any)
+	s := child(v, "String")
 	sv, _ := s["sval"].(string)
 	return sv
 }
 
 // sel checks one select in mode and returns the output names that carry
 // masked values.
-func (c *maskCheck) sel(b map[string]any, outer *scope, mode outMode) (map[string]bool, error) {
+func (c *maskCheck) sel(b map[string]any, outer *scope, mode outMode) (taint, error) {
 	sc, err := c.with(b["withClause"], outer)
 	if err != nil {
 		return nil, err
 	}
 	if op, _ := b["op"].(string); op != "" && op != "SETOP_NONE" {
 		return c.setOp(b, sc, mode)
-	}
-	for k := range c.masked {
-		sc.tainted[k] = true
 	}
 	from, _ := b["fromClause"].([]any)
 	for _, it := range from {
@@ -293,7 +340,7 @@ func (c *maskCheck) sel(b map[string]any, outer *scope, mode outMode) (map[strin
 // setOp checks UNION, INTERSECT and EXCEPT: their columns have no source, so
 // a masked value must sit where the first branch's column has a name that an
 // unqualified mask matches by itself.
-func (c *maskCheck) setOp(b map[string]any, sc *scope, mode outMode) (map[string]bool, error) {
+func (c *maskCheck) setOp(b map[string]any, sc *scope, mode outMode) (taint, error) {
 	var arms []map[string]any
 	var flatten func(m map[string]any)
 	flatten = func(m map[string]any) {
@@ -321,57 +368,62 @@ func (c *maskCheck) setOp(b map[string]any, sc *scope, mode outMode) (map[string
 			first = append(first, strings.ToLower(name))
 		}
 	}
-	out := map[string]bool{}
+	out := taint{}
 	for _, arm := range arms {
 		armMode := outInner
 		if mode == outExpr {
 			armMode = outExpr
 		}
-		tainted, err := c.sel(arm, sc, armMode)
+		armOut, err := c.sel(arm, sc, armMode)
 		if err != nil {
 			return nil, err
 		}
-		if len(tainted) == 0 {
+		if len(armOut) == 0 {
 			continue
 		}
 		list, _ := arm["targetList"].([]any)
 		for i, t := range list {
 			rt := child(t, "ResTarget")
 			f := refFields(rt["val"])
-			if len(f) == 0 || f[len(f)-1] == "*" {
-				if len(f) > 0 {
-					return nil, &maskEscape{column: firstKey(c.masked), how: "through * in a UNION, INTERSECT or EXCEPT"}
-				}
+			if len(f) == 0 {
 				continue
 			}
 			name := strings.ToLower(f[len(f)-1])
-			if !sc.isTainted(name) && !tainted[name] {
+			if name == "*" {
+				return nil, c.escape("", "through * in a UNION, INTERSECT or EXCEPT")
+			}
+			if alias, _ := rt["name"].(string); alias != "" {
+				name = strings.ToLower(alias)
+			}
+			if !armHas(armOut, name) {
 				continue
 			}
-			if i >= len(first) {
-				return nil, &maskEscape{column: name, how: "in a UNION, INTERSECT or EXCEPT"}
-			}
-			if mode == outInner || mode == outExpr {
+			switch {
+			case i >= len(first):
+				return nil, c.escape(name, "in a UNION, INTERSECT or EXCEPT")
+			case mode == outInner || mode == outExpr:
 				out[first[i]] = true
-				continue
-			}
-			if !c.byName[first[i]] || mode == outCopy {
-				return nil, &maskEscape{column: name, how: "in a UNION, INTERSECT or EXCEPT column named otherwise"}
+			case !c.byName[first[i]] || mode == outCopy:
+				return nil, c.escape(name, "in a UNION, INTERSECT or EXCEPT column named otherwise")
 			}
 		}
 	}
 	if mode == outExpr && len(out) > 0 {
-		return nil, &maskEscape{column: firstKey(out), how: "inside an expression"}
+		return nil, c.escape(firstName(out), "inside an expression")
 	}
 	return out, nil
+}
+
+func armHas(t taint, n string) bool {
+	_, ok := t[n]
+	return ok
 }
 
 // refFields returns a bare column reference's names ("*" for a star), or nil
 // when v is not a column reference.
 func refFields(v any) []string {
-	m, _ := v.(map[string]any)
-	cr, ok := m["ColumnRef"].(map[string]any)
-	if !ok {
+	cr := child(v, "ColumnRef")
+	if cr == nil {
 		return nil
 	}
 	fields, _ := cr["fields"].([]any)
@@ -387,46 +439,50 @@ func refFields(v any) []string {
 	return out
 }
 
+func aliasOf(x map[string]any) (name string, colnames any) {
+	a, _ := x["alias"].(map[string]any)
+	n, _ := a["aliasname"].(string)
+	return strings.ToLower(n), a["colnames"]
+}
+
 // fromItem adds a FROM item's names to sc.
 func (c *maskCheck) fromItem(v any, sc *scope) error {
 	m, _ := v.(map[string]any)
-	alias := func(x map[string]any) string {
-		a, _ := x["alias"].(map[string]any)
-		n, _ := a["aliasname"].(string)
-		return strings.ToLower(n)
-	}
 	switch {
 	case m["RangeVar"] != nil:
-		rv, _ := m["RangeVar"].(map[string]any)
+		rv := child(m, "RangeVar")
 		name, _ := rv["relname"].(string)
 		name = strings.ToLower(name)
-		if a := alias(rv); a != "" {
-			sc.items[a] = true
-		} else {
-			sc.items[name] = true
+		a, cols := aliasOf(rv)
+		if a == "" {
+			a = name
 		}
+		sc.items[a] = true
+		src := taint{}
 		if schema, _ := rv["schemaname"].(string); schema == "" {
 			if t, ok := sc.cte(name); ok {
-				for k := range t {
-					sc.tainted[k] = true
-				}
+				src = t
 			}
 		}
+		for k := range c.masked { // a table's own columns, by position in an alias list
+			if _, ok := src[k]; !ok {
+				src[k] = false
+			}
+		}
+		sc.tainted.add(renamed(src, cols, false))
 	case m["RangeSubselect"] != nil:
-		rs, _ := m["RangeSubselect"].(map[string]any)
+		rs := child(m, "RangeSubselect")
 		out, err := c.sel(selectBody(rs["subquery"]), sc, outInner)
 		if err != nil {
 			return err
 		}
-		a, _ := rs["alias"].(map[string]any)
-		for k := range renamed(out, a["colnames"]) {
-			sc.tainted[k] = true
-		}
-		if n := alias(rs); n != "" {
-			sc.items[n] = true
+		a, cols := aliasOf(rs)
+		sc.tainted.add(renamed(out, cols, false))
+		if a != "" {
+			sc.items[a] = true
 		}
 	case m["JoinExpr"] != nil:
-		j, _ := m["JoinExpr"].(map[string]any)
+		j := child(m, "JoinExpr")
 		for _, side := range []string{"larg", "rarg"} {
 			if err := c.fromItem(j[side], sc); err != nil {
 				return err
@@ -437,37 +493,46 @@ func (c *maskCheck) fromItem(v any, sc *scope) error {
 		if jt, _ := j["jointype"].(string); jt == "JOIN_FULL" {
 			using, _ := j["usingClause"].([]any)
 			for _, u := range using {
-				if n := strings.ToLower(stringNode(u)); sc.isTainted(n) && !c.byName[n] {
-					return &maskEscape{column: n, how: "as a FULL JOIN … USING column"}
+				n := strings.ToLower(stringNode(u))
+				if tainted, _ := sc.lookup(n); tainted {
+					sc.tainted[n] = true
 				}
 			}
 			if natural, _ := j["isNatural"].(bool); natural {
 				for s := sc; s != nil; s = s.outer {
 					for n := range s.tainted {
-						if !c.byName[n] {
-							return &maskEscape{column: n, how: "as a NATURAL FULL JOIN column"}
-						}
+						sc.tainted[n] = true
 					}
 				}
 			}
 		}
-		if n := alias(j); n != "" {
-			sc.items[n] = true
+		if a, cols := aliasOf(j); a != "" {
+			sc.items[a] = true
+			all := taint{}
+			all.add(sc.tainted)
+			sc.tainted.add(renamed(all, cols, true))
 		}
-	case m["RangeFunction"] != nil:
-		rf, _ := m["RangeFunction"].(map[string]any)
-		if err := c.expr(rf["functions"], sc, "through a function in FROM"); err != nil {
+	case m["RangeTableSample"] != nil:
+		ts := child(m, "RangeTableSample")
+		if err := c.fromItem(ts["relation"], sc); err != nil {
 			return err
 		}
-		if n := alias(rf); n != "" {
-			sc.items[n] = true
-		}
+		return c.expr(ts["args"], sc, "in TABLESAMPLE")
 	default:
-		// RangeTableFunc (XMLTABLE), RangeTableSample and others: their
-		// arguments are expressions.
+		// RangeFunction, RangeTableFunc (XMLTABLE) and others: their
+		// arguments are expressions, and their aliases are items.
 		for _, x := range m {
-			if err := c.expr(x, sc, "through a FROM item"); err != nil {
-				return err
+			xm, _ := x.(map[string]any)
+			if a, _ := aliasOf(xm); a != "" {
+				sc.items[a] = true
+			}
+			for k, arg := range xm {
+				if k == "alias" {
+					continue
+				}
+				if err := c.expr(arg, sc, "through a function in FROM"); err != nil {
+					return err
+				}
 			}
 		}
 	}
@@ -476,62 +541,78 @@ func (c *maskCheck) fromItem(v any, sc *scope) error {
 
 // targets checks a select list (or RETURNING list) in mode and returns its
 // tainted output names.
-func (c *maskCheck) targets(list []any, sc *scope, mode outMode) (map[string]bool, error) {
-	out := map[string]bool{}
+func (c *maskCheck) targets(list []any, sc *scope, mode outMode) (taint, error) {
+	out := taint{}
 	for _, t := range list {
 		rt := child(t, "ResTarget")
 		alias, _ := rt["name"].(string)
 		alias = strings.ToLower(alias)
 		val := rt["val"]
-		if f := refFields(val); f != nil {
-			last := strings.ToLower(f[len(f)-1])
-			switch {
-			case last == "*":
-				// Expanded into columns with their sources; in a subquery,
-				// every name in scope may come through.
-				if mode == outCopy || mode == outExpr {
-					return nil, &maskEscape{column: firstKey(c.masked), how: "through * in " + modeName(mode)}
-				}
-				for s := sc; s != nil; s = s.outer {
-					for k := range s.tainted {
-						out[k] = true
-					}
-				}
-			case len(f) == 1 && sc.isItem(last) && !sc.isTainted(last):
-				return nil, &maskEscape{column: firstKey(c.masked), how: fmt.Sprintf("inside the whole-row value %q", f[0])}
-			case sc.isTainted(last):
-				if mode == outCopy || mode == outExpr {
-					return nil, &maskEscape{column: last, how: modeName(mode)}
-				}
-				name := last
-				if alias != "" {
-					name = alias
-				}
-				out[name] = true
+		f := refFields(val)
+		if f == nil {
+			if err := c.expr(val, sc, "inside an expression"); err != nil {
+				return nil, err
 			}
 			continue
 		}
-		if mode == outTop && alias == "" {
-			// A bare cast keeps the column's name: an unqualified mask
-			// matches it by name.
-			m, _ := val.(map[string]any)
-			if tc, ok := m["TypeCast"].(map[string]any); ok {
-				if f := refFields(tc["arg"]); len(f) > 0 && c.byName[strings.ToLower(f[len(f)-1])] {
-					continue
-				}
-			}
-		}
-		if err := c.expr(val, sc, "inside an expression"); err != nil {
+		last := strings.ToLower(f[len(f)-1])
+		if err := c.wholeRow(f, sc); err != nil {
 			return nil, err
 		}
+		if last == "*" {
+			// Expanded into columns with their sources; in a subquery,
+			// every name in scope may come through.
+			if mode == outCopy || mode == outExpr {
+				return nil, c.escape("", "through * "+modeName(mode))
+			}
+			for s := sc; s != nil; s = s.outer {
+				for k, sourceless := range s.tainted {
+					if mode == outTop && sourceless && !c.byName[k] {
+						return nil, c.escape(k, "through *, as a column without a source under a name no mask matches")
+					}
+					out[k] = out[k] || sourceless
+				}
+			}
+			continue
+		}
+		tainted, sourceless := sc.lookup(last)
+		if !tainted {
+			continue
+		}
+		name := last
+		if alias != "" {
+			name = alias
+		}
+		switch mode {
+		case outCopy, outExpr:
+			return nil, c.escape(last, modeName(mode))
+		case outTop:
+			if sourceless && !c.byName[name] {
+				return nil, c.escape(last, "as a column without a source (set operation, FULL JOIN) under a name no mask matches")
+			}
+		}
+		out[name] = out[name] || sourceless
 	}
 	return out, nil
+}
+
+// wholeRow refuses a reference to a whole row: a FROM item's bare name (c),
+// c.*, or c.f for a function that takes a row (functional notation). A bare
+// c.* in a select list is expanded into columns and handled by the caller.
+func (c *maskCheck) wholeRow(f []string, sc *scope) error {
+	switch {
+	case len(f) == 1 && f[0] != "*" && sc.isItem(strings.ToLower(f[0])):
+		return c.escape("", fmt.Sprintf("inside the whole-row value %q", f[0]))
+	case len(f) >= 2 && wholeRowFuncs[strings.ToLower(f[len(f)-1])] && sc.isItem(strings.ToLower(f[len(f)-2])):
+		return c.escape("", fmt.Sprintf("inside the whole-row value %s", strings.Join(f, ".")))
+	}
+	return nil
 }
 
 func modeName(mode outMode) string {
 	switch mode {
 	case outCopy:
-		return "through COPY (query)"
+		return "in COPY (query), which names no columns"
 	case outExpr:
 		return "inside an expression"
 	}
@@ -551,14 +632,15 @@ func (c *maskCheck) expr(v any, sc *scope, how string) error {
 		}
 	case map[string]any:
 		if f := refFields(v); f != nil {
+			if err := c.wholeRow(f, sc); err != nil {
+				return err
+			}
 			last := strings.ToLower(f[len(f)-1])
-			switch {
-			case last == "*":
-				return &maskEscape{column: firstKey(c.masked), how: "through * " + how}
-			case sc.isTainted(last):
-				return &maskEscape{column: last, how: how}
-			case len(f) == 1 && sc.isItem(last):
-				return &maskEscape{column: firstKey(c.masked), how: fmt.Sprintf("inside the whole-row value %q", f[0])}
+			if last == "*" {
+				return c.escape("", "through * "+how)
+			}
+			if tainted, _ := sc.lookup(last); tainted {
+				return c.escape(last, how)
 			}
 			return nil
 		}
@@ -573,11 +655,6 @@ func (c *maskCheck) expr(v any, sc *scope, how string) error {
 			_, err := c.sel(selectBody(sl["subselect"]), sc, outExpr)
 			return err
 		}
-		if fc, ok := v["FuncCall"].(map[string]any); ok {
-			if name, _ := fc["funcname"].([]any); len(name) > 0 && strings.EqualFold(stringNode(name[len(name)-1]), "count") {
-				return nil // a number, whatever it counts
-			}
-		}
 		for _, x := range v {
 			if err := c.expr(x, sc, how); err != nil {
 				return err
@@ -585,4 +662,69 @@ func (c *maskCheck) expr(v any, sc *scope, how string) error {
 		}
 	}
 	return nil
+}
+
+// readsMasked reports whether stmts name a masked column anywhere (also in
+// WHERE, JOIN, ORDER BY …), a star or a whole row: PostgreSQL's error and
+// notice texts may then quote a masked value (`invalid input syntax for type
+// integer: "ann@example.com"`, a unique violation's key), so they are
+// withheld (redactNotice).
+func readsMasked(cols []decision.Mask, stmts []parse.Statement) bool {
+	masked := map[string]bool{}
+	for _, o := range cols {
+		parts := strings.Split(strings.ToLower(o.Column), ".")
+		masked[parts[len(parts)-1]] = true
+	}
+	items := map[string]bool{}
+	var collect func(v any)
+	collect = func(v any) {
+		switch v := v.(type) {
+		case []any:
+			for _, x := range v {
+				collect(x)
+			}
+		case map[string]any:
+			for k, x := range v {
+				if k == "RangeVar" || k == "alias" {
+					xm, _ := x.(map[string]any)
+					for _, key := range []string{"relname", "aliasname"} {
+						if n, _ := xm[key].(string); n != "" {
+							items[strings.ToLower(n)] = true
+						}
+					}
+				}
+				collect(x)
+			}
+		}
+	}
+	found := false
+	var find func(v any)
+	find = func(v any) {
+		if found {
+			return
+		}
+		switch v := v.(type) {
+		case []any:
+			for _, x := range v {
+				find(x)
+			}
+		case map[string]any:
+			if f := refFields(v); f != nil {
+				last := strings.ToLower(f[len(f)-1])
+				found = last == "*" || masked[last] || len(f) == 1 && items[last] ||
+					len(f) >= 2 && wholeRowFuncs[last] && items[strings.ToLower(f[len(f)-2])]
+				return
+			}
+			for _, x := range v {
+				find(x)
+			}
+		}
+	}
+	for _, st := range stmts {
+		collect(st.AST)
+	}
+	for _, st := range stmts {
+		find(st.AST)
+	}
+	return found
 }

@@ -26,9 +26,10 @@ func TestCheckColumnMasks(t *testing.T) {
 		{"SELECT c.* FROM customers c", false},
 		{"SELECT e FROM (SELECT email AS e FROM customers) s", false},
 		{"WITH c AS (SELECT email FROM customers) SELECT * FROM c", false},
-		{"SELECT email::varchar FROM customers", false},
+		{"SELECT email::varchar FROM customers", true}, // a cast's error text would show the value
 		{"SELECT email FROM customers UNION SELECT email FROM leads", false},
-		{"SELECT count(email), count(*) FROM customers", false},
+		{"SELECT count(*), count(1) FROM customers", false},
+		{"SELECT count(email) FROM customers", true}, // count may be another schema's function
 		{"SELECT id FROM customers WHERE lower(email) LIKE '%@example.com' ORDER BY email", false},
 		{"SELECT id FROM customers WHERE id IN (SELECT cid FROM orders WHERE email IS NULL)", false},
 		{"SELECT EXISTS (SELECT email FROM customers)", false},
@@ -71,6 +72,27 @@ func TestCheckColumnMasks(t *testing.T) {
 		{"SELECT email FROM customers FULL JOIN leads USING (email)", false},            // the name still matches
 		{"SELECT email FROM customers JOIN leads USING (card_number)", false},
 		{"SELECT * FROM customers NATURAL FULL JOIN leads", true},
+		// Found by red-teaming: alias lists, functional notation, TABLESAMPLE,
+		// renamed sourceless columns, an item named like a masked column,
+		// ON CONFLICT, a function named count.
+		{"SELECT lower(e), k || '' FROM customers AS c(i, n, e, k)", true},
+		{"WITH x AS (SELECT email FROM customers) SELECT upper(e) FROM x AS y(e)", true},
+		{"COPY (SELECT lower(e) FROM customers c(a, b, e)) TO STDOUT", true},
+		{"SELECT c.row_to_json FROM customers c", true},
+		{"SELECT customers.to_jsonb FROM customers", true},
+		{"COPY (SELECT c.row_to_json FROM customers c) TO STDOUT", true},
+		{"SELECT c FROM customers c TABLESAMPLE SYSTEM (100)", true},
+		{"SELECT email AS x FROM customers a FULL JOIN customers b USING (email)", true},
+		{"SELECT email AS x FROM customers a NATURAL FULL JOIN customers b", true},
+		{"SELECT e FROM (SELECT email AS e FROM customers UNION ALL SELECT NULL) s", true},
+		{"SELECT y FROM (SELECT email AS e FROM customers UNION ALL SELECT 'x' AS e) s(y)", true},
+		{"SELECT * FROM (SELECT email AS e FROM customers UNION ALL SELECT NULL) s", true},
+		{"WITH RECURSIVE r(e) AS (SELECT email FROM customers UNION SELECT e FROM r) SELECT e FROM r", true},
+		{"SELECT email AS x FROM (SELECT id, email AS e, card_number AS k FROM customers) email", true},
+		{"INSERT INTO customers(id, name) VALUES (1, 'z') ON CONFLICT (id) DO UPDATE SET notes = customers.email RETURNING notes", true},
+		{"SELECT pg_temp.count(email) FROM customers", true},
+		{"SELECT e FROM (SELECT email AS e FROM customers) s", false}, // a source through the subquery
+		{"SELECT email FROM (SELECT email FROM customers UNION SELECT email FROM leads) s", false},
 	}
 	for _, tc := range cases {
 		stmts, err := p.Parse(tc.q)

@@ -65,6 +65,7 @@ type maskChecked struct {
 	mask   *decision.Mask
 	nStmts int
 	nMasks int
+	redact bool // readsMasked's answer
 }
 
 // itemKind is the kind of a request forwarded upstream whose response the
