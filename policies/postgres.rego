@@ -7,8 +7,10 @@
 #
 # Blocked: DROP (any object, schema, database or role), TRUNCATE, DELETE and
 # UPDATE without WHERE (also inside WITH, EXPLAIN ANALYZE or PREPARE), ALTER
-# SYSTEM, COPY ... PROGRAM, the server_file_functions below, CREATE ROLE,
-# ALTER ROLE and GRANT. Everything else is allowed.
+# SYSTEM, COPY ... PROGRAM, the server_file_functions and
+# value_export_functions below, DO blocks and CREATE FUNCTION/PROCEDURE (code
+# the parse cannot see into), CREATE ROLE, ALTER ROLE and GRANT. Everything
+# else is allowed.
 package regate.postgres
 
 # server_file_functions read or write files on the database server; a
@@ -20,6 +22,18 @@ server_file_functions := {
 	"pg_read_binary_file",
 	"pg_read_file",
 	"pg_stat_file",
+}
+
+# value_export_functions hand a value to something outside the statement's
+# result (a setting, a notification, another database): called with a masked
+# column in a WHERE clause, they would carry its value past the masks. A
+# statement calling one of them is blocked.
+value_export_functions := {
+	"dblink",
+	"dblink_exec",
+	"dblink_send_query",
+	"pg_notify",
+	"set_config",
 }
 
 # statements are the parsed statements of a postgres request (undefined for
@@ -110,6 +124,27 @@ _deny contains msg if {
 	stmt := input.postgres.statements[i]
 	msg := sprintf("%s() is not allowed: it reads or writes files on the database server (called in %s)", [name, _subject(_verb(stmt), stmt)])
 }
+
+_deny contains msg if {
+	some i in _checked
+	some fn in input.postgres.statements[i].functions
+	name := _base_name(fn)
+	name in value_export_functions
+	stmt := input.postgres.statements[i]
+	msg := sprintf("%s() is not allowed: it passes values outside the result, past the masks (called in %s)", [name, _subject(_verb(stmt), stmt)])
+}
+
+# A DO block or a function's body is code the parse does not see into: it
+# could run any statement the rules here block, or RAISE what it reads.
+_deny contains msg if {
+	some i in _checked
+	some node, verb in _opaque_code_nodes
+	_is_at(i, verb, node)
+	stmt := input.postgres.statements[i]
+	msg := sprintf("%s is not allowed: it runs code the policy cannot see into (%s)", [verb, _subject(verb, stmt)])
+}
+
+_opaque_code_nodes := {"DoStmt": "DO", "CreateFunctionStmt": "CREATE FUNCTION"}
 
 _deny contains msg if {
 	some i in _checked

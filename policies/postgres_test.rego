@@ -237,6 +237,20 @@ test_server_file_function_names_relation if {
 	deny_for([s]) == {"pg_ls_dir() is not allowed: it reads or writes files on the database server (called in SELECT t)"}
 }
 
+test_value_export_functions_blocked if {
+	every name in postgres.value_export_functions {
+		deny_for([select_call(name)]) == {sprintf("%s() is not allowed: it passes values outside the result, past the masks (called in SELECT)", [name])}
+	}
+}
+
+test_do_block_blocked if {
+	deny_for([stmt("DO", "DoStmt", {"args": []})]) == {"DO is not allowed: it runs code the policy cannot see into (DO)"}
+}
+
+test_create_function_blocked if {
+	deny_for([stmt("CREATE", "CreateFunctionStmt", {"funcname": [{"String": {"sval": "f"}}]})]) == {"CREATE FUNCTION is not allowed: it runs code the policy cannot see into (CREATE FUNCTION)"}
+}
+
 test_pg_sleep_allowed if {
 	count(deny_for([select_call("pg_sleep")])) == 0
 }
