@@ -4,12 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"maps"
-	mrand "math/rand/v2"
 	"strings"
 
-	"github.com/google/uuid"
 	"github.com/open-policy-agent/opa/v1/ast"
 	opametrics "github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
@@ -53,7 +50,7 @@ func (e *Engine) DecideEncoded(ctx context.Context, input *parse.Input, enc *par
 }
 
 func (e *Engine) decide(ctx context.Context, input *parse.Input, enc *parse.Encoding, out *ast.Value) decision.Decision {
-	d := decision.Decision{ID: newDecisionID(), Path: e.path}
+	d := decision.Decision{ID: decision.NewID(), Path: e.path}
 	if input == nil {
 		return deny(d, "policy evaluation failed: no input document")
 	}
@@ -77,7 +74,7 @@ func (e *Engine) decide(ctx context.Context, input *parse.Input, enc *parse.Enco
 // recorded in the store or in an exported decision log (what-if, replays).
 // Like Decide it never fails: a document that is not a JSON object denies.
 func (e *Engine) DecideJSON(ctx context.Context, input []byte) decision.Decision {
-	d := decision.Decision{ID: newDecisionID(), Path: e.path}
+	d := decision.Decision{ID: decision.NewID(), Path: e.path}
 	var doc any
 	if err := util.UnmarshalJSON(input, &doc); err != nil {
 		return deny(d, "policy evaluation failed: input is not JSON: "+err.Error())
@@ -192,17 +189,6 @@ func (e *Engine) eval(ctx context.Context, d decision.Decision, keys *memoKeys, 
 		}
 	}
 	return apply(d, d.Result)
-}
-
-// newDecisionID returns a random (version 4) UUID.
-func newDecisionID() string {
-	id, err := uuid.NewRandom()
-	if err != nil {
-		// crypto/rand does not fail on supported platforms; should it ever,
-		// the runtime's random source still gives a 128-bit unique ID.
-		return fmt.Sprintf("%016x%016x", mrand.Uint64(), mrand.Uint64())
-	}
-	return id.String()
 }
 
 // deny turns d into a denying decision for a broken contract or a failed

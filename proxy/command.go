@@ -6,7 +6,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/regate/regate/parse"
 	"github.com/regate/regate/policies/decision"
 	"github.com/regate/regate/proxy/approval"
@@ -63,7 +62,7 @@ func (s *Session) Authorize(ctx context.Context, in *parse.Input) *Command {
 // Refuse records a command that regate refuses before asking the policy (for
 // example SQL that does not parse). reason is shown to the client and stored.
 func (s *Session) Refuse(ctx context.Context, in *parse.Input, reason string) *Command {
-	d := decision.Decision{ID: newDecisionID(), Reasons: []string{reason}, Error: reason}
+	d := decision.Decision{ID: decision.NewID(), Reasons: []string{reason}, Error: reason}
 	c := &Command{s: s, Decision: d, Message: "regate: blocked: " + reason}
 	c.record(ctx, in)
 	return c
@@ -152,13 +151,4 @@ func (c *Command) Done(ctx context.Context, out recorder.Outcome) {
 // commit of its own, nothing waits on it to go ahead.
 type deferredAppender interface {
 	AppendDeferred(ctx context.Context, ev *recorder.Event, then func(error))
-}
-
-// newDecisionID returns a random (version 4) UUID, the form the policy
-// engine gives its decision IDs.
-func newDecisionID() string {
-	if id, err := uuid.NewRandom(); err == nil {
-		return id.String()
-	}
-	return NewID() // crypto/rand does not fail on supported platforms
 }

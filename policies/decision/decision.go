@@ -1,6 +1,12 @@
 package decision
 
-import "encoding/json"
+import (
+	"encoding/json"
+	"fmt"
+	mrand "math/rand/v2"
+
+	"github.com/google/uuid"
+)
 
 // Decision is the outcome of evaluating the policy for one input document.
 //
@@ -54,4 +60,16 @@ type Mask struct {
 // Bundle is the revision of one active bundle.
 type Bundle struct {
 	Revision string `json:"revision"`
+}
+
+// NewID returns a new decision ID: a random (version 4) UUID, the form both
+// the policy engine's decisions and the refusals made before asking it carry.
+func NewID() string {
+	id, err := uuid.NewRandom()
+	if err != nil {
+		// crypto/rand does not fail on supported platforms; should it ever,
+		// the runtime's random source still gives a 128-bit unique ID.
+		return fmt.Sprintf("%016x%016x", mrand.Uint64(), mrand.Uint64())
+	}
+	return id.String()
 }
