@@ -75,9 +75,9 @@ func (cn *conn) checkMaskable(m *resultMasker, stmts []parse.Statement) error {
 	}
 	var key maskChecked
 	if len(stmts) > 0 && len(m.cols) > 0 {
-		key = maskChecked{&stmts[0], &m.src[0], len(stmts), len(m.src), false}
-		if ok := cn.maskOK; ok.stmt == key.stmt && ok.mask == key.mask && ok.nStmts == key.nStmts && ok.nMasks == key.nMasks {
-			m.redact = ok.redact
+		key = maskChecked{&stmts[0], &m.src[0], len(stmts), len(m.src), cn.maskOK.redact}
+		if cn.maskOK == key {
+			m.redact = key.redact
 			return nil
 		}
 	}

@@ -1,0 +1,363 @@
+package postgres
+
+import (
+	"fmt"
+	"strings"
+)
+
+// The select-level walk of checkColumnMasks (maskscope.go): select lists,
+// set operations, FROM items and expressions.
+
+// sel checks one select in mode and returns the output names that carry
+// masked values.
+func (c *maskCheck) sel(b map[string]any, outer *scope, mode outMode) (taint, error) {
+	sc, err := c.with(b["withClause"], outer)
+	if err != nil {
+		return nil, err
+	}
+	if op, _ := b["op"].(string); op != "" && op != "SETOP_NONE" {
+		return c.setOp(b, sc, mode)
+	}
+	from, _ := b["fromClause"].([]any)
+	for _, it := range from {
+		if err := c.fromItem(it, sc); err != nil {
+			return nil, err
+		}
+	}
+	if vals, ok := b["valuesLists"].([]any); ok {
+		for _, row := range vals {
+			if err := c.expr(row, sc, "from VALUES"); err != nil {
+				return nil, err
+			}
+		}
+	}
+	list, _ := b["targetList"].([]any)
+	return c.targets(list, sc, mode)
+}
+
+// setOp checks UNION, INTERSECT and EXCEPT: their columns have no source, so
+// a masked value must sit where the first branch's column has a name that an
+// unqualified mask matches by itself.
+func (c *maskCheck) setOp(b map[string]any, sc *scope, mode outMode) (taint, error) {
+	var arms []map[string]any
+	var flatten func(m map[string]any)
+	flatten = func(m map[string]any) {
+		if op, _ := m["op"].(string); op != "" && op != "SETOP_NONE" {
+			l, _ := m["larg"].(map[string]any)
+			r, _ := m["rarg"].(map[string]any)
+			flatten(l)
+			flatten(r)
+			return
+		}
+		arms = append(arms, m)
+	}
+	flatten(b)
+	var first []string // the first branch's column names
+	if len(arms) > 0 {
+		list, _ := arms[0]["targetList"].([]any)
+		for _, t := range list {
+			rt := child(t, "ResTarget")
+			name, _ := rt["name"].(string)
+			if name == "" {
+				if f := refFields(rt["val"]); len(f) > 0 {
+					name = f[len(f)-1]
+				}
+			}
+			first = append(first, strings.ToLower(name))
+		}
+	}
+	out := taint{}
+	for _, arm := range arms {
+		armMode := outInner
+		if mode == outExpr {
+			armMode = outExpr
+		}
+		armOut, err := c.sel(arm, sc, armMode)
+		if err != nil {
+			return nil, err
+		}
+		if len(armOut) == 0 {
+			continue
+		}
+		list, _ := arm["targetList"].([]any)
+		for i, t := range list {
+			rt := child(t, "ResTarget")
+			f := refFields(rt["val"])
+			if len(f) == 0 {
+				continue
+			}
+			name := strings.ToLower(f[len(f)-1])
+			if name == "*" {
+				return nil, c.escape("", "through * in a UNION, INTERSECT or EXCEPT")
+			}
+			if alias, _ := rt["name"].(string); alias != "" {
+				name = strings.ToLower(alias)
+			}
+			if !armHas(armOut, name) {
+				continue
+			}
+			switch {
+			case i >= len(first):
+				return nil, c.escape(name, "in a UNION, INTERSECT or EXCEPT")
+			case mode == outInner || mode == outExpr:
+				out[first[i]] = true
+			case !c.byName[first[i]] || mode == outCopy:
+				return nil, c.escape(name, "in a UNION, INTERSECT or EXCEPT column named otherwise")
+			}
+		}
+	}
+	if mode == outExpr && len(out) > 0 {
+		return nil, c.escape(firstName(out), "inside an expression")
+	}
+	return out, nil
+}
+
+func armHas(t taint, n string) bool {
+	_, ok := t[n]
+	return ok
+}
+
+// refFields returns a bare column reference's names ("*" for a star), or nil
+// when v is not a column reference.
+func refFields(v any) []string {
+	cr := child(v, "ColumnRef")
+	if cr == nil {
+		return nil
+	}
+	fields, _ := cr["fields"].([]any)
+	out := make([]string, 0, len(fields))
+	for _, f := range fields {
+		fm, _ := f.(map[string]any)
+		if _, star := fm["A_Star"]; star {
+			out = append(out, "*")
+			continue
+		}
+		out = append(out, stringNode(f))
+	}
+	return out
+}
+
+func aliasOf(x map[string]any) (name string, colnames any) {
+	a, _ := x["alias"].(map[string]any)
+	n, _ := a["aliasname"].(string)
+	return strings.ToLower(n), a["colnames"]
+}
+
+// fromItem adds a FROM item's names to sc.
+func (c *maskCheck) fromItem(v any, sc *scope) error {
+	m, _ := v.(map[string]any)
+	switch {
+	case m["RangeVar"] != nil:
+		rv := child(m, "RangeVar")
+		name, _ := rv["relname"].(string)
+		name = strings.ToLower(name)
+		a, cols := aliasOf(rv)
+		if a == "" {
+			a = name
+		}
+		sc.items[a] = true
+		src := taint{}
+		if schema, _ := rv["schemaname"].(string); schema == "" {
+			if t, ok := sc.cte(name); ok {
+				src = t
+			}
+		}
+		for k := range c.masked { // a table's own columns, by position in an alias list
+			if _, ok := src[k]; !ok {
+				src[k] = false
+			}
+		}
+		sc.tainted.add(renamed(src, cols, false))
+	case m["RangeSubselect"] != nil:
+		rs := child(m, "RangeSubselect")
+		out, err := c.sel(selectBody(rs["subquery"]), sc, outInner)
+		if err != nil {
+			return err
+		}
+		a, cols := aliasOf(rs)
+		sc.tainted.add(renamed(out, cols, false))
+		if a != "" {
+			sc.items[a] = true
+		}
+	case m["JoinExpr"] != nil:
+		j := child(m, "JoinExpr")
+		for _, side := range []string{"larg", "rarg"} {
+			if err := c.fromItem(j[side], sc); err != nil {
+				return err
+			}
+		}
+		// A FULL JOIN merges a USING (or NATURAL) column into COALESCE(left,
+		// right), which has no source: only its name can match a mask.
+		if jt, _ := j["jointype"].(string); jt == "JOIN_FULL" {
+			using, _ := j["usingClause"].([]any)
+			for _, u := range using {
+				n := strings.ToLower(stringNode(u))
+				if tainted, _ := sc.lookup(n); tainted {
+					sc.tainted[n] = true
+				}
+			}
+			if natural, _ := j["isNatural"].(bool); natural {
+				for s := sc; s != nil; s = s.outer {
+					for n := range s.tainted {
+						sc.tainted[n] = true
+					}
+				}
+			}
+		}
+		if a, cols := aliasOf(j); a != "" {
+			sc.items[a] = true
+			all := taint{}
+			all.add(sc.tainted)
+			sc.tainted.add(renamed(all, cols, true))
+		}
+	case m["RangeTableSample"] != nil:
+		ts := child(m, "RangeTableSample")
+		if err := c.fromItem(ts["relation"], sc); err != nil {
+			return err
+		}
+		return c.expr(ts["args"], sc, "in TABLESAMPLE")
+	default:
+		// RangeFunction, RangeTableFunc (XMLTABLE) and others: their
+		// arguments are expressions, and their aliases are items.
+		for _, x := range m {
+			xm, _ := x.(map[string]any)
+			if a, _ := aliasOf(xm); a != "" {
+				sc.items[a] = true
+			}
+			for k, arg := range xm {
+				if k == "alias" {
+					continue
+				}
+				if err := c.expr(arg, sc, "through a function in FROM"); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// targets checks a select list (or RETURNING list) in mode and returns its
+// tainted output names.
+func (c *maskCheck) targets(list []any, sc *scope, mode outMode) (taint, error) {
+	out := taint{}
+	for _, t := range list {
+		rt := child(t, "ResTarget")
+		alias, _ := rt["name"].(string)
+		alias = strings.ToLower(alias)
+		val := rt["val"]
+		f := refFields(val)
+		if f == nil {
+			if err := c.expr(val, sc, "inside an expression"); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		last := strings.ToLower(f[len(f)-1])
+		if err := c.wholeRow(f, sc); err != nil {
+			return nil, err
+		}
+		if last == "*" {
+			// Expanded into columns with their sources; in a subquery,
+			// every name in scope may come through.
+			if mode == outCopy || mode == outExpr {
+				return nil, c.escape("", "through * "+modeName(mode))
+			}
+			for s := sc; s != nil; s = s.outer {
+				for k, sourceless := range s.tainted {
+					if mode == outTop && sourceless && !c.byName[k] {
+						return nil, c.escape(k, "through *, as a column without a source under a name no mask matches")
+					}
+					out[k] = out[k] || sourceless
+				}
+			}
+			continue
+		}
+		tainted, sourceless := sc.lookup(last)
+		if !tainted {
+			continue
+		}
+		name := last
+		if alias != "" {
+			name = alias
+		}
+		switch mode {
+		case outCopy, outExpr:
+			return nil, c.escape(last, modeName(mode))
+		case outTop:
+			if sourceless && !c.byName[name] {
+				return nil, c.escape(last, "as a column without a source (set operation, FULL JOIN) under a name no mask matches")
+			}
+		}
+		out[name] = out[name] || sourceless
+	}
+	return out, nil
+}
+
+// wholeRow refuses a reference to a whole row: a FROM item's bare name (c),
+// c.*, or c.f for a function that takes a row (functional notation). A bare
+// c.* in a select list is expanded into columns and handled by the caller.
+func (c *maskCheck) wholeRow(f []string, sc *scope) error {
+	switch {
+	case len(f) == 1 && f[0] != "*" && sc.isItem(strings.ToLower(f[0])):
+		return c.escape("", fmt.Sprintf("inside the whole-row value %q", f[0]))
+	case len(f) >= 2 && wholeRowFuncs[strings.ToLower(f[len(f)-1])] && sc.isItem(strings.ToLower(f[len(f)-2])):
+		return c.escape("", fmt.Sprintf("inside the whole-row value %s", strings.Join(f, ".")))
+	}
+	return nil
+}
+
+func modeName(mode outMode) string {
+	switch mode {
+	case outCopy:
+		return "in COPY (query), which names no columns"
+	case outExpr:
+		return "inside an expression"
+	}
+	return "as a column"
+}
+
+// expr checks that an expression reads no masked value: no reference to a
+// tainted name, no whole-row value, and no subquery returning either. The
+// subqueries of EXISTS, IN, ANY and ALL return nothing but a truth value.
+func (c *maskCheck) expr(v any, sc *scope, how string) error {
+	switch v := v.(type) {
+	case []any:
+		for _, x := range v {
+			if err := c.expr(x, sc, how); err != nil {
+				return err
+			}
+		}
+	case map[string]any:
+		if f := refFields(v); f != nil {
+			if err := c.wholeRow(f, sc); err != nil {
+				return err
+			}
+			last := strings.ToLower(f[len(f)-1])
+			if last == "*" {
+				return c.escape("", "through * "+how)
+			}
+			if tainted, _ := sc.lookup(last); tainted {
+				return c.escape(last, how)
+			}
+			return nil
+		}
+		if sl, ok := v["SubLink"].(map[string]any); ok {
+			if err := c.expr(sl["testexpr"], sc, how); err != nil {
+				return err
+			}
+			switch t, _ := sl["subLinkType"].(string); t {
+			case "EXISTS_SUBLINK", "ANY_SUBLINK", "ALL_SUBLINK":
+				return nil
+			}
+			_, err := c.sel(selectBody(sl["subselect"]), sc, outExpr)
+			return err
+		}
+		for _, x := range v {
+			if err := c.expr(x, sc, how); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
