@@ -200,3 +200,73 @@ decision := {"allow": true, "mask": [
 		t.Fatalf("pgx, binary text[] with a card number: %q, want NULL", arr)
 	}
 }
+
+// TestCopyMaskedTableResolution: a COPY of a table under column masks is
+// masked by the columns of the table the target reads, and refused before it
+// runs when regate cannot be sure which table that is (its catalog lookup
+// does not see the session's search_path or uncommitted tables).
+func TestCopyMaskedTableResolution(t *testing.T) {
+	pg, iss, gw := setup(t)
+	tok := iss.Token(t, "agent-q", audience, "agents")
+	psql := func(sqls ...string) testenv.PsqlResult {
+		return testenv.PsqlVia(t, gw.Listen, "agent-q", "app", tok, sqls)
+	}
+	noLeak := func(t *testing.T, what string, r testenv.PsqlResult, secrets ...string) {
+		t.Helper()
+		for _, s := range secrets {
+			if strings.Contains(r.Out+r.Err, s) {
+				t.Errorf("%s leaks %q: out %q err %q", what, s, r.Out, r.Err)
+			}
+		}
+	}
+	const qualify = "qualify it with its schema"
+	// Inside a transaction block, or next to other statements, an
+	// unqualified name is refused; a qualified one runs, masked.
+	r := psql("BEGIN", "COPY customers TO STDOUT", "COMMIT")
+	if !strings.Contains(r.Err, "42501") || !strings.Contains(r.Err, qualify) {
+		t.Errorf("unqualified COPY in a transaction: out %q err %q, want a refusal", r.Out, r.Err)
+	}
+	noLeak(t, "COPY in a transaction", r, "ann@example.com")
+	r = psql("SELECT 1; COPY customers TO STDOUT")
+	if !strings.Contains(r.Err, qualify) {
+		t.Errorf("unqualified COPY next to another statement: out %q err %q, want a refusal", r.Out, r.Err)
+	}
+	r = psql("BEGIN", "COPY public.customers TO STDOUT", "COMMIT")
+	if !strings.Contains(r.Out, "Ann") || r.Err != "" {
+		t.Errorf("qualified COPY in a transaction: out %q err %q", r.Out, r.Err)
+	}
+	noLeak(t, "qualified COPY in a transaction", r, "ann@example.com")
+	// The lookup sees committed columns: a column added in the same
+	// transaction makes the rows differ from the plan, and the session ends
+	// (the client is told why and disconnected, it does not hang).
+	r = psql("BEGIN", "ALTER TABLE public.customers ADD COLUMN extra text", "COPY public.customers TO STDOUT")
+	if !strings.Contains(r.Err, "cannot mask the results") || !strings.Contains(r.Err, "has 4 fields, expected 3") {
+		t.Errorf("COPY of a table altered in the transaction: out %q err %q, want the session ended", r.Out, r.Err)
+	}
+	noLeak(t, "COPY of a table altered in the transaction", r, "ann@example.com")
+
+	// A second table of the same name, email in another position.
+	pg.Psql(t, "app", `CREATE SCHEMA other AUTHORIZATION app;
+		CREATE TABLE other.customers (email text, id int, name text);
+		INSERT INTO other.customers VALUES ('zoe@example.com', 9, 'Zoe');
+		ALTER TABLE other.customers OWNER TO app;`)
+	r = psql("SET search_path = other, public", "COPY customers TO STDOUT")
+	if !strings.Contains(r.Err, "more than one schema (other, public)") {
+		t.Errorf("ambiguous COPY: out %q err %q, want a refusal naming both schemas", r.Out, r.Err)
+	}
+	noLeak(t, "ambiguous COPY", r, "zoe@example.com", "ann@example.com")
+	r = psql("COPY other.customers TO STDOUT")
+	if !strings.Contains(r.Out, "Zoe") || r.Err != "" {
+		t.Errorf("COPY other.customers: out %q err %q", r.Out, r.Err)
+	}
+	noLeak(t, "COPY other.customers", r, "zoe@example.com")
+	pg.Psql(t, "app", `DROP SCHEMA other CASCADE`)
+
+	// A temporary table shadows a permanent one of the same name.
+	r = psql("CREATE TEMP TABLE customers (email text, id int)",
+		"INSERT INTO customers VALUES ('tmp@example.com', 1)", "COPY customers TO STDOUT")
+	if !strings.Contains(r.Err, "more than one schema (pg_temp_") {
+		t.Errorf("COPY of a name a temporary table shadows: out %q err %q, want a refusal", r.Out, r.Err)
+	}
+	noLeak(t, "COPY of a temporary table", r, "tmp@example.com")
+}

@@ -24,6 +24,9 @@ func (cn *conn) backendLoop(ctx context.Context) error {
 			return err
 		}
 		if err := cn.relayBackend(ctx, typ, body); err != nil {
+			// The client may be waiting for more (rows, COPY data): the
+			// closed connection ends its wait, and the frontend loop's.
+			cn.client.Close()
 			return err
 		}
 	}
@@ -60,7 +63,7 @@ func (cn *conn) track(ctx context.Context, typ byte, body []byte) (bool, error) 
 	it := cn.head()
 	if it == nil {
 		if typ == 'Z' && len(body) == 1 {
-			cn.txStatus = body[0]
+			cn.setTxStatus(body[0])
 		}
 		return true, nil
 	}
@@ -103,7 +106,7 @@ func (cn *conn) track(ctx context.Context, typ byte, body []byte) (bool, error) 
 		}
 	case 'Z':
 		if len(body) == 1 {
-			cn.txStatus = body[0]
+			cn.setTxStatus(body[0])
 		}
 		cn.endBatch(ctx)
 	default:
@@ -165,7 +168,7 @@ func (cn *conn) maskResult(ctx context.Context, it *item, typ byte, body []byte)
 		if idx >= len(it.stmts) {
 			return cn.planOrFail(fmt.Errorf("COPY output for an unknown statement"))
 		}
-		return cn.planOrFail(cn.planCopy(ctx, m, it.stmts[idx]))
+		return cn.planOrFail(cn.planCopy(m, idx, it.stmts[idx]))
 	case 'c':
 		m.copy = nil
 		return nil

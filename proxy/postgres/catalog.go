@@ -181,23 +181,41 @@ func (c *catalog) store(database string, rows [][][]byte, out map[uint32]*relati
 	}
 }
 
-// relationByName resolves a table named in a statement (schema "" means the
-// first visible one on the default search_path).
+// relationByName resolves the table of a COPY … TO STDOUT: schema.name when
+// schema is set, else the one relation of that name in any schema (temporary
+// ones included), for regate's side connection cannot see the client's
+// search_path: a name that several schemas hold is an error, so is one that
+// none does.
 func (c *catalog) relationByName(ctx context.Context, database, schema, name string) (*relation, error) {
 	db := c.db(database)
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	q := catalogQuery + `WHERE c.relname = $1 AND (n.nspname = $2 OR ($2 = '' AND pg_catalog.pg_table_is_visible(c.oid)))`
+	q := catalogQuery + `WHERE c.relname = $1 AND ($2 = '' OR n.nspname = $2)`
 	rows, err := c.query(ctx, db, database, q, [][]byte{[]byte(name), []byte(schema)})
 	if err != nil {
 		return nil, fmt.Errorf("cannot look up %q in the catalog: %w", name, err)
 	}
 	out := map[uint32]*relation{}
 	c.store(database, rows, out)
-	for _, r := range out {
-		return r, nil
+	switch len(out) {
+	case 0:
+		if schema != "" {
+			name = schema + "." + name
+		}
+		return nil, fmt.Errorf("table %q not found in the catalog (regate looks tables up on a connection of its own: "+
+			"name the table by its schema, and not as pg_temp)", name)
+	case 1:
+		for _, r := range out {
+			return r, nil
+		}
 	}
-	return nil, fmt.Errorf("table %q not found in the catalog", name)
+	var schemas []string
+	for _, r := range out {
+		schemas = append(schemas, r.schema)
+	}
+	sort.Strings(schemas)
+	return nil, fmt.Errorf("%q names a relation in more than one schema (%s): qualify the table with its schema",
+		name, strings.Join(schemas, ", "))
 }
 
 func (c *catalog) close() {

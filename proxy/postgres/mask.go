@@ -49,6 +49,9 @@ type resultMasker struct {
 	planned bool
 	copy    *copyOut // set during COPY … TO STDOUT
 	redact  bool     // withhold error and notice texts (readsMasked)
+	// copyRels: the tables of the COPY … TO STDOUT statements (by index in
+	// the query), looked up before the query was forwarded (copyTable).
+	copyRels map[int]*relation
 }
 
 // colPlan is what one result column gets.

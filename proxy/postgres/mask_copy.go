@@ -66,22 +66,15 @@ func defString(arg any) string {
 }
 
 // checkMaskable refuses, before anything runs, a statement whose output regate
-// could not mask: a COPY in binary format, or one that returns a masked
+// could not mask: a COPY in binary format, a COPY of a table regate cannot be
+// sure to resolve as the target will (copyTable), or one that returns a masked
 // column other than as itself (checkColumnMasks; for COPY (query), which
 // names no columns, at all).
-func (cn *conn) checkMaskable(m *resultMasker, stmts []parse.Statement) error {
+func (cn *conn) checkMaskable(ctx context.Context, m *resultMasker, stmts []parse.Statement) error {
 	if m == nil {
 		return nil
 	}
-	var key maskChecked
-	if len(stmts) > 0 && len(m.cols) > 0 {
-		key = maskChecked{&stmts[0], &m.src[0], len(stmts), len(m.src), cn.maskOK.redact}
-		if cn.maskOK == key {
-			m.redact = key.redact
-			return nil
-		}
-	}
-	for _, st := range stmts {
+	for i, st := range stmts {
 		if st.Node != "CopyStmt" {
 			continue
 		}
@@ -91,6 +84,17 @@ func (cn *conn) checkMaskable(m *resultMasker, stmts []parse.Statement) error {
 		}
 		if _, binary := copyOptions(st); binary {
 			return errors.New("the policy requires masking, which regate cannot apply to COPY in binary format")
+		}
+		if err := cn.copyTable(ctx, m, i, len(stmts), cs); err != nil {
+			return err
+		}
+	}
+	var key maskChecked
+	if len(stmts) > 0 && len(m.cols) > 0 {
+		key = maskChecked{&stmts[0], &m.src[0], len(stmts), len(m.src), cn.maskOK.redact}
+		if cn.maskOK == key {
+			m.redact = key.redact
+			return nil
 		}
 	}
 	if err := checkColumnMasks(m.cols, stmts); err != nil {
@@ -102,8 +106,39 @@ func (cn *conn) checkMaskable(m *resultMasker, stmts []parse.Statement) error {
 	return nil
 }
 
-// planCopy builds the column plan of a COPY table TO STDOUT from the catalog.
-func (cn *conn) planCopy(ctx context.Context, m *resultMasker, st parse.Statement) error {
+// copyTable resolves, before it runs, the table of statement i (of n), a
+// COPY … TO STDOUT under column masks, so that its rows are masked by the
+// columns the target will read. regate looks the name up on a connection of
+// its own, which sees neither the session's search_path nor what the session
+// has not committed (a temporary table created in the same transaction or
+// query string), so an unqualified name is taken only when it is the only
+// statement of its query, the session is outside a transaction block with
+// nothing else in flight, and the name is unique in the database.
+func (cn *conn) copyTable(ctx context.Context, m *resultMasker, i, n int, cs map[string]any) error {
+	rv, ok := cs["relation"].(map[string]any)
+	if !ok || len(m.cols) == 0 {
+		return nil // COPY (query), or detectors only: they read the whole line
+	}
+	schema, _ := rv["schemaname"].(string)
+	name, _ := rv["relname"].(string)
+	if schema == "" && (n > 1 || !cn.idle()) {
+		return fmt.Errorf("the policy masks columns, and regate cannot tell which table %q is "+
+			"in a transaction block or next to other statements: qualify it with its schema (COPY public.%s …)",
+			name, name)
+	}
+	rel, err := cn.s.catalog.relationByName(ctx, cn.database, schema, name)
+	if err != nil {
+		return err
+	}
+	if m.copyRels == nil {
+		m.copyRels = map[int]*relation{}
+	}
+	m.copyRels[i] = rel
+	return nil
+}
+
+// planCopy builds the column plan of statement idx, a COPY … TO STDOUT.
+func (cn *conn) planCopy(m *resultMasker, idx int, st parse.Statement) error {
 	opts, _ := copyOptions(st)
 	m.copy = &opts
 	m.planned = true
@@ -114,12 +149,9 @@ func (cn *conn) planCopy(ctx context.Context, m *resultMasker, st parse.Statemen
 		m.plan = nil
 		return nil
 	}
-	rv, _ := cs["relation"].(map[string]any)
-	schema, _ := rv["schemaname"].(string)
-	name, _ := rv["relname"].(string)
-	rel, err := cn.s.catalog.relationByName(ctx, cn.database, schema, name)
-	if err != nil {
-		return err
+	rel := m.copyRels[idx]
+	if rel == nil {
+		return errors.New("COPY of a table that was not looked up before it ran")
 	}
 	cols := rel.columns()
 	if list, ok := cs["attlist"].([]any); ok {

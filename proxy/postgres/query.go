@@ -58,7 +58,7 @@ func (cn *conn) authorize(ctx context.Context, q string, params []*string) autho
 	}
 	m, err := newResultMasker(cmd.Decision)
 	if err == nil {
-		err = cn.checkMaskable(m, stmts)
+		err = cn.checkMaskable(ctx, m, stmts)
 	}
 	if err != nil {
 		cmd.Deny(ctx, err.Error())

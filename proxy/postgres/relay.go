@@ -40,7 +40,7 @@ type conn struct {
 	upSecret []byte
 	secret   uint32
 	params   map[string]string
-	txStatus byte
+	txStatus byte // the last ReadyForQuery's; under qmu once the session runs
 
 	qmu   sync.Mutex
 	queue []*item // forwarded requests awaiting their response, in order
@@ -204,6 +204,23 @@ func (cn *conn) push(it *item) {
 	cn.qmu.Lock()
 	cn.queue = append(cn.queue, it)
 	cn.qmu.Unlock()
+}
+
+// setTxStatus keeps the transaction status of a ReadyForQuery (backend
+// loop).
+func (cn *conn) setTxStatus(b byte) {
+	cn.qmu.Lock()
+	cn.txStatus = b
+	cn.qmu.Unlock()
+}
+
+// idle reports whether the target has answered everything forwarded and the
+// session is outside a transaction block: what the target's catalog holds
+// for the session is then what every connection sees (frontend loop).
+func (cn *conn) idle() bool {
+	cn.qmu.Lock()
+	defer cn.qmu.Unlock()
+	return len(cn.queue) == 0 && cn.txStatus == 'I'
 }
 
 func (cn *conn) head() *item {
