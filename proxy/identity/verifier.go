@@ -96,13 +96,16 @@ func validate(cfg Config) error {
 	if u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
 		return fmt.Errorf("identity: Issuer %q is not an http(s) URL", cfg.Issuer)
 	}
-	if u.Scheme == "http" && !isLoopbackHost(u.Hostname()) {
+	if u.Scheme == "http" && !IsLoopbackHost(u.Hostname()) {
 		return fmt.Errorf("identity: Issuer %q must use https (plain http is allowed only on a loopback host)", cfg.Issuer)
 	}
 	return nil
 }
 
-func isLoopbackHost(host string) bool {
+// IsLoopbackHost reports whether host (a name or an IP address, without a
+// port) is "localhost" or a loopback address: where plain HTTP and
+// listeners without TLS are accepted.
+func IsLoopbackHost(host string) bool {
 	if strings.EqualFold(host, "localhost") {
 		return true
 	}

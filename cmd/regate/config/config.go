@@ -5,8 +5,9 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"strings"
 	"time"
+
+	"github.com/regate/regate/proxy/identity"
 )
 
 // Config is the whole configuration file.
@@ -233,11 +234,7 @@ func IsLoopback(addr string) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("%q is not host:port", addr)
 	}
-	if strings.EqualFold(host, "localhost") {
-		return true, nil
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback(), nil
+	return identity.IsLoopbackHost(host), nil
 }
 
 // LoadOPA reads a file of OPA configuration (YAML or JSON), as given under

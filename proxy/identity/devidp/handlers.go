@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/regate/regate/proxy/identity"
 )
 
 // maxBodyBytes bounds a /token request body.
@@ -99,7 +101,7 @@ func fromLoopback(r *http.Request) bool {
 	if hh, _, err := net.SplitHostPort(h); err == nil {
 		h = hh
 	}
-	return isLoopbackHost(h)
+	return identity.IsLoopbackHost(h)
 }
 
 // readTokenRequest decodes a JSON or form body.

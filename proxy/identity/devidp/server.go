@@ -18,6 +18,8 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/google/uuid"
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/regate/regate/proxy/identity"
 )
 
 const (
@@ -94,18 +96,10 @@ func checkLoopbackAddr(addr string) error {
 	if err != nil {
 		return fmt.Errorf("devidp: listen address %q: %w", addr, err)
 	}
-	if !isLoopbackHost(host) {
+	if !identity.IsLoopbackHost(host) {
 		return fmt.Errorf("devidp: refusing to listen on %q: the development issuer listens on a loopback address only (e.g. 127.0.0.1:0)", addr)
 	}
 	return nil
-}
-
-func isLoopbackHost(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // newKey generates the signing key and returns its signer and public JWKS.
