@@ -100,7 +100,7 @@ func runGateway(ctx context.Context, cfg *config.Config, log hclog.Logger, ready
 			closeAll()
 			return err
 		}
-		ln, err := net.Listen("tcp", t.Listen)
+		ln, err := listenTCP(t.Listen)
 		if err != nil {
 			closeAll()
 			return fmt.Errorf("target %q: %w", t.Name, err)
@@ -322,9 +322,31 @@ regate_recorder_copy_failures_total %d
 	return err
 }
 
+// listenTCP listens on addr in the address family its host is written in
+// (listenNetwork).
+func listenTCP(addr string) (net.Listener, error) {
+	return net.Listen(listenNetwork(addr), addr)
+}
+
+// listenNetwork: Go's "tcp" turns the IPv4 wildcard 0.0.0.0 into a
+// dual-stack [::] that also accepts IPv6 connections, which whoever wrote
+// 0.0.0.0 did not ask for; an IPv4 literal listens on "tcp4", an IPv6 one
+// on "tcp6", a name (localhost) on "tcp".
+func listenNetwork(addr string) string {
+	host, _, err := net.SplitHostPort(addr)
+	ip := net.ParseIP(host)
+	switch {
+	case err != nil || ip == nil:
+		return "tcp"
+	case ip.To4() != nil:
+		return "tcp4"
+	}
+	return "tcp6"
+}
+
 // startAdmin serves the admin API on its loopback listener.
 func startAdmin(ctx context.Context, wg *sync.WaitGroup, addr string, mux http.Handler, log hclog.Logger, errs chan<- error) error {
-	ln, err := net.Listen("tcp", addr)
+	ln, err := listenTCP(addr)
 	if err != nil {
 		return fmt.Errorf("admin.listen: %w", err)
 	}
