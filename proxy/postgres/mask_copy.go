@@ -122,8 +122,9 @@ func (cn *conn) copyTable(ctx context.Context, m *resultMasker, i, n int, cs map
 	schema, _ := rv["schemaname"].(string)
 	name, _ := rv["relname"].(string)
 	if schema == "" && (n > 1 || !cn.idle()) {
-		return fmt.Errorf("the policy masks columns, and regate cannot tell which table %q is "+
-			"in a transaction block or next to other statements: qualify it with its schema (COPY public.%s …)",
+		return fmt.Errorf("the policy masks columns, and regate cannot resolve the unqualified table %q "+
+			"inside a transaction block, next to other statements or behind requests in flight "+
+			"(it looks tables up on a connection of its own): qualify it with its schema (COPY public.%s …)",
 			name, name)
 	}
 	rel, err := cn.s.catalog.relationByName(ctx, cn.database, schema, name)
