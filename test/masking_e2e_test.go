@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/regate/regate/test/testenv"
 )
@@ -244,6 +245,36 @@ func TestCopyMaskedTableResolution(t *testing.T) {
 		t.Errorf("COPY of a table altered in the transaction: out %q err %q, want the session ended", r.Out, r.Err)
 	}
 	noLeak(t, "COPY of a table altered in the transaction", r, "ann@example.com")
+	// The extended protocol: Parse and Bind in flight run nothing, so an
+	// unqualified COPY outside a transaction resolves there too.
+	w := login(t, gw.Listen, tok)
+	for _, m := range []pgproto3.FrontendMessage{&pgproto3.Parse{Query: "COPY customers (id, email) TO STDOUT"},
+		&pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Sync{}} {
+		w.fe.Send(m)
+	}
+	if err := w.fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var data []string
+	for done := false; !done; {
+		switch m := w.receive(t).(type) {
+		case *pgproto3.CopyData:
+			data = append(data, string(m.Data))
+		case *pgproto3.ErrorResponse:
+			t.Fatalf("extended COPY: %s %s", m.Code, m.Message)
+		case *pgproto3.ReadyForQuery:
+			done = true
+		}
+	}
+	if len(data) != 3 || !strings.HasPrefix(data[0], "1\t") {
+		t.Errorf("extended COPY: rows %q, want 3", data)
+	}
+	for _, row := range data {
+		if !strings.Contains(row, "***@example.com") {
+			t.Errorf("extended COPY: row %q, want the email masked", row)
+		}
+	}
+	noLeak(t, "extended COPY", testenv.PsqlResult{Out: strings.Join(data, "")}, "ann@example.com", "bob@example.com")
 
 	// A second table of the same name, email in another position.
 	pg.Psql(t, "app", `CREATE SCHEMA other AUTHORIZATION app;

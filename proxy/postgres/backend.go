@@ -105,10 +105,11 @@ func (cn *conn) track(ctx context.Context, typ byte, body []byte) (bool, error) 
 			cn.pending = redactNotice(body)
 		}
 	case 'Z':
+		// The batch's items first: setTxStatus also clears what they set.
+		cn.endBatch(ctx)
 		if len(body) == 1 {
 			cn.setTxStatus(body[0])
 		}
-		cn.endBatch(ctx)
 	default:
 		// A marker produces nothing else the client should see.
 		return it.refusal == nil || typ == 'N' || typ == 'A' || typ == 'S', nil

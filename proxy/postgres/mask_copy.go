@@ -123,7 +123,7 @@ func (cn *conn) copyTable(ctx context.Context, m *resultMasker, i, n int, cs map
 	name, _ := rv["relname"].(string)
 	if schema == "" && (n > 1 || !cn.idle()) {
 		return fmt.Errorf("the policy masks columns, and regate cannot resolve the unqualified table %q "+
-			"inside a transaction block, next to other statements or behind requests in flight "+
+			"inside a transaction block, next to other statements or behind statements in flight "+
 			"(it looks tables up on a connection of its own): qualify it with its schema (COPY public.%s …)",
 			name, name)
 	}

@@ -42,8 +42,9 @@ type conn struct {
 	params   map[string]string
 	txStatus byte // the last ReadyForQuery's; under qmu once the session runs
 
-	qmu   sync.Mutex
-	queue []*item // forwarded requests awaiting their response, in order
+	qmu      sync.Mutex
+	queue    []*item // forwarded requests awaiting their response, in order
+	executed bool    // an Execute was answered since the last ReadyForQuery (idle)
 
 	// Frontend-loop state of the extended query protocol.
 	stmts      map[string]*prepared
@@ -211,16 +212,27 @@ func (cn *conn) push(it *item) {
 func (cn *conn) setTxStatus(b byte) {
 	cn.qmu.Lock()
 	cn.txStatus = b
+	cn.executed = false
 	cn.qmu.Unlock()
 }
 
-// idle reports whether the target has answered everything forwarded and the
-// session is outside a transaction block: what the target's catalog holds
-// for the session is then what every connection sees (frontend loop).
+// idle reports whether the session is outside a transaction block and has
+// nothing in flight that could change what a table name means to it (frontend
+// loop): no Query, Execute or Sync awaiting its answer, no Execute answered
+// since the last ReadyForQuery (its implicit transaction may be open), and
+// the last ReadyForQuery said idle. Parse, Bind, Describe and Close run
+// nothing. What the target's catalog holds for the session is then what every
+// connection sees, the session's search_path aside.
 func (cn *conn) idle() bool {
 	cn.qmu.Lock()
 	defer cn.qmu.Unlock()
-	return len(cn.queue) == 0 && cn.txStatus == 'I'
+	for _, it := range cn.queue {
+		switch it.kind {
+		case itemQuery, itemExecute, itemSync:
+			return false
+		}
+	}
+	return !cn.executed && cn.txStatus == 'I'
 }
 
 func (cn *conn) head() *item {
@@ -235,6 +247,7 @@ func (cn *conn) head() *item {
 func (cn *conn) pop() {
 	cn.qmu.Lock()
 	if len(cn.queue) > 0 {
+		cn.executed = cn.executed || cn.queue[0].kind == itemExecute
 		cn.queue[0].popped = true
 		cn.queue[0] = nil
 		cn.queue = cn.queue[1:]
