@@ -3,9 +3,11 @@ package postgres
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/regate/regate/parse"
 	"github.com/regate/regate/recorder"
 )
 
@@ -127,5 +129,61 @@ func TestEngineRefusesBadTokens(t *testing.T) {
 	}
 	if all := mem.All(); len(all) != 1 || all[0].Type != recorder.TypeAuthFailure {
 		t.Fatalf("recorded %+v", all)
+	}
+}
+
+// panicParser panics on one statement text: a stand-in for a bug anywhere in
+// a session's data path.
+type panicParser struct{ stubParser }
+
+func (p panicParser) Parse(q string) ([]parse.Statement, error) {
+	if q == "SELECT panic" {
+		panic("test: parser bug")
+	}
+	return p.stubParser.Parse(q)
+}
+
+// TestEnginePanicEndsOnlyItsSession: a panic in a session's loop ends that
+// session (FATAL XX000, connection closed, the end recorded with the reason)
+// and leaves the process and every other session running.
+func TestEnginePanicEndsOnlyItsSession(t *testing.T) {
+	addr, mem := startEngine(t, panicParser{})
+	other, ofe := login(t, addr)
+	defer other.Close()
+	c, fe := login(t, addr)
+	defer c.Close()
+	fe.Send(&pgproto3.Query{String: "SELECT panic"})
+	_ = fe.Flush()
+	msg, err := fe.Receive()
+	if e, ok := msg.(*pgproto3.ErrorResponse); err != nil || !ok || e.Severity != "FATAL" || e.Code != "XX000" ||
+		e.Message != "regate: internal error; the session is closed" {
+		t.Fatalf("after the panic: %#v, %v", msg, err)
+	}
+	if err := drain(c); err != nil {
+		t.Fatalf("the connection stays open after the panic: %v", err)
+	}
+	ofe.Send(&pgproto3.Query{String: "SELECT 1"})
+	_ = ofe.Flush()
+	if got := receiveUntilReady(t, ofe); len(got) != 2 {
+		t.Fatalf("the other session after the panic: %#v", got)
+	}
+	c2, fe2 := login(t, addr)
+	defer c2.Close()
+	fe2.Send(&pgproto3.Query{String: "SELECT 1"})
+	_ = fe2.Flush()
+	if got := receiveUntilReady(t, fe2); len(got) != 2 {
+		t.Fatalf("a new session after the panic: %#v", got)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		for _, ev := range mem.All() {
+			if ev.Type == recorder.TypeSessionEnd && ev.Outcome != nil && strings.Contains(ev.Outcome.Error, "test: parser bug") {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no session end recorded with the panic as its reason")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

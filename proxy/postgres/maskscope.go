@@ -70,8 +70,11 @@ func (t taint) add(o taint) {
 type scope struct {
 	tainted taint
 	items   map[string]bool
-	ctes    map[string]taint // WITH query name -> its tainted output names
-	outer   *scope
+	// clean: the items whose whole row holds no masked or tainted column (a
+	// subquery or WITH query whose select list names none).
+	clean map[string]bool
+	ctes  map[string]taint // WITH query name -> its tainted output names
+	outer *scope
 }
 
 // lookup reports whether n carries a masked value in s or a scope around it,
@@ -89,6 +92,17 @@ func (s *scope) isItem(n string) bool {
 	for ; s != nil; s = s.outer {
 		if s.items[n] {
 			return true
+		}
+	}
+	return false
+}
+
+// wholeRowClean reports whether the item n names, in the innermost scope
+// that has it, is clean.
+func (s *scope) wholeRowClean(n string) bool {
+	for ; s != nil; s = s.outer {
+		if s.items[n] {
+			return s.clean[n]
 		}
 	}
 	return false
@@ -128,10 +142,17 @@ func (c *maskCheck) escape(column, how string) *maskEscape {
 
 // checkColumnMasks refuses statements that would return a value from a
 // column named by a column mask in a form the mask cannot reach.
-func checkColumnMasks(cols []decision.Mask, stmts []parse.Statement) error {
+func checkColumnMasks(cols []decision.Mask, stmts []parse.Statement) (err error) {
 	if len(cols) == 0 {
 		return nil
 	}
+	defer func() {
+		// A tree shape the walk does not expect must not end the process:
+		// the statement is refused (the panic is a bug to report).
+		if r := recover(); r != nil {
+			err = fmt.Errorf("regate could not check this statement against the column masks (internal error: %v)", r)
+		}
+	}()
 	c := &maskCheck{}
 	c.masked, c.byName = maskedNames(cols)
 	for _, st := range stmts {
@@ -157,7 +178,7 @@ func maskedNames(cols []decision.Mask) (masked, byName map[string]bool) {
 }
 
 func (c *maskCheck) newScope(outer *scope) *scope {
-	sc := &scope{tainted: taint{}, items: map[string]bool{}, ctes: map[string]taint{}, outer: outer}
+	sc := &scope{tainted: taint{}, items: map[string]bool{}, clean: map[string]bool{}, ctes: map[string]taint{}, outer: outer}
 	for k := range c.masked {
 		sc.tainted[k] = false
 	}
@@ -277,11 +298,14 @@ func (c *maskCheck) with(v any, outer *scope) (*scope, error) {
 		cte := child(x, "CommonTableExpr")
 		name, _ := cte["ctename"].(string)
 		q, _ := cte["ctequery"].(map[string]any)
-		var out taint
+		var out taint // nil for a data-modifying WITH query: its output is not tracked
 		if sb, ok := q["SelectStmt"].(map[string]any); ok {
 			var err error
 			if out, err = c.sel(sb, sc, outInner); err != nil {
 				return nil, err
+			}
+			if out == nil {
+				out = taint{}
 			}
 		} else if err := c.statement(q, sc); err != nil { // a data-modifying WITH query
 			return nil, err

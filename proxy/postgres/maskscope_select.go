@@ -156,10 +156,12 @@ func (c *maskCheck) fromItem(v any, sc *scope) error {
 			a = name
 		}
 		sc.items[a] = true
+		sc.clean[a] = false
 		src := taint{}
 		if schema, _ := rv["schemaname"].(string); schema == "" {
 			if t, ok := sc.cte(name); ok {
-				src = t
+				src.add(t) // a copy: the WITH query's own names stay as they are
+				sc.clean[a] = t != nil && len(t) == 0
 			}
 		}
 		for k := range c.masked { // a table's own columns, by position in an alias list
@@ -178,6 +180,7 @@ func (c *maskCheck) fromItem(v any, sc *scope) error {
 		sc.tainted.add(renamed(out, cols, false))
 		if a != "" {
 			sc.items[a] = true
+			sc.clean[a] = len(out) == 0
 		}
 	case m["JoinExpr"] != nil:
 		j := child(m, "JoinExpr")
@@ -206,6 +209,7 @@ func (c *maskCheck) fromItem(v any, sc *scope) error {
 		}
 		if a, cols := aliasOf(j); a != "" {
 			sc.items[a] = true
+			sc.clean[a] = false
 			all := taint{}
 			all.add(sc.tainted)
 			sc.tainted.add(renamed(all, cols, true))
@@ -223,6 +227,7 @@ func (c *maskCheck) fromItem(v any, sc *scope) error {
 			xm, _ := x.(map[string]any)
 			if a, _ := aliasOf(xm); a != "" {
 				sc.items[a] = true
+				sc.clean[a] = false
 			}
 			for k, arg := range xm {
 				if k == "alias" {
@@ -297,11 +302,19 @@ func (c *maskCheck) targets(list []any, sc *scope, mode outMode) (taint, error) 
 // wholeRow refuses a reference to a whole row: a FROM item's bare name (c),
 // c.*, or c.f for a function that takes a row (functional notation). A bare
 // c.* in a select list is expanded into columns and handled by the caller.
+// The whole row of a clean item (a subquery or WITH query whose select list
+// names no masked or tainted column) holds nothing to mask and passes.
 func (c *maskCheck) wholeRow(f []string, sc *scope) error {
 	switch {
 	case len(f) == 1 && f[0] != "*" && sc.isItem(strings.ToLower(f[0])):
+		if sc.wholeRowClean(strings.ToLower(f[0])) {
+			return nil
+		}
 		return c.escape("", fmt.Sprintf("inside the whole-row value %q", f[0]))
 	case len(f) >= 2 && wholeRowFuncs[strings.ToLower(f[len(f)-1])] && sc.isItem(strings.ToLower(f[len(f)-2])):
+		if sc.wholeRowClean(strings.ToLower(f[len(f)-2])) {
+			return nil
+		}
 		return c.escape("", fmt.Sprintf("inside the whole-row value %s", strings.Join(f, ".")))
 	}
 	return nil

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime/debug"
 	"strings"
 	"sync"
 
@@ -128,8 +129,10 @@ func (cn *conn) initUpstream() {
 func (cn *conn) relay(ctx context.Context) {
 	defer cn.s.unregisterCancel(cn)
 	done := make(chan error, 1)
-	go func() { done <- cn.backendLoop(ctx) }()
-	ferr := cn.frontendLoop(ctx)
+	go func() {
+		done <- cn.guard("backend", func() error { return cn.backendLoop(ctx) })
+	}()
+	ferr := cn.guard("frontend", func() error { return cn.frontendLoop(ctx) })
 	cn.up.Close()
 	berr := <-done
 	cn.client.Close()
@@ -142,6 +145,23 @@ func (cn *conn) relay(ctx context.Context) {
 		reason = berr.Error()
 	}
 	cn.sess.Close(context.WithoutCancel(ctx), reason)
+}
+
+// guard runs one direction's loop and turns a panic in it into an error that
+// ends this session only (logged with its stack, told to the client): one
+// connection's bug must not end every other session in the process.
+func (cn *conn) guard(loop string, f func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			cn.s.log.Error("internal error; the session is closed", "session_id", cn.sess.ID, "loop", loop,
+				"panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			cn.fatalToClient(codeInternalError, "regate: internal error; the session is closed")
+			cn.client.Close()
+			cn.up.Close()
+			err = fmt.Errorf("internal error in the %s loop: %v", loop, r)
+		}
+	}()
+	return f()
 }
 
 func isClosed(err error) bool {

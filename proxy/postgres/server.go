@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -127,6 +128,15 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		go func() {
 			defer s.wg.Done()
 			defer s.untrack(c)
+			defer func() {
+				// Startup and authentication (the session's loops guard
+				// themselves): a bug ends this connection, not the process.
+				if r := recover(); r != nil {
+					s.log.Error("internal error; the connection is closed", "client_addr", c.RemoteAddr().String(),
+						"panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+					c.Close()
+				}
+			}()
 			s.handle(ctx, c)
 		}()
 	}

@@ -29,6 +29,7 @@ const (
 	codeSyntaxError       = "42601"
 	codeFeatureNotSupp    = "0A000"
 	codeInvalidAuthSpec   = "28000"
+	codeInternalError     = "XX000"
 )
 
 // maxPasswordBytes bounds the password message (the token) before a client is
