@@ -67,6 +67,19 @@ func TestDefaultColumnMasks(t *testing.T) {
 	}); r.Code != 0 || !strings.Contains(r.Out, `{"id":3,"name":"Cy"}]`) || !strings.HasSuffix(r.Out, "]\n0\n42") {
 		t.Errorf("whole row of a clean subquery, data-modifying WITH: code %d out %q err %q", r.Code, r.Out, r.Err)
 	}
+	// Texts that differ only in integer literals share a parse template and
+	// the mask check's verdict: each one is still masked or refused.
+	r := testenv.PsqlVia(t, gw.Listen, "agent-m", "app", tok, []string{
+		"SELECT email FROM customers WHERE id = 1",
+		"SELECT email FROM customers WHERE id = 2",
+		"SELECT id FROM customers WHERE id = 3",
+		"SELECT email FROM customers WHERE id = 1",
+	})
+	if lines := strings.Split(r.Out, "\n"); r.Code != 0 || len(lines) != 4 || lines[2] != "3" || lines[0] != lines[3] ||
+		!strings.Contains(lines[0], "@") || lines[0] == lines[1] {
+		t.Errorf("templated texts under column masks: code %d out %q err %q", r.Code, r.Out, r.Err)
+	}
+	leaks(t, "templated texts", r.Out)
 	// COPY (query) whose output holds no masked column runs.
 	if r := testenv.PsqlVia(t, gw.Listen, "agent-m", "app", tok,
 		[]string{"COPY (SELECT id, name FROM customers WHERE id = 1) TO STDOUT"}); r.Code != 0 || r.Out != "1\tAnn" {

@@ -89,20 +89,18 @@ func (cn *conn) checkMaskable(ctx context.Context, m *resultMasker, stmts []pars
 			return err
 		}
 	}
-	var key maskChecked
-	if len(stmts) > 0 && len(m.cols) > 0 {
-		key = maskChecked{&stmts[0], &m.src[0], len(stmts), len(m.src), cn.maskOK.redact}
-		if cn.maskOK == key {
-			m.redact = key.redact
-			return nil
-		}
+	cacheable := len(stmts) > 0 && len(m.cols) > 0
+	if cacheable && cn.maskOK.same(stmts, m.src) {
+		m.redact = cn.maskOK.redact
+		return nil
 	}
 	if err := checkColumnMasks(m.cols, stmts); err != nil {
 		return err
 	}
 	m.redact = len(m.cols) > 0 && readsMasked(m.cols, stmts)
-	key.redact = m.redact
-	cn.maskOK = key
+	if cacheable {
+		cn.maskOK = maskChecked{stmt: checkedKey(stmts), nStmts: len(stmts), masks: m.src, redact: m.redact}
+	}
 	return nil
 }
 

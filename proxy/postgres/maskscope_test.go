@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/regate/regate/parse"
 	"github.com/regate/regate/parse/sql"
 	"github.com/regate/regate/policies/decision"
 )
@@ -180,4 +181,33 @@ func FuzzCheckColumnMasks(f *testing.F) {
 			}
 		}
 	})
+}
+
+// Texts that differ only in integer literals share the mask check's verdict
+// (through their template); other texts, or other masks, do not.
+func TestMaskCheckedKey(t *testing.T) {
+	p := sql.NewParser(0)
+	parseQ := func(q string) []parse.Statement {
+		t.Helper()
+		stmts, err := p.Parse(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return stmts
+	}
+	masks := []decision.Mask{{Column: "email"}}
+	first := parseQ("SELECT email FROM customers WHERE id = 1")
+	k := maskChecked{stmt: checkedKey(first), nStmts: len(first), masks: masks}
+	if !k.same(parseQ("SELECT email FROM customers WHERE id = 7"), []decision.Mask{{Column: "email"}}) {
+		t.Error("a text of the same template misses")
+	}
+	for q, m := range map[string][]decision.Mask{
+		"SELECT email FROM customers WHERE id = 7":           {{Column: "ssn"}},
+		"SELECT lower(email) FROM customers WHERE id = 1":    masks,
+		"SELECT email FROM customers WHERE id = 1; SELECT 1": masks,
+	} {
+		if k.same(parseQ(q), m) {
+			t.Errorf("%s under %v: shares the verdict of another text or masks", q, m)
+		}
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 
@@ -55,19 +56,34 @@ type conn struct {
 	pending []byte // backend loop: the masked body replacing the current message
 
 	// The last statements and column masks checkColumnMasks passed
-	// (frontend loop): a prepared statement executed again, under a
-	// memoized decision, shares both. The pointers keep them alive, so an
-	// equal pointer is the same statement.
+	// (frontend loop): a prepared statement executed again shares its
+	// statements, and a simple query that differs from the last one only in
+	// integer literals shares their template (parse.Statement.Base; neither
+	// check reads a literal's value). The pointer keeps the statement alive,
+	// so an equal pointer is the same statement.
 	maskOK maskChecked
 }
 
 // maskChecked names statements and mask obligations checkColumnMasks passed.
 type maskChecked struct {
-	stmt   *parse.Statement
-	mask   *decision.Mask
+	stmt   *parse.Statement // the first statement, or the template it was filled from
 	nStmts int
-	nMasks int
+	masks  []decision.Mask
 	redact bool // readsMasked's answer
+}
+
+// checkedKey names stmts for maskChecked: a statement filled from a template
+// by the template's statement.
+func checkedKey(stmts []parse.Statement) *parse.Statement {
+	if b := stmts[0].Base; b != nil {
+		return b
+	}
+	return &stmts[0]
+}
+
+// same reports whether k names stmts under the masks src.
+func (k *maskChecked) same(stmts []parse.Statement, src []decision.Mask) bool {
+	return k.stmt != nil && k.stmt == checkedKey(stmts) && k.nStmts == len(stmts) && slices.Equal(k.masks, src)
 }
 
 // itemKind is the kind of a request forwarded upstream whose response the
