@@ -80,6 +80,12 @@ func TestDefaultColumnMasks(t *testing.T) {
 		t.Errorf("templated texts under column masks: code %d out %q err %q", r.Code, r.Out, r.Err)
 	}
 	leaks(t, "templated texts", r.Out)
+	// Nullness is not the value: IS [NOT] NULL of a masked column runs.
+	if r := testenv.PsqlVia(t, gw.Listen, "agent-m", "app", tok, []string{
+		"SELECT id, email IS NOT NULL FROM customers ORDER BY id LIMIT 2",
+	}); r.Code != 0 || r.Out != "1|t\n2|t" {
+		t.Errorf("IS NOT NULL of a masked column: code %d out %q err %q", r.Code, r.Out, r.Err)
+	}
 	// COPY (query) whose output holds no masked column runs.
 	if r := testenv.PsqlVia(t, gw.Listen, "agent-m", "app", tok,
 		[]string{"COPY (SELECT id, name FROM customers WHERE id = 1) TO STDOUT"}); r.Code != 0 || r.Out != "1\tAnn" {

@@ -355,6 +355,14 @@ func (c *maskCheck) expr(v any, sc *scope, how string) error {
 			}
 			return nil
 		}
+		if nt, ok := v["NullTest"].(map[string]any); ok {
+			if f := refFields(nt["arg"]); f != nil && f[len(f)-1] != "*" {
+				// IS [NOT] NULL of a column gives its nullness only, a
+				// syntax node no function or operator of the database can
+				// stand in for (a whole row is still refused).
+				return c.wholeRow(f, sc)
+			}
+		}
 		if sl, ok := v["SubLink"].(map[string]any); ok {
 			if err := c.expr(sl["testexpr"], sc, how); err != nil {
 				return err

@@ -31,6 +31,14 @@ func TestCheckColumnMasks(t *testing.T) {
 		{"SELECT email FROM customers UNION SELECT email FROM leads", false},
 		{"SELECT count(*), count(1) FROM customers", false},
 		{"SELECT count(email) FROM customers", true}, // count may be another schema's function
+		// IS [NOT] NULL gives nullness only; not of a whole row, and not
+		// of an expression over the column.
+		{"SELECT id, email IS NOT NULL AS has_email, card_number IS NULL FROM customers", false},
+		{"SELECT c.email IS NULL FROM customers c WHERE c.id = 1", false},
+		{"SELECT c IS NULL FROM customers c", true},
+		{"SELECT lower(email) IS NULL FROM customers", true},
+		{"SELECT (email IS NULL) || email FROM customers", true},
+		{"COPY (SELECT id, email IS NULL FROM customers) TO STDOUT", false},
 		{"SELECT id FROM customers WHERE lower(email) LIKE '%@example.com' ORDER BY email", false},
 		{"SELECT id FROM customers WHERE id IN (SELECT cid FROM orders WHERE email IS NULL)", false},
 		{"SELECT EXISTS (SELECT email FROM customers)", false},
