@@ -26,6 +26,21 @@ type attr struct {
 }
 
 // columns lists the relation's columns in attribute order.
+// column returns the column named name (exactly, as the catalog spells it).
+func (r *relation) column(name string) (attr, bool) {
+	for _, a := range r.attrs {
+		if a.name == name {
+			return a, true
+		}
+	}
+	return attr{}, false
+}
+
+func (r *relation) hasColumn(name string) bool {
+	_, ok := r.column(name)
+	return ok
+}
+
 func (r *relation) columns() []attr {
 	nums := make([]int, 0, len(r.attrs))
 	for n := range r.attrs {

@@ -52,6 +52,9 @@ type resultMasker struct {
 	// copyRels: the tables of the COPY … TO STDOUT statements (by index in
 	// the query), looked up before the query was forwarded (copyTable).
 	copyRels map[int]*relation
+	// copyOuts: the output columns of the COPY (query) statements among
+	// them (copyQueryOutputs).
+	copyOuts map[int][]copyOutput
 }
 
 // colPlan is what one result column gets.

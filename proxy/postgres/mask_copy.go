@@ -6,6 +6,7 @@ import (
 	"encoding/csv"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/regate/regate/parse"
@@ -68,12 +69,15 @@ func defString(arg any) string {
 // checkMaskable refuses, before anything runs, a statement whose output regate
 // could not mask: a COPY in binary format, a COPY of a table regate cannot be
 // sure to resolve as the target will (copyTable), or one that returns a masked
-// column other than as itself (checkColumnMasks; for COPY (query), which
-// names no columns, at all).
+// column other than as itself (checkColumnMasks). COPY (query) names no
+// columns: its output may hold a masked column only when the query selects
+// from one table (copyQueryOutputs), whose columns regate then looks up as for
+// COPY table; otherwise not at all.
 func (cn *conn) checkMaskable(ctx context.Context, m *resultMasker, stmts []parse.Statement) error {
 	if m == nil {
 		return nil
 	}
+	check := stmts // what checkColumnMasks reads
 	for i, st := range stmts {
 		if st.Node != "CopyStmt" {
 			continue
@@ -85,16 +89,50 @@ func (cn *conn) checkMaskable(ctx context.Context, m *resultMasker, stmts []pars
 		if _, binary := copyOptions(st); binary {
 			return errors.New("the policy requires masking, which regate cannot apply to COPY in binary format")
 		}
-		if err := cn.copyTable(ctx, m, i, len(stmts), cs); err != nil {
+		if len(m.cols) == 0 {
+			continue // detectors only: they read the whole line
+		}
+		if rv, ok := cs["relation"].(map[string]any); ok {
+			if err := cn.copyTable(ctx, m, i, len(stmts), rv); err != nil {
+				return err
+			}
+			continue
+		}
+		q, _ := cs["query"].(map[string]any)
+		rv, outs, ok := copyQueryOutputs(q)
+		if !ok || checkColumnMasks(m.cols, stmts[i:i+1]) == nil {
+			// Another shape (checked as COPY (query) below), or no masked
+			// column in the output: nothing to look up.
+			continue
+		}
+		if err := cn.copyTable(ctx, m, i, len(stmts), rv); err != nil {
 			return err
 		}
+		rel := m.copyRels[i]
+		for _, o := range outs {
+			if o.col != "" && !rel.hasColumn(o.col) {
+				// A whole row (the table's name) or a system column.
+				return fmt.Errorf("the policy masks columns, and COPY (query) returns %q, which is not a column "+
+					"of %s.%s: regate cannot tell where its values go (select the table's columns)", o.col, rel.schema, rel.name)
+			}
+		}
+		if m.copyOuts == nil {
+			m.copyOuts = map[int][]copyOutput{}
+		}
+		m.copyOuts[i] = outs
+		// The query's columns are planned from the table's, as a
+		// SELECT's are from RowDescription: check it as one.
+		if &check[0] == &stmts[0] {
+			check = slices.Clone(stmts)
+		}
+		check[i] = parse.Statement{Command: "SELECT", Node: "SelectStmt", AST: q}
 	}
 	cacheable := len(stmts) > 0 && len(m.cols) > 0
 	if cacheable && cn.maskOK.same(stmts, m.src) {
 		m.redact = cn.maskOK.redact
 		return nil
 	}
-	if err := checkColumnMasks(m.cols, stmts); err != nil {
+	if err := checkColumnMasks(m.cols, check); err != nil {
 		return err
 	}
 	m.redact = len(m.cols) > 0 && readsMasked(m.cols, stmts)
@@ -102,6 +140,83 @@ func (cn *conn) checkMaskable(ctx context.Context, m *resultMasker, stmts []pars
 		cn.maskOK = maskChecked{stmt: checkedKey(stmts), nStmts: len(stmts), masks: m.src, redact: m.redact}
 	}
 	return nil
+}
+
+// copyOutput is one output column of COPY (SELECT … FROM table): a column of
+// the table, all of them (*), or an expression (which checkColumnMasks makes
+// sure reads no masked column).
+type copyOutput struct {
+	star bool
+	col  string // a column of the table
+	expr string // an expression's name in the record
+}
+
+// copyQueryOutputs recognizes a COPY's query that selects from one table
+// (no set operation, WITH, VALUES, join or subquery in FROM, no column alias
+// list) and returns the table and the query's output columns in order. A
+// column reference is one of the table's when it is unqualified or qualified
+// by the table's name (or alias); any other qualified reference (a field of a
+// composite column) makes the shape unknown.
+func copyQueryOutputs(q map[string]any) (rv map[string]any, outs []copyOutput, ok bool) {
+	b := child(q, "SelectStmt")
+	if b == nil {
+		return nil, nil, false
+	}
+	if op, _ := b["op"].(string); op != "" && op != "SETOP_NONE" {
+		return nil, nil, false
+	}
+	for _, k := range []string{"withClause", "valuesLists", "intoClause", "larg", "rarg"} {
+		if _, has := b[k]; has {
+			return nil, nil, false
+		}
+	}
+	from, _ := b["fromClause"].([]any)
+	if len(from) != 1 {
+		return nil, nil, false
+	}
+	if rv = child(from[0], "RangeVar"); rv == nil {
+		return nil, nil, false
+	}
+	schema, _ := rv["schemaname"].(string)
+	qual, _ := rv["relname"].(string)
+	if a, ok := rv["alias"].(map[string]any); ok {
+		if _, renamed := a["colnames"]; renamed {
+			return nil, nil, false
+		}
+		qual, _ = a["aliasname"].(string)
+		schema = ""
+	}
+	ours := func(f []string) bool { // f qualifies a column with this table
+		switch len(f) {
+		case 0:
+			return true
+		case 1:
+			return f[0] == qual
+		case 2:
+			return schema != "" && f[0] == schema && f[1] == qual
+		}
+		return false
+	}
+	targets, _ := b["targetList"].([]any)
+	for _, t := range targets {
+		rt := child(t, "ResTarget")
+		f := refFields(rt["val"])
+		switch {
+		case f == nil:
+			name, _ := rt["name"].(string)
+			if name == "" {
+				name = "?column?"
+			}
+			outs = append(outs, copyOutput{expr: name})
+		case !ours(f[:len(f)-1]):
+			return nil, nil, false
+		case f[len(f)-1] == "*":
+			outs = append(outs, copyOutput{star: true})
+		default:
+			outs = append(outs, copyOutput{col: f[len(f)-1]})
+		}
+	}
+	return rv, outs, len(outs) > 0
 }
 
 // copyTable resolves, before it runs, the table of statement i (of n), a
@@ -112,17 +227,13 @@ func (cn *conn) checkMaskable(ctx context.Context, m *resultMasker, stmts []pars
 // query string), so an unqualified name is taken only when it is the only
 // statement of its query, the session is outside a transaction block with
 // nothing else in flight, and the name is unique in the database.
-func (cn *conn) copyTable(ctx context.Context, m *resultMasker, i, n int, cs map[string]any) error {
-	rv, ok := cs["relation"].(map[string]any)
-	if !ok || len(m.cols) == 0 {
-		return nil // COPY (query), or detectors only: they read the whole line
-	}
+func (cn *conn) copyTable(ctx context.Context, m *resultMasker, i, n int, rv map[string]any) error {
 	schema, _ := rv["schemaname"].(string)
 	name, _ := rv["relname"].(string)
 	if schema == "" && (n > 1 || !cn.idle()) {
 		return fmt.Errorf("the policy masks columns, and regate cannot resolve the unqualified table %q "+
 			"inside a transaction block, next to other statements or behind statements in flight "+
-			"(it looks tables up on a connection of its own): qualify it with its schema (COPY public.%s …)",
+			"(it looks tables up on a connection of its own): qualify it with its schema (public.%s)",
 			name, name)
 	}
 	rel, err := cn.s.catalog.relationByName(ctx, cn.database, schema, name)
@@ -142,44 +253,66 @@ func (cn *conn) planCopy(m *resultMasker, idx int, st parse.Statement) error {
 	m.copy = &opts
 	m.planned = true
 	cs, _ := st.AST["CopyStmt"].(map[string]any)
-	if _, isQuery := cs["query"]; isQuery || len(m.cols) == 0 {
+	rel := m.copyRels[idx]
+	if _, isQuery := cs["query"]; isQuery && rel == nil || len(m.cols) == 0 {
 		// Detectors only, or COPY (query), whose output checkColumnMasks
 		// found free of masked columns: detectors read the whole line.
 		m.plan = nil
 		return nil
 	}
-	rel := m.copyRels[idx]
 	if rel == nil {
 		return errors.New("COPY of a table that was not looked up before it ran")
+	}
+	byName := rel.column
+	m.plan = nil
+	if outs, ok := m.copyOuts[idx]; ok {
+		for _, o := range outs {
+			switch {
+			case o.star:
+				for _, c := range rel.columns() {
+					m.plan = append(m.plan, m.copyColumn(rel, c))
+				}
+			case o.col != "":
+				c, ok := byName(o.col)
+				if !ok { // checkMaskable refused it before it ran
+					return fmt.Errorf("COPY (query) returns %q, which is not a column of %s.%s", o.col, rel.schema, rel.name)
+				}
+				m.plan = append(m.plan, m.copyColumn(rel, c))
+			default: // reads no masked column: detectors only
+				m.plan = append(m.plan, colPlan{name: o.expr, textual: true, detector: m.det != nil})
+			}
+		}
+		return nil
 	}
 	cols := rel.columns()
 	if list, ok := cs["attlist"].([]any); ok {
 		cols = cols[:0:0]
 		for _, a := range list {
-			want := defString(a)
-			for _, c := range rel.columns() {
-				if c.name == want {
-					cols = append(cols, c)
-				}
+			if c, ok := byName(defString(a)); ok {
+				cols = append(cols, c)
 			}
 		}
 	}
-	m.plan = make([]colPlan, len(cols))
-	for i, c := range cols {
-		p := colPlan{name: rel.name + "." + c.name, textual: textualTypes[c.typ] || c.typ >= firstUserOID,
-			json: c.typ == oidJSON || c.typ == oidJSONB}
-		p.textual = p.textual || p.json
-		for _, o := range m.cols {
-			if columnMatches(o.Column, c.name, rel, c.name) {
-				p.whole, p.with = true, o.With
-				break
-			}
-		}
-		p.detector = m.det != nil && (p.textual || containerTypes[c.typ])
-		p.nullHit = containerTypes[c.typ]
-		m.plan[i] = p
+	for _, c := range cols {
+		m.plan = append(m.plan, m.copyColumn(rel, c))
 	}
 	return nil
+}
+
+// copyColumn is the plan of a table's column in COPY output.
+func (m *resultMasker) copyColumn(rel *relation, c attr) colPlan {
+	p := colPlan{name: rel.name + "." + c.name, textual: textualTypes[c.typ] || c.typ >= firstUserOID,
+		json: c.typ == oidJSON || c.typ == oidJSONB}
+	p.textual = p.textual || p.json
+	for _, o := range m.cols {
+		if columnMatches(o.Column, c.name, rel, c.name) {
+			p.whole, p.with = true, o.With
+			break
+		}
+	}
+	p.detector = m.det != nil && (p.textual || containerTypes[c.typ])
+	p.nullHit = containerTypes[c.typ]
+	return p
 }
 
 // copyRow masks one CopyData row of COPY … TO STDOUT in text or CSV format.

@@ -219,3 +219,45 @@ func TestMaskCheckedKey(t *testing.T) {
 		}
 	}
 }
+
+// copyQueryOutputs recognizes a COPY query over one table, and nothing else.
+func TestCopyQueryOutputs(t *testing.T) {
+	p := sql.NewParser(0)
+	for q, want := range map[string]string{ // outputs, "" when not recognized
+		"COPY (SELECT * FROM t) TO STDOUT":                                   "*",
+		"COPY (SELECT a, t.b, s.t.c, a + 1 AS n, 2 FROM s.t) TO STDOUT":      "a b c (n) (?column?)",
+		"COPY (SELECT x.*, x.a FROM t x WHERE x.a > 1 ORDER BY 1) TO STDOUT": "* a",
+		"COPY (SELECT t.a FROM t x) TO STDOUT":                               "", // t is not a name in scope
+		"COPY (SELECT f.g FROM t) TO STDOUT":                                 "", // a composite column's field
+		"COPY (SELECT s.t.a FROM t) TO STDOUT":                               "",
+		"COPY (SELECT * FROM t x(a, b)) TO STDOUT":                           "",
+		"COPY (SELECT * FROM t, u) TO STDOUT":                                "",
+		"COPY (SELECT * FROM t JOIN u USING (a)) TO STDOUT":                  "",
+		"COPY (SELECT * FROM (SELECT a FROM t) s) TO STDOUT":                 "",
+		"COPY (SELECT a FROM t UNION SELECT a FROM u) TO STDOUT":             "",
+		"COPY (WITH w AS (SELECT a FROM t) SELECT * FROM w) TO STDOUT":       "",
+		"COPY (VALUES (1)) TO STDOUT":                                        "",
+		"COPY (SELECT 1) TO STDOUT":                                          "",
+	} {
+		stmts, err := p.Parse(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs := stmts[0].AST["CopyStmt"].(map[string]any)
+		_, outs, ok := copyQueryOutputs(cs["query"].(map[string]any))
+		var got []string
+		for _, o := range outs {
+			switch {
+			case o.star:
+				got = append(got, "*")
+			case o.col != "":
+				got = append(got, o.col)
+			default:
+				got = append(got, "("+o.expr+")")
+			}
+		}
+		if g := strings.Join(got, " "); !ok && g != "" || ok != (want != "") || ok && g != want {
+			t.Errorf("%s: outputs %q (recognized %v), want %q", q, g, ok, want)
+		}
+	}
+}
