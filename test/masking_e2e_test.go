@@ -49,6 +49,8 @@ func TestDefaultColumnMasks(t *testing.T) {
 		"SELECT lower(email) FROM customers",
 		"SELECT c FROM customers c",
 		"SELECT name FROM customers UNION ALL SELECT email FROM customers",
+		"SELECT c.concat FROM customers c", // functional notation: concat(c), the whole row
+		"SELECT c.quote_literal FROM customers c",
 		"COPY (SELECT lower(email) FROM customers) TO STDOUT",
 		"COPY (SELECT * FROM customers UNION ALL SELECT * FROM customers) TO STDOUT",
 		"COPY (SELECT c.email FROM customers c JOIN customers d USING (id)) TO STDOUT",
@@ -82,6 +84,13 @@ func TestDefaultColumnMasks(t *testing.T) {
 		t.Errorf("templated texts under column masks: code %d out %q err %q", r.Code, r.Out, r.Err)
 	}
 	leaks(t, "templated texts", r.Out)
+	// An ORM's qualified columns: customers.name is a column (PostgreSQL
+	// rejects attribute-style casts of a whole row), masked as itself.
+	if r := testenv.PsqlVia(t, gw.Listen, "agent-m", "app", tok, []string{
+		"SELECT customers.id, customers.name, customers.email FROM customers ORDER BY customers.id LIMIT 1",
+	}); r.Code != 0 || r.Out != "1|Ann|a***@example.com" {
+		t.Errorf("qualified columns: code %d out %q err %q", r.Code, r.Out, r.Err)
+	}
 	// Nullness is not the value: IS [NOT] NULL of a masked column runs.
 	if r := testenv.PsqlVia(t, gw.Listen, "agent-m", "app", tok, []string{
 		"SELECT id, email IS NOT NULL FROM customers ORDER BY id LIMIT 2",

@@ -39,11 +39,27 @@ const (
 	outCopy                 // to the client through COPY, which names no columns
 )
 
-// wholeRowFuncs are functions that functional notation (c.f means f(c))
-// applies to a whole row: c.row_to_json returns every column of c.
+// wholeRowFuncs are the functions that functional notation (c.f means f(c)
+// when c has no column f) applies to a whole row and that return its values
+// or something derived from them: PostgreSQL 15's built-in functions callable
+// with one argument of any type or of type record (pg_proc: the first
+// argument anyelement, "any", record, anycompatible, anynonarray or variadic
+// "any", the others defaulted), less those that give nothing of the values
+// (count, num_nulls, num_nonnulls, pg_typeof, pg_collation_for,
+// pg_column_compression) or cannot be called so (window and ordered-set
+// functions, which need OVER or WITHIN GROUP), plus hstore's. c.row_to_json,
+// c.concat and c.quote_literal return every column of c; c.text, c.name and
+// c.json are columns (PostgreSQL rejects attribute-style casts of a whole
+// row since 9.1). A function of one's own that takes a table's row is not
+// seen.
 var wholeRowFuncs = map[string]bool{
 	"row_to_json": true, "to_json": true, "to_jsonb": true, "hstore": true,
-	"text": true, "varchar": true, "bpchar": true, "name": true, "json": true, "jsonb": true,
+	"concat": true, "quote_literal": true, "quote_nullable": true,
+	"json_build_array": true, "jsonb_build_array": true, "json_build_object": true, "jsonb_build_object": true,
+	"array_agg": true, "json_agg": true, "jsonb_agg": true,
+	"record_out": true, "record_send": true, "any_out": true, "anyelement_out": true, "anynonarray_out": true,
+	"anycompatible_out": true, "anycompatiblenonarray_out": true,
+	"hash_record": true, "pg_column_size": true,
 }
 
 // maskCheck is the state of checkColumnMasks.

@@ -63,6 +63,15 @@ func TestCheckColumnMasks(t *testing.T) {
 		{"SELECT * FROM unnest(ARRAY(SELECT email FROM customers)) u", true},
 		{"SELECT row_to_json(c) FROM customers c", true},
 		{"SELECT c FROM customers c", true},
+		// Functional notation: c.f is f(c) when c has no column f.
+		{"SELECT c.concat FROM customers c", true},
+		{"SELECT c.quote_literal, c.id FROM customers c", true},
+		{"SELECT c.array_agg FROM customers c", true},
+		{"SELECT x FROM (SELECT c.jsonb_build_array AS x FROM customers c) s", true},
+		{"SELECT id FROM customers c WHERE c.to_json IS NOT NULL", false}, // WHERE is not output
+		// Type names are columns: PostgreSQL rejects c.text as a cast of c.
+		{"SELECT customers.id, customers.name, customers.email FROM customers", false},
+		{"SELECT c.text, lower(c.name), c.json FROM customers c", false},
 		// The whole row of a subquery or WITH query holds its select list
 		// only: without a masked column it passes.
 		{"SELECT json_agg(o) FROM (SELECT id, total FROM orders) o", false},
