@@ -374,6 +374,29 @@ func TestCopyQueryMasked(t *testing.T) {
 	if r.Code != 0 || r.Out != "BEGIN\n1\tAnn\n1\ta***@example.com\tAnn\nCOMMIT" {
 		t.Errorf("COPY (query) in a transaction: code %d out %q err %q", r.Code, r.Out, r.Err)
 	}
+	// The extended protocol plans the same way.
+	w := login(t, gw.Listen, tok)
+	for _, m := range []pgproto3.FrontendMessage{&pgproto3.Parse{Query: "COPY (SELECT email, id FROM customers WHERE id = 1) TO STDOUT"},
+		&pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Sync{}} {
+		w.fe.Send(m)
+	}
+	if err := w.fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var data []string
+	for done := false; !done; {
+		switch m := w.receive(t).(type) {
+		case *pgproto3.CopyData:
+			data = append(data, string(m.Data))
+		case *pgproto3.ErrorResponse:
+			t.Fatalf("extended COPY (query): %s %s", m.Code, m.Message)
+		case *pgproto3.ReadyForQuery:
+			done = true
+		}
+	}
+	if len(data) != 1 || data[0] != "a***@example.com\t1\n" {
+		t.Errorf("extended COPY (query): rows %q", data)
+	}
 	// A whole row or a system column is not a column regate can plan.
 	for _, q := range []string{
 		"COPY (SELECT customers FROM customers) TO STDOUT",
