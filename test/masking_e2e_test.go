@@ -288,24 +288,7 @@ func TestCopyMaskedTableResolution(t *testing.T) {
 	// The extended protocol: Parse and Bind in flight run nothing, so an
 	// unqualified COPY outside a transaction resolves there too.
 	w := login(t, gw.Listen, tok)
-	for _, m := range []pgproto3.FrontendMessage{&pgproto3.Parse{Query: "COPY customers (id, email) TO STDOUT"},
-		&pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Sync{}} {
-		w.fe.Send(m)
-	}
-	if err := w.fe.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	var data []string
-	for done := false; !done; {
-		switch m := w.receive(t).(type) {
-		case *pgproto3.CopyData:
-			data = append(data, string(m.Data))
-		case *pgproto3.ErrorResponse:
-			t.Fatalf("extended COPY: %s %s", m.Code, m.Message)
-		case *pgproto3.ReadyForQuery:
-			done = true
-		}
-	}
+	data := extendedCopy(t, w, "COPY customers (id, email) TO STDOUT")
 	if len(data) != 3 || !strings.HasPrefix(data[0], "1\t") {
 		t.Errorf("extended COPY: rows %q, want 3", data)
 	}
@@ -375,25 +358,7 @@ func TestCopyQueryMasked(t *testing.T) {
 		t.Errorf("COPY (query) in a transaction: code %d out %q err %q", r.Code, r.Out, r.Err)
 	}
 	// The extended protocol plans the same way.
-	w := login(t, gw.Listen, tok)
-	for _, m := range []pgproto3.FrontendMessage{&pgproto3.Parse{Query: "COPY (SELECT email, id FROM customers WHERE id = 1) TO STDOUT"},
-		&pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Sync{}} {
-		w.fe.Send(m)
-	}
-	if err := w.fe.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	var data []string
-	for done := false; !done; {
-		switch m := w.receive(t).(type) {
-		case *pgproto3.CopyData:
-			data = append(data, string(m.Data))
-		case *pgproto3.ErrorResponse:
-			t.Fatalf("extended COPY (query): %s %s", m.Code, m.Message)
-		case *pgproto3.ReadyForQuery:
-			done = true
-		}
-	}
+	data := extendedCopy(t, login(t, gw.Listen, tok), "COPY (SELECT email, id FROM customers WHERE id = 1) TO STDOUT")
 	if len(data) != 1 || data[0] != "a***@example.com\t1\n" {
 		t.Errorf("extended COPY (query): rows %q", data)
 	}
@@ -405,6 +370,30 @@ func TestCopyQueryMasked(t *testing.T) {
 		r := psql(q)
 		if r.Code == 0 || !strings.Contains(r.Err, "42501") || strings.Contains(r.Out+r.Err, "@example.com") {
 			t.Errorf("%s: code %d out %q err %q, want a refusal", q, r.Code, r.Out, r.Err)
+		}
+	}
+}
+
+// extendedCopy runs a COPY … TO STDOUT with Parse, Bind, Execute and Sync on
+// a logged-in wire connection and returns its CopyData rows.
+func extendedCopy(t *testing.T, w *wire, query string) []string {
+	t.Helper()
+	for _, m := range []pgproto3.FrontendMessage{&pgproto3.Parse{Query: query},
+		&pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Sync{}} {
+		w.fe.Send(m)
+	}
+	if err := w.fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var data []string
+	for {
+		switch m := w.receive(t).(type) {
+		case *pgproto3.CopyData:
+			data = append(data, string(m.Data))
+		case *pgproto3.ErrorResponse:
+			t.Fatalf("extended %s: %s %s", query, m.Code, m.Message)
+		case *pgproto3.ReadyForQuery:
+			return data
 		}
 	}
 }
