@@ -25,7 +25,6 @@ type attr struct {
 	typ  uint32
 }
 
-// columns lists the relation's columns in attribute order.
 // column returns the column named name (exactly, as the catalog spells it).
 func (r *relation) column(name string) (attr, bool) {
 	for _, a := range r.attrs {
@@ -36,11 +35,7 @@ func (r *relation) column(name string) (attr, bool) {
 	return attr{}, false
 }
 
-func (r *relation) hasColumn(name string) bool {
-	_, ok := r.column(name)
-	return ok
-}
-
+// columns lists the relation's columns in attribute order.
 func (r *relation) columns() []attr {
 	nums := make([]int, 0, len(r.attrs))
 	for n := range r.attrs {

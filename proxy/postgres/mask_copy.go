@@ -110,7 +110,7 @@ func (cn *conn) checkMaskable(ctx context.Context, m *resultMasker, stmts []pars
 		}
 		rel := m.copyRels[i]
 		for _, o := range outs {
-			if o.col != "" && !rel.hasColumn(o.col) {
+			if _, ok := rel.column(o.col); o.col != "" && !ok {
 				// A whole row (the table's name) or a system column.
 				return fmt.Errorf("the policy masks columns, and COPY (query) returns %q, which is not a column "+
 					"of %s.%s: regate cannot tell where its values go (select the table's columns)", o.col, rel.schema, rel.name)
@@ -263,7 +263,6 @@ func (cn *conn) planCopy(m *resultMasker, idx int, st parse.Statement) error {
 	if rel == nil {
 		return errors.New("COPY of a table that was not looked up before it ran")
 	}
-	byName := rel.column
 	m.plan = nil
 	if outs, ok := m.copyOuts[idx]; ok {
 		for _, o := range outs {
@@ -273,7 +272,7 @@ func (cn *conn) planCopy(m *resultMasker, idx int, st parse.Statement) error {
 					m.plan = append(m.plan, m.copyColumn(rel, c))
 				}
 			case o.col != "":
-				c, ok := byName(o.col)
+				c, ok := rel.column(o.col)
 				if !ok { // checkMaskable refused it before it ran
 					return fmt.Errorf("COPY (query) returns %q, which is not a column of %s.%s", o.col, rel.schema, rel.name)
 				}
@@ -288,7 +287,7 @@ func (cn *conn) planCopy(m *resultMasker, idx int, st parse.Statement) error {
 	if list, ok := cs["attlist"].([]any); ok {
 		cols = cols[:0:0]
 		for _, a := range list {
-			if c, ok := byName(defString(a)); ok {
+			if c, ok := rel.column(defString(a)); ok {
 				cols = append(cols, c)
 			}
 		}
