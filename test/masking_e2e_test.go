@@ -397,3 +397,101 @@ func extendedCopy(t *testing.T, w *wire, query string) []string {
 		}
 	}
 }
+
+// TestRowFunctionsMasked: attribute notation c.f calls f(c) when c has no
+// column f, so a function of the database's own that takes a table's row
+// (a "computed field") returns what it likes of the row. Under column masks
+// regate knows such functions from the target's catalog and refuses c.f as a
+// whole-row value; a function created in a transaction that has not ended
+// (which its catalog connection cannot see) makes every c.x in output
+// positions suspect until it ends.
+func TestRowFunctionsMasked(t *testing.T) {
+	pg := testenv.StartPostgres(t)
+	pg.Psql(t, "app", `
+		CREATE TABLE public.customers (id int PRIMARY KEY, email text NOT NULL, name text NOT NULL);
+		INSERT INTO public.customers VALUES (1, 'ann@example.com', 'Ann'), (2, 'bob@example.com', 'Bob');
+		ALTER TABLE public.customers OWNER TO app;
+		CREATE FUNCTION public.display(c public.customers) RETURNS text LANGUAGE sql
+			AS $$ SELECT c.name || ' <' || c.email || '>' $$;`)
+	iss := testenv.StartIssuer(t)
+	dir := t.TempDir()
+	// Allows everything (CREATE FUNCTION too), masks email.
+	writeFile(t, dir, "policy.rego", `package regate
+
+import rego.v1
+
+decision := {"allow": true, "mask": [{"column": "email"}]}
+`)
+	gw := testenv.StartGateway(t, pg, testenv.GatewayOptions{Issuer: iss.URL(), Audience: audience, Bundle: dir})
+	tok := iss.Token(t, "agent-f", audience)
+	psql := func(sqls ...string) testenv.PsqlResult {
+		return testenv.PsqlVia(t, gw.Listen, "agent-f", "app", tok, sqls)
+	}
+	noEmail := func(what string, r testenv.PsqlResult) {
+		t.Helper()
+		if strings.Contains(r.Out, "@example.com") || strings.Contains(r.Err, "@example.com") {
+			t.Fatalf("%s: a masked value came through: out %q err %q", what, r.Out, r.Err)
+		}
+	}
+
+	// The function exists before regate's first look at the catalog.
+	for _, q := range []string{
+		"SELECT c.display FROM customers c WHERE id = 1",
+		"SELECT upper(c.display) FROM customers c WHERE id = 1",
+		"SELECT x FROM (SELECT customers.display AS x FROM customers) s",
+	} {
+		r := psql(q)
+		noEmail(q, r)
+		if r.Code == 0 || !strings.Contains(r.Err, "42501") || !strings.Contains(r.Err, "display is a function of the row") {
+			t.Fatalf("%s: want a refusal naming the function, got code %d out %q err %q", q, r.Code, r.Out, r.Err)
+		}
+	}
+	// Columns in attribute notation still run, masked.
+	if r := psql("SELECT c.id, c.name, c.email FROM customers c ORDER BY c.id"); r.Code != 0 ||
+		r.Out != "1|Ann|a***@example.com\n2|Bob|b***@example.com" {
+		t.Fatalf("qualified columns: code %d out %q err %q", r.Code, r.Out, r.Err)
+	}
+	// In WHERE, what a function reads is not output (as for columns).
+	if r := psql("SELECT c.id FROM customers c WHERE c.display LIKE 'Ann%'"); r.Code != 0 || r.Out != "1" {
+		t.Fatalf("function in WHERE: code %d out %q err %q", r.Code, r.Out, r.Err)
+	}
+
+	// Created through regate inside a transaction: the catalog connection
+	// cannot see it, so c.x in output positions is refused until it ends.
+	ctx, conn := connectPgx(t, gw.Listen, tok)
+	mustExec(t, ctx, conn, "BEGIN")
+	mustExec(t, ctx, conn, "CREATE FUNCTION public.leak(c public.customers) RETURNS text LANGUAGE sql AS $$ SELECT c.email $$")
+	var s string
+	err := conn.QueryRow(ctx, "SELECT c.leak FROM customers c WHERE c.id = 1").Scan(&s)
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "42501" || !strings.Contains(pgErr.Message, "created or changed functions") {
+		t.Fatalf("c.leak in the creating transaction: got %q, %v", s, err)
+	}
+	mustExec(t, ctx, conn, "ROLLBACK")
+	// After it ends, qualified columns run again.
+	if err := conn.QueryRow(ctx, "SELECT c.name FROM customers c WHERE c.id = 1").Scan(&s); err != nil || s != "Ann" {
+		t.Fatalf("after ROLLBACK: got %q, %v", s, err)
+	}
+	// Created and committed through regate: the catalog cache is refreshed
+	// once the session is idle, so the very next statement knows it.
+	mustExec(t, ctx, conn, "CREATE FUNCTION public.leak2(c public.customers) RETURNS text LANGUAGE sql AS $$ SELECT c.email $$")
+	err = conn.QueryRow(ctx, "SELECT c.leak2 FROM customers c WHERE c.id = 1").Scan(&s)
+	if !errors.As(err, &pgErr) || pgErr.Code != "42501" || !strings.Contains(pgErr.Message, "leak2 is a function of the row") {
+		t.Fatalf("c.leak2 after it was committed: got %q, %v", s, err)
+	}
+	// ... in another session too.
+	if r := psql("SELECT c.leak2 FROM customers c WHERE id = 1"); r.Code == 0 || !strings.Contains(r.Err, "leak2 is a function of the row") {
+		t.Fatalf("c.leak2 in another session: code %d out %q err %q", r.Code, r.Out, r.Err)
+	}
+	// One query string that creates a function and uses it: refused before
+	// anything runs.
+	r := psql(`CREATE FUNCTION public.leak3(c public.customers) RETURNS text LANGUAGE sql AS $$ SELECT c.email $$; ` +
+		`SELECT c.leak3 FROM customers c`)
+	noEmail("create and use in one query", r)
+	if r.Code == 0 || !strings.Contains(r.Err, "created or changed functions") {
+		t.Fatalf("create and use in one query: code %d out %q err %q", r.Code, r.Out, r.Err)
+	}
+	if got := pg.Psql(t, "app", "SELECT count(*) FROM pg_proc WHERE proname = 'leak3'"); got != "0" {
+		t.Fatalf("the refused query string ran in part: %s functions leak3", got)
+	}
+}

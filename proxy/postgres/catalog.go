@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"maps"
 	"sort"
 	"strconv"
 	"strings"
@@ -65,6 +66,11 @@ type catalog struct {
 	mu   sync.Mutex
 	rels map[catalogKey]*relation
 	dbs  map[string]*catalogDB
+	// funcs: each database's functions of a whole row (rowFuncs), and a
+	// count of invalidations, which a lookup that ran meanwhile must not
+	// overwrite.
+	funcs    map[string]*rowFuncSet
+	funcsGen map[string]uint64
 }
 
 // catalogDB is the side connection to one database.
@@ -80,6 +86,11 @@ type catalogKey struct {
 
 const (
 	catalogTTL = time.Minute
+	// rowFuncTTL is how long a database's functions of a whole row are
+	// cached: a function created by a connection that does not go through
+	// regate is seen this much later at most (those created through regate
+	// invalidate the cache, see conn.funcDDL).
+	rowFuncTTL = 10 * time.Second
 	// catalogTimeout bounds one catalog connect or query.
 	catalogTimeout = 10 * time.Second
 )
@@ -226,6 +237,112 @@ func (c *catalog) relationByName(ctx context.Context, database, schema, name str
 	sort.Strings(schemas)
 	return nil, fmt.Errorf("%q names a relation in more than one schema (%s): qualify the table with its schema",
 		name, strings.Join(schemas, ", "))
+}
+
+// rowFuncSet is the names of the functions of one database that attribute
+// notation (c.f, meaning f(c) when c has no column f) can apply to a whole
+// row, lower case: those callable with one argument of a composite type or of
+// type record, "any", anyelement, anynonarray, anycompatible or
+// anycompatiblenonarray (the others defaulted, or variadic of those), less
+// the built-in ones that give nothing of the row's values. Window and
+// ordered-set functions cannot be called so and are left out.
+type rowFuncSet struct {
+	names  map[string]bool
+	loaded time.Time // guarded by catalog.mu
+}
+
+const rowFuncQuery = `SELECT DISTINCT p.proname, p.oid < 16384
+FROM pg_catalog.pg_proc p
+LEFT JOIN pg_catalog.pg_type t ON t.oid = p.proargtypes[0]
+LEFT JOIN pg_catalog.pg_type b ON b.oid = t.typbasetype
+LEFT JOIN pg_catalog.pg_aggregate ag ON ag.aggfnoid = p.oid
+WHERE p.pronargs >= 1 AND p.pronargs - p.pronargdefaults <= 1
+  AND p.prokind IN ('f', 'a') AND COALESCE(ag.aggkind, 'n') = 'n'
+  AND (p.proargtypes[0] IN ('pg_catalog.record'::pg_catalog.regtype, 'pg_catalog."any"'::pg_catalog.regtype,
+      'pg_catalog.anyelement'::pg_catalog.regtype, 'pg_catalog.anynonarray'::pg_catalog.regtype,
+      'pg_catalog.anycompatible'::pg_catalog.regtype, 'pg_catalog.anycompatiblenonarray'::pg_catalog.regtype)
+    OR p.provariadic IN ('pg_catalog.record'::pg_catalog.regtype, 'pg_catalog."any"'::pg_catalog.regtype,
+      'pg_catalog.anyelement'::pg_catalog.regtype, 'pg_catalog.anycompatible'::pg_catalog.regtype)
+    OR t.typtype = 'c' OR b.typtype = 'c')`
+
+// harmlessRowFuncs are built-in functions of any row that give nothing of
+// its values: a count, how many are null, its type, collation or
+// compression. Functions of the database's own with these names count.
+var harmlessRowFuncs = map[string]bool{
+	"count": true, "num_nulls": true, "num_nonnulls": true, "pg_typeof": true,
+	"pg_collation_for": true, "pg_column_compression": true,
+}
+
+// rowFuncs returns the functions of a whole row that database has, from the
+// cache when it is younger than rowFuncTTL. It fails closed: an error means
+// attribute notation cannot be told from a column.
+func (c *catalog) rowFuncs(ctx context.Context, database string) (*rowFuncSet, error) {
+	if f := c.cachedFuncs(database); f != nil {
+		return f, nil
+	}
+	db := c.db(database)
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	for {
+		if f := c.cachedFuncs(database); f != nil {
+			return f, nil
+		}
+		c.mu.Lock()
+		gen := c.funcsGen[database]
+		c.mu.Unlock()
+		rows, err := c.query(ctx, db, database, rowFuncQuery, nil)
+		if err != nil {
+			return nil, fmt.Errorf("cannot look up the database's functions in the catalog: %w", err)
+		}
+		names := map[string]bool{}
+		for _, row := range rows {
+			if n := strings.ToLower(string(row[0])); string(row[1]) != "t" || !harmlessRowFuncs[n] {
+				names[n] = true
+			}
+		}
+		c.mu.Lock()
+		if c.funcsGen[database] != gen {
+			// Invalidated while the query ran: it may predate the change.
+			c.mu.Unlock()
+			continue
+		}
+		if c.funcs == nil {
+			c.funcs = map[string]*rowFuncSet{}
+		}
+		f := c.funcs[database]
+		if f == nil || !maps.Equal(f.names, names) {
+			// A new set (a new pointer) makes sessions check their
+			// statements again (maskChecked).
+			f = &rowFuncSet{names: names}
+			c.funcs[database] = f
+		}
+		f.loaded = time.Now()
+		c.mu.Unlock()
+		return f, nil
+	}
+}
+
+func (c *catalog) cachedFuncs(database string) *rowFuncSet {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if f := c.funcs[database]; f != nil && time.Since(f.loaded) < rowFuncTTL {
+		return f
+	}
+	return nil
+}
+
+// invalidateFuncs makes the next rowFuncs of database look again: a session
+// changed functions (and its transaction ended).
+func (c *catalog) invalidateFuncs(database string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if f := c.funcs[database]; f != nil {
+		f.loaded = time.Time{}
+	}
+	if c.funcsGen == nil {
+		c.funcsGen = map[string]uint64{}
+	}
+	c.funcsGen[database]++
 }
 
 func (c *catalog) close() {

@@ -78,6 +78,15 @@ func (cn *conn) checkMaskable(ctx context.Context, m *resultMasker, stmts []pars
 		return nil
 	}
 	check := stmts // what checkColumnMasks reads
+	var funcs rowFuncs
+	var funcSet *rowFuncSet
+	if len(m.cols) > 0 {
+		var err error
+		if funcSet, err = cn.s.catalog.rowFuncs(ctx, cn.database); err != nil {
+			return err
+		}
+		funcs = rowFuncs{db: funcSet.names, all: cn.changingFuncs() || changesFuncs(stmts)}
+	}
 	for i, st := range stmts {
 		if st.Node != "CopyStmt" {
 			continue
@@ -100,7 +109,7 @@ func (cn *conn) checkMaskable(ctx context.Context, m *resultMasker, stmts []pars
 		}
 		q, _ := cs["query"].(map[string]any)
 		rv, outs, ok := copyQueryOutputs(q)
-		if !ok || checkColumnMasks(m.cols, stmts[i:i+1]) == nil {
+		if !ok || checkColumnMasks(m.cols, stmts[i:i+1], funcs) == nil {
 			// Another shape (checked as COPY (query) below), or no masked
 			// column in the output: nothing to look up.
 			continue
@@ -127,17 +136,17 @@ func (cn *conn) checkMaskable(ctx context.Context, m *resultMasker, stmts []pars
 		}
 		check[i] = parse.Statement{Command: "SELECT", Node: "SelectStmt", AST: q}
 	}
-	cacheable := len(stmts) > 0 && len(m.cols) > 0
-	if cacheable && cn.maskOK.same(stmts, m.src) {
+	cacheable := len(stmts) > 0 && len(m.cols) > 0 && !funcs.all
+	if cacheable && cn.maskOK.same(stmts, m.src, funcSet) {
 		m.redact = cn.maskOK.redact
 		return nil
 	}
-	if err := checkColumnMasks(m.cols, check); err != nil {
+	if err := checkColumnMasks(m.cols, check, funcs); err != nil {
 		return err
 	}
-	m.redact = len(m.cols) > 0 && readsMasked(m.cols, stmts)
+	m.redact = len(m.cols) > 0 && readsMasked(m.cols, stmts, funcs)
 	if cacheable {
-		cn.maskOK = maskChecked{stmt: checkedKey(stmts), nStmts: len(stmts), masks: m.src, redact: m.redact}
+		cn.maskOK = maskChecked{stmt: checkedKey(stmts), nStmts: len(stmts), masks: m.src, funcs: funcSet, redact: m.redact}
 	}
 	return nil
 }

@@ -50,8 +50,8 @@ const (
 // functions, which need OVER or WITHIN GROUP), plus hstore's. c.row_to_json,
 // c.concat and c.quote_literal return every column of c; c.text, c.name and
 // c.json are columns (PostgreSQL rejects attribute-style casts of a whole
-// row since 9.1). A function of one's own that takes a table's row is not
-// seen.
+// row since 9.1). The target database's own such functions (and a newer
+// server's built-ins) come from its catalog (rowFuncs, catalog.rowFuncs).
 var wholeRowFuncs = map[string]bool{
 	"row_to_json": true, "to_json": true, "to_jsonb": true, "hstore": true,
 	"concat": true, "quote_literal": true, "quote_nullable": true,
@@ -62,10 +62,27 @@ var wholeRowFuncs = map[string]bool{
 	"hash_record": true, "pg_column_size": true,
 }
 
+// rowFuncs tells which names attribute notation (c.f) may resolve to a
+// function of c's whole row: wholeRowFuncs, the database's own (db, from its
+// catalog; nil in unit tests), or every name when all is set (the session
+// changed functions in a transaction that has not ended, which regate's
+// catalog connection cannot see yet).
+type rowFuncs struct {
+	db  map[string]bool
+	all bool
+}
+
+// has reports whether c.name may be a function of c's whole row; name is
+// lower case.
+func (r rowFuncs) has(name string) bool {
+	return wholeRowFuncs[name] || r.db[name] || r.all && name != "*"
+}
+
 // maskCheck is the state of checkColumnMasks.
 type maskCheck struct {
 	masked map[string]bool // masked column names, lower case (last part of each mask)
 	byName map[string]bool // names an unqualified mask matches by result name alone
+	funcs  rowFuncs
 }
 
 // taint maps the names that carry masked values to whether the value is
@@ -158,7 +175,7 @@ func (c *maskCheck) escape(column, how string) *maskEscape {
 
 // checkColumnMasks refuses statements that would return a value from a
 // column named by a column mask in a form the mask cannot reach.
-func checkColumnMasks(cols []decision.Mask, stmts []parse.Statement) (err error) {
+func checkColumnMasks(cols []decision.Mask, stmts []parse.Statement, funcs rowFuncs) (err error) {
 	if len(cols) == 0 {
 		return nil
 	}
@@ -169,7 +186,7 @@ func checkColumnMasks(cols []decision.Mask, stmts []parse.Statement) (err error)
 			err = fmt.Errorf("regate could not check this statement against the column masks (internal error: %v)", r)
 		}
 	}()
-	c := &maskCheck{}
+	c := &maskCheck{funcs: funcs}
 	c.masked, c.byName = maskedNames(cols)
 	for _, st := range stmts {
 		if err := c.statement(st.AST, nil); err != nil {
@@ -363,7 +380,7 @@ func stringNode(v any) string {
 // notice texts may then quote a masked value (`invalid input syntax for type
 // integer: "ann@example.com"`, a unique violation's key), so they are
 // withheld (redactNotice).
-func readsMasked(cols []decision.Mask, stmts []parse.Statement) bool {
+func readsMasked(cols []decision.Mask, stmts []parse.Statement, funcs rowFuncs) bool {
 	masked, _ := maskedNames(cols)
 	items := map[string]bool{}
 	var collect func(v any)
@@ -402,7 +419,7 @@ func readsMasked(cols []decision.Mask, stmts []parse.Statement) bool {
 			if f := refFields(v); f != nil {
 				last := strings.ToLower(f[len(f)-1])
 				found = last == "*" || masked[last] || len(f) == 1 && items[last] ||
-					len(f) >= 2 && wholeRowFuncs[last] && items[strings.ToLower(f[len(f)-2])]
+					len(f) >= 2 && funcs.has(last) && items[strings.ToLower(f[len(f)-2])]
 				return
 			}
 			for _, x := range v {

@@ -300,7 +300,8 @@ func (c *maskCheck) targets(list []any, sc *scope, mode outMode) (taint, error) 
 }
 
 // wholeRow refuses a reference to a whole row: a FROM item's bare name (c),
-// c.*, or c.f for a function that takes a row (functional notation). A bare
+// c.*, or c.f for a function that takes a row (functional notation; see
+// rowFuncs). A bare
 // c.* in a select list is expanded into columns and handled by the caller.
 // The whole row of a clean item (a subquery or WITH query whose select list
 // names no masked or tainted column) holds nothing to mask and passes.
@@ -311,11 +312,19 @@ func (c *maskCheck) wholeRow(f []string, sc *scope) error {
 			return nil
 		}
 		return c.escape("", fmt.Sprintf("inside the whole-row value %q", f[0]))
-	case len(f) >= 2 && wholeRowFuncs[strings.ToLower(f[len(f)-1])] && sc.isItem(strings.ToLower(f[len(f)-2])):
+	case len(f) >= 2 && c.funcs.has(strings.ToLower(f[len(f)-1])) && sc.isItem(strings.ToLower(f[len(f)-2])):
 		if sc.wholeRowClean(strings.ToLower(f[len(f)-2])) {
 			return nil
 		}
-		return c.escape("", fmt.Sprintf("inside the whole-row value %s", strings.Join(f, ".")))
+		last := strings.ToLower(f[len(f)-1])
+		if !wholeRowFuncs[last] && !c.funcs.db[last] {
+			return c.escape("", fmt.Sprintf("perhaps through %s, which could be a function of the whole row "+
+				"(this session created or changed functions in a transaction that has not ended, and regate "+
+				"cannot tell such functions from columns until it ends: end it first, or write the column "+
+				"without %q)", strings.Join(f, "."), f[len(f)-2]+"."))
+		}
+		return c.escape("", fmt.Sprintf("inside the whole-row value %s (%s is a function of the row)",
+			strings.Join(f, "."), f[len(f)-1]))
 	}
 	return nil
 }

@@ -137,7 +137,7 @@ func TestCheckColumnMasks(t *testing.T) {
 		if err != nil {
 			t.Fatalf("parse %q: %v", tc.q, err)
 		}
-		err = checkColumnMasks(masks, stmts)
+		err = checkColumnMasks(masks, stmts, rowFuncs{})
 		if (err != nil) != tc.refuse {
 			t.Errorf("%s: err = %v, want refused %v", tc.q, err, tc.refuse)
 			continue
@@ -148,8 +148,84 @@ func TestCheckColumnMasks(t *testing.T) {
 	}
 	// Without column masks nothing is checked.
 	stmts, _ := p.Parse("SELECT lower(email) FROM customers")
-	if err := checkColumnMasks(nil, stmts); err != nil {
+	if err := checkColumnMasks(nil, stmts, rowFuncs{}); err != nil {
 		t.Errorf("no masks: %v", err)
+	}
+}
+
+// TestCheckRowFuncs: c.f is a whole-row value when the database has a
+// function f of a row (from its catalog), and any c.x in an output position
+// is suspect while the session's own change to functions is not committed.
+func TestCheckRowFuncs(t *testing.T) {
+	p := sql.NewParser(64)
+	masks := []decision.Mask{{Column: "email"}}
+	db := rowFuncs{db: map[string]bool{"display": true}}
+	suspect := rowFuncs{db: map[string]bool{"display": true}, all: true}
+	for _, tc := range []struct {
+		q      string
+		funcs  rowFuncs
+		refuse string // a part of the refusal, "" when it runs
+	}{
+		{"SELECT c.display FROM customers c", rowFuncs{}, ""}, // unknown: a column
+		{"SELECT c.display FROM customers c", db, "display is a function of the row"},
+		{"SELECT upper(customers.display) FROM customers", db, "display is a function of the row"},
+		{"SELECT x FROM (SELECT c.display AS x FROM customers c) s", db, "display is a function of the row"},
+		{"SELECT c.id, c.name, c.email FROM customers c", db, ""},
+		{"SELECT c.id FROM customers c WHERE c.display LIKE 'a%'", db, ""}, // not output
+		{"SELECT s.display FROM (SELECT id AS display FROM customers) s", db, ""},
+		{"SELECT display FROM customers", db, ""}, // a column: display(c) needs an argument
+		{"SELECT c.row_to_json FROM customers c", rowFuncs{}, "row_to_json is a function of the row"},
+		{"SELECT c.id FROM customers c", suspect, "created or changed functions"},
+		{"SELECT lower(c.name) FROM customers c", suspect, "created or changed functions"},
+		{"SELECT c.* FROM customers c", suspect, ""},
+		{"SELECT id, name FROM customers c WHERE c.id = 1", suspect, ""},
+		{"SELECT s.x FROM (SELECT id AS x FROM customers) s", suspect, ""}, // a clean subquery's whole row
+	} {
+		stmts, err := p.Parse(tc.q)
+		if err != nil {
+			t.Fatalf("parse %q: %v", tc.q, err)
+		}
+		err = checkColumnMasks(masks, stmts, tc.funcs)
+		switch {
+		case tc.refuse == "" && err != nil:
+			t.Errorf("%s (%+v): refused: %v", tc.q, tc.funcs, err)
+		case tc.refuse != "" && (err == nil || !strings.Contains(err.Error(), tc.refuse)):
+			t.Errorf("%s (%+v): err = %v, want a refusal with %q", tc.q, tc.funcs, err, tc.refuse)
+		}
+	}
+	// Error texts of a statement calling such a function are withheld.
+	stmts, _ := p.Parse("SELECT id FROM customers c WHERE c.display = 'x'")
+	if readsMasked(masks, stmts, rowFuncs{}) || !readsMasked(masks, stmts, db) {
+		t.Error("readsMasked does not count c.f for a function of the row")
+	}
+}
+
+// TestChangesFuncs: the statements after which regate's catalog cache of
+// functions may be out of date.
+func TestChangesFuncs(t *testing.T) {
+	p := sql.NewParser(0)
+	for q, want := range map[string]bool{
+		"CREATE FUNCTION f(c customers) RETURNS text LANGUAGE sql AS $$ SELECT c.email $$":       true,
+		"CREATE OR REPLACE FUNCTION f(c customers) RETURNS text LANGUAGE sql AS $$ SELECT '' $$": true,
+		"CREATE AGGREGATE agg(anyelement) (SFUNC = array_append, STYPE = anyarray)":              true,
+		"ALTER FUNCTION f(customers) RENAME TO g":                                                true,
+		"ALTER AGGREGATE agg(anyelement) RENAME TO agg2":                                         true,
+		"CREATE EXTENSION hstore":       true,
+		"ALTER EXTENSION hstore UPDATE": true,
+		"DO $$BEGIN EXECUTE 'CREATE FUNCTION g() RETURNS int LANGUAGE sql AS $f$SELECT 1$f$'; END$$": true,
+		"SELECT 1; CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'":                       true,
+		"ALTER TABLE customers RENAME TO clients":                                                    false,
+		"CREATE TYPE pair AS (a int, b int)":                                                         false,
+		"CREATE TABLE t (id int)":                                                                    false,
+		"SELECT f(c) FROM customers c":                                                               false,
+	} {
+		stmts, err := p.Parse(q)
+		if err != nil {
+			t.Fatalf("parse %q: %v", q, err)
+		}
+		if got := changesFuncs(stmts); got != want {
+			t.Errorf("%s: changesFuncs = %v, want %v", q, got, want)
+		}
 	}
 }
 
@@ -163,7 +239,7 @@ func BenchmarkCheckColumnMasks(b *testing.B) {
 	masks := []decision.Mask{{Column: "card_number"}, {Column: "email"}, {Column: "password"}, {Column: "ssn"}}
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := checkColumnMasks(masks, stmts); err != nil {
+		if err := checkColumnMasks(masks, stmts, rowFuncs{}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -192,10 +268,13 @@ func FuzzCheckColumnMasks(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if err := checkColumnMasks(masks, stmts); err != nil {
-			if _, ok := err.(*maskEscape); !ok {
-				t.Fatalf("%q: unexpected error %T %v", q, err, err)
+		for _, funcs := range []rowFuncs{{}, {db: map[string]bool{"display": true}, all: true}} {
+			if err := checkColumnMasks(masks, stmts, funcs); err != nil {
+				if _, ok := err.(*maskEscape); !ok {
+					t.Fatalf("%q (%+v): unexpected error %T %v", q, funcs, err, err)
+				}
 			}
+			readsMasked(masks, stmts, funcs)
 		}
 	})
 }
@@ -215,15 +294,18 @@ func TestMaskCheckedKey(t *testing.T) {
 	masks := []decision.Mask{{Column: "email"}}
 	first := parseQ("SELECT email FROM customers WHERE id = 1")
 	k := maskChecked{stmt: checkedKey(first), nStmts: len(first), masks: masks}
-	if !k.same(parseQ("SELECT email FROM customers WHERE id = 7"), []decision.Mask{{Column: "email"}}) {
+	if !k.same(parseQ("SELECT email FROM customers WHERE id = 7"), []decision.Mask{{Column: "email"}}, nil) {
 		t.Error("a text of the same template misses")
+	}
+	if k.same(parseQ("SELECT email FROM customers WHERE id = 7"), masks, &rowFuncSet{}) {
+		t.Error("the verdict is shared across another set of the database's functions")
 	}
 	for q, m := range map[string][]decision.Mask{
 		"SELECT email FROM customers WHERE id = 7":           {{Column: "ssn"}},
 		"SELECT lower(email) FROM customers WHERE id = 1":    masks,
 		"SELECT email FROM customers WHERE id = 1; SELECT 1": masks,
 	} {
-		if k.same(parseQ(q), m) {
+		if k.same(parseQ(q), m, nil) {
 			t.Errorf("%s under %v: shares the verdict of another text or masks", q, m)
 		}
 	}

@@ -47,6 +47,11 @@ type conn struct {
 	qmu      sync.Mutex
 	queue    []*item // forwarded requests awaiting their response, in order
 	executed bool    // an Execute was answered since the last ReadyForQuery (idle)
+	// funcDDL: a statement that changes the database's functions
+	// (changesFuncs) was forwarded, and no ReadyForQuery has said idle
+	// since it was answered: regate's catalog connection may not see the
+	// change yet (rowFuncs.all).
+	funcDDL bool
 
 	// Frontend-loop state of the extended query protocol.
 	stmts      map[string]*prepared
@@ -69,7 +74,8 @@ type maskChecked struct {
 	stmt   *parse.Statement // the first statement, or the template it was filled from
 	nStmts int
 	masks  []decision.Mask
-	redact bool // readsMasked's answer
+	funcs  *rowFuncSet // the database's functions of a whole row it was checked against
+	redact bool        // readsMasked's answer
 }
 
 // checkedKey names stmts for maskChecked: a statement filled from a template
@@ -81,9 +87,11 @@ func checkedKey(stmts []parse.Statement) *parse.Statement {
 	return &stmts[0]
 }
 
-// same reports whether k names stmts under the masks src.
-func (k *maskChecked) same(stmts []parse.Statement, src []decision.Mask) bool {
-	return k.stmt != nil && k.stmt == checkedKey(stmts) && k.nStmts == len(stmts) && slices.Equal(k.masks, src)
+// same reports whether k names stmts under the masks src and the function
+// set funcs.
+func (k *maskChecked) same(stmts []parse.Statement, src []decision.Mask, funcs *rowFuncSet) bool {
+	return k.stmt != nil && k.stmt == checkedKey(stmts) && k.nStmts == len(stmts) && k.funcs == funcs &&
+		slices.Equal(k.masks, src)
 }
 
 // itemKind is the kind of a request forwarded upstream whose response the
@@ -122,6 +130,7 @@ type item struct {
 	// regate's own); set only while the item is queued (see adoptDescribe).
 	planFor *item
 	popped  bool // answered and removed from the queue (guarded by qmu)
+	funcDDL bool // stmts change the database's functions (changesFuncs)
 	tags    []string
 	rows    int64
 	errCode string
@@ -238,18 +247,61 @@ func quoteType(t byte) string {
 
 // push queues an item; the backend loop pops it when its response arrives.
 func (cn *conn) push(it *item) {
+	it.funcDDL = it.refusal == nil && changesFuncs(it.stmts)
 	cn.qmu.Lock()
 	cn.queue = append(cn.queue, it)
+	cn.funcDDL = cn.funcDDL || it.funcDDL
 	cn.qmu.Unlock()
 }
 
 // setTxStatus keeps the transaction status of a ReadyForQuery (backend
-// loop).
+// loop). Once a change to the database's functions has been answered and the
+// session is idle, the change is committed (or rolled back): the catalog's
+// cache of functions is invalidated for every session.
 func (cn *conn) setTxStatus(b byte) {
 	cn.qmu.Lock()
 	cn.txStatus = b
 	cn.executed = false
+	ended := false
+	if b == 'I' && cn.funcDDL && !slices.ContainsFunc(cn.queue, func(it *item) bool { return it.funcDDL }) {
+		cn.funcDDL, ended = false, true
+	}
 	cn.qmu.Unlock()
+	if ended {
+		cn.s.catalog.invalidateFuncs(cn.database)
+	}
+}
+
+// changingFuncs reports whether the session has changed the database's
+// functions in a transaction that has not ended (frontend loop).
+func (cn *conn) changingFuncs() bool {
+	cn.qmu.Lock()
+	defer cn.qmu.Unlock()
+	return cn.funcDDL
+}
+
+// changesFuncs reports whether stmts may create or rename functions that
+// attribute notation could apply to a whole row: CREATE FUNCTION and
+// AGGREGATE, renames of functions, extensions (which bring functions), and DO
+// (which can run any of these).
+func changesFuncs(stmts []parse.Statement) bool {
+	for _, st := range stmts {
+		switch st.Node {
+		case "CreateFunctionStmt", "CreateExtensionStmt", "AlterExtensionStmt", "AlterExtensionContentsStmt", "DoStmt":
+			return true
+		case "DefineStmt":
+			if n, _ := st.AST[st.Node].(map[string]any); n["kind"] == "OBJECT_AGGREGATE" {
+				return true
+			}
+		case "RenameStmt":
+			n, _ := st.AST[st.Node].(map[string]any)
+			switch n["renameType"] {
+			case "OBJECT_FUNCTION", "OBJECT_AGGREGATE", "OBJECT_ROUTINE":
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // idle reports whether the session is outside a transaction block and has
