@@ -247,11 +247,12 @@ func (c *catalog) relationByName(ctx context.Context, database, schema, name str
 // the built-in ones that give nothing of the row's values. Window and
 // ordered-set functions cannot be called so and are left out.
 type rowFuncSet struct {
-	names  map[string]bool
-	loaded time.Time // guarded by catalog.mu
+	names    map[string]bool
+	ownCount bool      // the database has a function named count of its own
+	loaded   time.Time // guarded by catalog.mu
 }
 
-const rowFuncQuery = `SELECT DISTINCT p.proname, p.oid < 16384
+const rowFuncQuery = `SELECT DISTINCT p.proname, p.oid < 16384, true
 FROM pg_catalog.pg_proc p
 LEFT JOIN pg_catalog.pg_type t ON t.oid = p.proargtypes[0]
 LEFT JOIN pg_catalog.pg_type b ON b.oid = t.typbasetype
@@ -263,7 +264,9 @@ WHERE p.pronargs >= 1 AND p.pronargs - p.pronargdefaults <= 1
       'pg_catalog.anycompatible'::pg_catalog.regtype, 'pg_catalog.anycompatiblenonarray'::pg_catalog.regtype)
     OR p.provariadic IN ('pg_catalog.record'::pg_catalog.regtype, 'pg_catalog."any"'::pg_catalog.regtype,
       'pg_catalog.anyelement'::pg_catalog.regtype, 'pg_catalog.anycompatible'::pg_catalog.regtype)
-    OR t.typtype = 'c' OR b.typtype = 'c')`
+    OR t.typtype = 'c' OR b.typtype = 'c')
+UNION ALL
+SELECT p.proname, false, false FROM pg_catalog.pg_proc p WHERE p.proname = 'count' AND p.oid >= 16384`
 
 // harmlessRowFuncs are built-in functions of any row that give nothing of
 // its values: a count, how many are null, its type, collation or
@@ -294,9 +297,13 @@ func (c *catalog) rowFuncs(ctx context.Context, database string) (*rowFuncSet, e
 		if err != nil {
 			return nil, fmt.Errorf("cannot look up the database's functions in the catalog: %w", err)
 		}
-		names := map[string]bool{}
+		names, ownCount := map[string]bool{}, false
 		for _, row := range rows {
-			if n := strings.ToLower(string(row[0])); string(row[1]) != "t" || !harmlessRowFuncs[n] {
+			n := strings.ToLower(string(row[0]))
+			switch {
+			case string(row[2]) != "t": // a count of the database's own
+				ownCount = true
+			case string(row[1]) != "t" || !harmlessRowFuncs[n]:
 				names[n] = true
 			}
 		}
@@ -310,10 +317,10 @@ func (c *catalog) rowFuncs(ctx context.Context, database string) (*rowFuncSet, e
 			c.funcs = map[string]*rowFuncSet{}
 		}
 		f := c.funcs[database]
-		if f == nil || !maps.Equal(f.names, names) {
+		if f == nil || f.ownCount != ownCount || !maps.Equal(f.names, names) {
 			// A new set (a new pointer) makes sessions check their
 			// statements again (maskChecked).
-			f = &rowFuncSet{names: names}
+			f = &rowFuncSet{names: names, ownCount: ownCount}
 			c.funcs[database] = f
 		}
 		f.loaded = time.Now()

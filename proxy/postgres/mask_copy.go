@@ -86,6 +86,7 @@ func (cn *conn) checkMaskable(ctx context.Context, m *resultMasker, stmts []pars
 			return err
 		}
 		funcs = rowFuncs{db: funcSet.names, all: cn.changingFuncs() || changesFuncs(stmts)}
+		funcs.countBuiltin = !funcSet.ownCount && !funcs.all
 	}
 	for i, st := range stmts {
 		if st.Node != "CopyStmt" {

@@ -70,6 +70,9 @@ var wholeRowFuncs = map[string]bool{
 type rowFuncs struct {
 	db  map[string]bool
 	all bool
+	// countBuiltin: count is PostgreSQL's own aggregate, the database has
+	// no function of that name (countOfColumn).
+	countBuiltin bool
 }
 
 // has reports whether c.name may be a function of c's whole row; name is

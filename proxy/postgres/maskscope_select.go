@@ -364,6 +364,17 @@ func (c *maskCheck) expr(v any, sc *scope, how string) error {
 			}
 			return nil
 		}
+		if fc, ok := v["FuncCall"].(map[string]any); ok && c.countOfColumn(fc, sc) {
+			// count(col) gives how many rows have a value, no value: as
+			// for IS NULL below. What else the call holds (FILTER, an
+			// ORDER BY, OVER) is checked as usual.
+			for _, k := range []string{"agg_filter", "agg_order", "over"} {
+				if err := c.expr(fc[k], sc, how); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
 		if nt, ok := v["NullTest"].(map[string]any); ok {
 			if f := refFields(nt["arg"]); f != nil && f[len(f)-1] != "*" {
 				// IS [NOT] NULL of a column gives its nullness only, a
@@ -390,4 +401,25 @@ func (c *maskCheck) expr(v any, sc *scope, how string) error {
 		}
 	}
 	return nil
+}
+
+// countOfColumn reports whether fc is the built-in count of one column
+// (count(email), count(DISTINCT c.email), pg_catalog.count(email)): only when
+// the database has no function named count of its own, which could take the
+// column's type more exactly than count("any") and return the value
+// (rowFuncs.countBuiltin), and the argument is a column, not a whole row.
+func (c *maskCheck) countOfColumn(fc map[string]any, sc *scope) bool {
+	names, _ := fc["funcname"].([]any)
+	args, _ := fc["args"].([]any)
+	if len(args) != 1 || fc["agg_star"] == true || fc["func_variadic"] == true {
+		return false
+	}
+	switch {
+	case len(names) == 1 && stringNode(names[0]) == "count" && c.funcs.countBuiltin:
+	case len(names) == 2 && stringNode(names[0]) == "pg_catalog" && stringNode(names[1]) == "count":
+	default:
+		return false
+	}
+	f := refFields(args[0])
+	return f != nil && f[len(f)-1] != "*" && c.wholeRow(f, sc) == nil && !(len(f) == 1 && sc.isItem(strings.ToLower(f[0])))
 }

@@ -30,7 +30,11 @@ func TestCheckColumnMasks(t *testing.T) {
 		{"SELECT email::varchar FROM customers", true}, // a cast's error text would show the value
 		{"SELECT email FROM customers UNION SELECT email FROM leads", false},
 		{"SELECT count(*), count(1) FROM customers", false},
-		{"SELECT count(email) FROM customers", true}, // count may be another schema's function
+		{"SELECT count(email) FROM customers", true}, // count may be another schema's function (countBuiltin unset)
+		{"SELECT pg_catalog.count(email) FROM customers", false},
+		{"SELECT pg_catalog.count(c) FROM customers c", true},
+		{"SELECT pg_catalog.count(lower(email)) FROM customers", true},
+		{"SELECT pg_catalog.count(email) FILTER (WHERE email LIKE 'a%') FROM customers", true},
 		// IS [NOT] NULL gives nullness only; not of a whole row, and not
 		// of an expression over the column.
 		{"SELECT id, email IS NOT NULL AS has_email, card_number IS NULL FROM customers", false},
@@ -180,6 +184,16 @@ func TestCheckRowFuncs(t *testing.T) {
 		{"SELECT c.* FROM customers c", suspect, ""},
 		{"SELECT id, name FROM customers c WHERE c.id = 1", suspect, ""},
 		{"SELECT s.x FROM (SELECT id AS x FROM customers) s", suspect, ""}, // a clean subquery's whole row
+		{"SELECT count(email), count(DISTINCT c.email) FROM customers c", rowFuncs{countBuiltin: true}, ""},
+		{"SELECT count(email) OVER (PARTITION BY name) FROM customers", rowFuncs{countBuiltin: true}, ""},
+		{"SELECT n FROM (SELECT count(email) AS n FROM customers) s", rowFuncs{countBuiltin: true}, ""},
+		{"SELECT count(email) FROM customers", rowFuncs{}, "inside an expression"},
+		{"SELECT count(email) OVER (ORDER BY email) FROM customers", rowFuncs{countBuiltin: true}, "inside an expression"},
+		{"SELECT count(c) FROM customers c", rowFuncs{countBuiltin: true}, "whole-row"},
+		{"SELECT count(c.display) FROM customers c", rowFuncs{db: map[string]bool{"display": true}, countBuiltin: true}, "display is a function of the row"},
+		{"SELECT count(email, name) FROM customers", rowFuncs{countBuiltin: true}, "inside an expression"},
+		{`SELECT "Count"(email) FROM customers`, rowFuncs{countBuiltin: true}, "inside an expression"},
+		{"SELECT public.count(email) FROM customers", rowFuncs{countBuiltin: true}, "inside an expression"},
 	} {
 		stmts, err := p.Parse(tc.q)
 		if err != nil {
@@ -258,6 +272,7 @@ func FuzzCheckColumnMasks(f *testing.F) {
 		"COPY (SELECT * FROM customers) TO STDOUT",
 		"SELECT * FROM unnest(ARRAY(SELECT email FROM customers)) u",
 		"SELECT x FROM customers c, LATERAL (SELECT lower(c.email) AS x) l",
+		"SELECT count(DISTINCT email) FILTER (WHERE id > 1) OVER (PARTITION BY name) FROM customers",
 	} {
 		f.Add(q)
 	}
@@ -268,7 +283,7 @@ func FuzzCheckColumnMasks(f *testing.F) {
 		if err != nil {
 			return
 		}
-		for _, funcs := range []rowFuncs{{}, {db: map[string]bool{"display": true}, all: true}} {
+		for _, funcs := range []rowFuncs{{}, {db: map[string]bool{"display": true}, all: true}, {countBuiltin: true}} {
 			if err := checkColumnMasks(masks, stmts, funcs); err != nil {
 				if _, ok := err.(*maskEscape); !ok {
 					t.Fatalf("%q (%+v): unexpected error %T %v", q, funcs, err, err)
