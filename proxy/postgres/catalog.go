@@ -286,7 +286,7 @@ func (c *catalog) rowFuncs(ctx context.Context, database string) (*rowFuncSet, e
 	db := c.db(database)
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	for {
+	for try := 1; ; try++ {
 		if f := c.cachedFuncs(database); f != nil {
 			return f, nil
 		}
@@ -311,7 +311,12 @@ func (c *catalog) rowFuncs(ctx context.Context, database string) (*rowFuncSet, e
 		if c.funcsGen[database] != gen {
 			// Invalidated while the query ran: it may predate the change.
 			c.mu.Unlock()
-			continue
+			if try < 3 {
+				continue
+			}
+			// Sessions keep changing functions: use this answer once,
+			// uncached (rowFuncs.all covers changes still uncommitted).
+			return &rowFuncSet{names: names, ownCount: ownCount}, nil
 		}
 		if c.funcs == nil {
 			c.funcs = map[string]*rowFuncSet{}
