@@ -301,8 +301,8 @@ func (c *maskCheck) targets(list []any, sc *scope, mode outMode) (taint, error) 
 
 // wholeRow refuses a reference to a whole row: a FROM item's bare name (c),
 // c.*, or c.f for a function that takes a row (functional notation; see
-// rowFuncs). A bare
-// c.* in a select list is expanded into columns and handled by the caller.
+// rowFuncs). A bare c.* in a select list is expanded into columns and handled
+// by the caller.
 // The whole row of a clean item (a subquery or WITH query whose select list
 // names no masked or tainted column) holds nothing to mask and passes.
 func (c *maskCheck) wholeRow(f []string, sc *scope) error {
