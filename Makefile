@@ -10,12 +10,15 @@ export GOFLAGS ?= -mod=mod
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/regate
 
-# Everything: unit tests (race detector on the concurrent packages), the Rego
-# tests through OPA's Go tester (in ./policies), and the end-to-end tests
-# against a real PostgreSQL with real psql and pgx clients (in ./test).
+# Everything: unit tests, the Rego tests through OPA's Go tester (in
+# ./policies), and the end-to-end tests against a real PostgreSQL with real
+# psql and pgx clients (in ./test); then all of it again under the race
+# detector, with the end-to-end tests' gateway built with -race too (it runs
+# as a process of its own) and stopping at its first data race.
 test: test-deps
 	$(GO) test -count=1 -timeout 15m ./...
-	$(GO) test -count=1 -race -timeout 15m ./...
+	$(GO) build -race -o bin/regate-race ./cmd/regate
+	GORACE=halt_on_error=1 REGATE_BIN=$(CURDIR)/bin/regate-race $(GO) test -count=1 -race -timeout 15m ./...
 
 # Installs the PostgreSQL server and client when the machine lacks them.
 test-deps:
