@@ -78,7 +78,13 @@ type rowFuncs struct {
 // has reports whether c.name may be a function of c's whole row; name is
 // lower case.
 func (r rowFuncs) has(name string) bool {
-	return wholeRowFuncs[name] || r.db[name] || r.all && name != "*"
+	return r.known(name) || r.all && name != "*"
+}
+
+// known reports whether name is a function of a whole row that regate knows
+// of (built in, or in the database's catalog), not one it merely suspects.
+func (r rowFuncs) known(name string) bool {
+	return wholeRowFuncs[name] || r.db[name]
 }
 
 // maskCheck is the state of checkColumnMasks.

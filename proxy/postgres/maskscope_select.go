@@ -316,8 +316,7 @@ func (c *maskCheck) wholeRow(f []string, sc *scope) error {
 		if sc.wholeRowClean(strings.ToLower(f[len(f)-2])) {
 			return nil
 		}
-		last := strings.ToLower(f[len(f)-1])
-		if !wholeRowFuncs[last] && !c.funcs.db[last] {
+		if !c.funcs.known(strings.ToLower(f[len(f)-1])) {
 			return c.escape("", fmt.Sprintf("perhaps through %s, which could be a function of the whole row "+
 				"(this session created or changed functions in a transaction that has not ended, and regate "+
 				"cannot tell such functions from columns until it ends: end it first, or write the column "+

@@ -290,12 +290,11 @@ func changesFuncs(stmts []parse.Statement) bool {
 		case "CreateFunctionStmt", "CreateExtensionStmt", "AlterExtensionStmt", "AlterExtensionContentsStmt", "DoStmt":
 			return true
 		case "DefineStmt":
-			if n, _ := st.AST[st.Node].(map[string]any); n["kind"] == "OBJECT_AGGREGATE" {
+			if child(st.AST, st.Node)["kind"] == "OBJECT_AGGREGATE" {
 				return true
 			}
 		case "RenameStmt":
-			n, _ := st.AST[st.Node].(map[string]any)
-			switch n["renameType"] {
+			switch child(st.AST, st.Node)["renameType"] {
 			case "OBJECT_FUNCTION", "OBJECT_AGGREGATE", "OBJECT_ROUTINE":
 				return true
 			}
