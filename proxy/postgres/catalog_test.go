@@ -1,10 +1,14 @@
 package postgres
 
 import (
+	"context"
 	"maps"
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/regate/regate/test/testenv"
 )
@@ -53,5 +57,90 @@ func TestRowFuncQuery(t *testing.T) {
 	}
 	if !ownCount {
 		t.Error("the database's own count(text) is not reported")
+	}
+}
+
+// TestRowFuncsRefresh checks the function set's cache on a real PostgreSQL: a
+// set past rowFuncRefresh is still served at once and reloaded in the
+// background (the next lookups see a function created meanwhile), one past
+// rowFuncTTL is reloaded before it is served, and a closed catalog reloads
+// nothing.
+func TestRowFuncsRefresh(t *testing.T) {
+	pg := testenv.StartPostgres(t)
+	pg.Psql(t, "app", `CREATE TABLE customers (id int, email text)`)
+	s := &Server{cfg: Config{Upstream: pg.Addr(), Credentials: Credentials{User: pg.AppUser, Password: pg.AppPassword}},
+		log: hclog.NewNullLogger()}
+	c := &s.catalog
+	c.s = s
+	ctx := context.Background()
+	age := func(f *rowFuncSet, d time.Duration) {
+		c.mu.Lock()
+		f.loaded = time.Now().Add(-d)
+		c.mu.Unlock()
+	}
+	get := func() *rowFuncSet {
+		t.Helper()
+		f, err := c.rowFuncs(ctx, "app")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+
+	f1 := get()
+	if f1.names["later"] {
+		t.Fatal("function later found before it was created")
+	}
+	pg.Psql(t, "app", `CREATE FUNCTION later(c customers) RETURNS text LANGUAGE sql AS $$ SELECT c.email $$`)
+	if f := get(); f != f1 || f.names["later"] {
+		t.Fatal("a fresh set was not served from the cache")
+	}
+
+	// Due for a reload: served as it is, reloaded behind the caller's back.
+	age(f1, rowFuncRefresh+time.Second)
+	if f := get(); f != f1 || f.names["later"] {
+		t.Fatal("a set due for a reload was not served as it was")
+	}
+	// Polled for less time than the set has left before it expires (when
+	// the lookup itself would reload it).
+	deadline := time.Now().Add(rowFuncTTL - rowFuncRefresh - 2*time.Second)
+	for !get().names["later"] {
+		if time.Now().After(deadline) {
+			t.Fatal("the background reload did not bring function later in")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	f2 := get()
+	c.mu.Lock()
+	fresh := time.Since(f2.loaded) < rowFuncRefresh
+	c.mu.Unlock()
+	if f2 == f1 || !fresh {
+		t.Fatalf("after the reload: same set %v, fresh %v", f2 == f1, fresh)
+	}
+
+	// Expired: reloaded before it is served.
+	pg.Psql(t, "app", `DROP FUNCTION later(customers)`)
+	age(f2, rowFuncTTL+time.Second)
+	if f := get(); f.names["later"] {
+		t.Fatal("an expired set was served without a reload")
+	}
+
+	// Closed: a set due for a reload is served, nothing reconnects.
+	f3 := get()
+	age(f3, rowFuncRefresh+time.Second)
+	c.close()
+	if f := get(); f != f3 {
+		t.Fatal("a closed catalog did not serve its set")
+	}
+	c.bg.Wait()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.refreshing) != 0 {
+		t.Errorf("reloads still marked in progress after close: %v", c.refreshing)
+	}
+	for name, db := range c.dbs {
+		if db.conn != nil {
+			t.Errorf("database %q has a catalog connection after close", name)
+		}
 	}
 }
