@@ -53,7 +53,7 @@ func TestDefaultColumnMasks(t *testing.T) {
 		"SELECT c.quote_literal FROM customers c",
 		"COPY (SELECT lower(email) FROM customers) TO STDOUT",
 		"COPY (SELECT * FROM customers UNION ALL SELECT * FROM customers) TO STDOUT",
-		"COPY (SELECT c.email FROM customers c JOIN customers d USING (id)) TO STDOUT",
+		"COPY (SELECT lower(c.email) FROM customers c JOIN customers d USING (id)) TO STDOUT",
 	} {
 		r := testenv.PsqlVia(t, gw.Listen, "agent-m", "app", tok, []string{q})
 		if r.Code == 0 || !strings.Contains(r.Err, `the policy masks column`) {
@@ -371,6 +371,109 @@ func TestCopyQueryMasked(t *testing.T) {
 		if r.Code == 0 || !strings.Contains(r.Err, "42501") || strings.Contains(r.Out+r.Err, "@example.com") {
 			t.Errorf("%s: code %d out %q err %q, want a refusal", q, r.Code, r.Out, r.Err)
 		}
+	}
+}
+
+// TestCopyQueryProbed: a COPY (query) of any other shape (joins, subqueries,
+// WITH) that returns a masked column is described on the session's own
+// connection right before it runs, and its rows are masked by where each
+// column comes from, as a SELECT's are; the session's uncommitted changes
+// count; a query that fails to describe fails with its own error; where no
+// probe can be sent (extended protocol, other statements in the same query
+// string) it stays refused.
+func TestCopyQueryProbed(t *testing.T) {
+	pg, iss, gw := setup(t)
+	pg.Psql(t, "app", `
+		CREATE TABLE public.orders (id int, customer_id int, total int);
+		INSERT INTO public.orders VALUES (10, 1, 100), (11, 2, 200);
+		ALTER TABLE public.orders OWNER TO app;`)
+	tok := iss.Token(t, "agent-c", audience, "agents")
+	psql := func(sqls ...string) testenv.PsqlResult {
+		return testenv.PsqlVia(t, gw.Listen, "agent-c", "app", tok, sqls)
+	}
+	noEmail := func(what string, r testenv.PsqlResult) {
+		t.Helper()
+		for _, e := range []string{"ann@example.com", "bob@example.com", "cy@example.com"} {
+			if strings.Contains(r.Out+r.Err, e) {
+				t.Errorf("%s leaks %q: out %q err %q", what, e, r.Out, r.Err)
+			}
+		}
+	}
+	for _, c := range []struct{ q, want string }{
+		{"COPY (SELECT c.email, o.total FROM customers c JOIN orders o ON o.customer_id = c.id ORDER BY o.id) TO STDOUT",
+			"a***@example.com\t100\nb***@example.com\t200"},
+		// The subquery renames the column: its source still says email.
+		{"COPY (SELECT s.contact, s.id FROM (SELECT email AS contact, id FROM customers) s WHERE s.id = 2) TO STDOUT (FORMAT csv)",
+			"b***@example.com,2"},
+		{"COPY (WITH x AS (SELECT id, email FROM customers) SELECT x.email AS e, o.id FROM x JOIN orders o ON o.customer_id = x.id WHERE o.id = 10) TO STDOUT",
+			"a***@example.com\t10"},
+		// psql's \copy sends COPY (query) TO STDOUT.
+		{`\copy (SELECT o.id, c.* FROM orders o, customers c WHERE c.id = o.customer_id AND o.id = 11) to stdout`,
+			"11\t2\tb***@example.com\tBob"},
+	} {
+		r := psql(c.q)
+		if r.Code != 0 || r.Out != c.want {
+			t.Errorf("%s: code %d out %q err %q, want %q", c.q, r.Code, r.Out, r.Err, c.want)
+		}
+		noEmail(c.q, r)
+	}
+	// The probe sees the session's transaction: a column added in it.
+	r := psql("BEGIN", "ALTER TABLE orders ADD COLUMN note text DEFAULT 'n'",
+		"COPY (SELECT o.note, c.email FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.id = 10) TO STDOUT",
+		"ROLLBACK")
+	if r.Code != 0 || r.Out != "BEGIN\nALTER TABLE\nn\ta***@example.com\nROLLBACK" {
+		t.Errorf("COPY (join) after ALTER TABLE in the same transaction: code %d out %q err %q", r.Code, r.Out, r.Err)
+	}
+	noEmail("COPY (join) in a transaction", r)
+	// A query that does not describe fails with its own error, in a
+	// transaction block too (42P01, not 25P02 "current transaction is
+	// aborted"); its text is withheld, as for any statement that reads a
+	// masked column.
+	for _, sqls := range [][]string{
+		{"COPY (SELECT c.email FROM customers c JOIN nosuch n ON true) TO STDOUT"},
+		{"BEGIN", "COPY (SELECT c.email FROM customers c JOIN nosuch n ON true) TO STDOUT", "ROLLBACK"},
+	} {
+		r := psql(sqls...)
+		if !strings.Contains(r.Err, "ERROR:  42P01: regate: the server's message is withheld") || strings.Contains(r.Out, "@") {
+			t.Errorf("%q: code %d out %q err %q, want the missing relation's error", sqls, r.Code, r.Out, r.Err)
+		}
+	}
+	// No probe: other statements in the query string, or the extended
+	// protocol. Refused before anything runs.
+	r = psql("SELECT 1; COPY (SELECT c.email FROM customers c JOIN orders o ON o.customer_id = c.id) TO STDOUT")
+	if r.Code == 0 || !strings.Contains(r.Err, "in COPY (query), which names no columns") {
+		t.Errorf("COPY (join) after another statement: code %d out %q err %q, want a refusal", r.Code, r.Out, r.Err)
+	}
+	noEmail("COPY (join) after another statement", r)
+	w := login(t, gw.Listen, tok)
+	for _, m := range []pgproto3.FrontendMessage{
+		&pgproto3.Parse{Query: "COPY (SELECT c.email FROM customers c JOIN orders o ON o.customer_id = c.id) TO STDOUT"},
+		&pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Sync{}} {
+		w.fe.Send(m)
+	}
+	if err := w.fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var refused bool
+	for done := false; !done; {
+		switch m := w.receive(t).(type) {
+		case *pgproto3.CopyData:
+			t.Errorf("extended COPY (join): row %q sent", m.Data)
+		case *pgproto3.ErrorResponse:
+			refused = m.Code == "42501" && strings.Contains(m.Message, "in COPY (query), which names no columns")
+		case *pgproto3.ReadyForQuery:
+			done = true
+		}
+	}
+	if !refused {
+		t.Error("extended COPY (join) was not refused")
+	}
+	// The session goes on, and the table is unchanged.
+	if r := psql("SELECT count(*) FROM orders"); r.Out != "2" {
+		t.Errorf("after the probes: out %q err %q", r.Out, r.Err)
+	}
+	if out := pg.Psql(t, "app", "SELECT email FROM customers WHERE id = 1"); out != "ann@example.com" {
+		t.Errorf("the table itself: %q", out)
 	}
 }
 

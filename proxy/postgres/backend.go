@@ -67,6 +67,9 @@ func (cn *conn) track(ctx context.Context, typ byte, body []byte) (bool, error) 
 		}
 		return true, nil
 	}
+	if it.kind == itemProbe {
+		return cn.trackProbe(it, typ, body)
+	}
 	switch typ {
 	case '1', '2', '3': // ParseComplete, BindComplete, CloseComplete
 		cn.pop()
@@ -95,6 +98,10 @@ func (cn *conn) track(ctx context.Context, typ byte, body []byte) (bool, error) 
 			cn.finish(ctx, it)
 		}
 	case 'E':
+		if b := it.masker.probeError(body); b != nil {
+			body = b
+			cn.pending = body
+		}
 		if it.masker != nil && it.masker.redact {
 			body = redactNotice(body)
 			cn.pending = body
@@ -169,7 +176,7 @@ func (cn *conn) maskResult(ctx context.Context, it *item, typ byte, body []byte)
 		if idx >= len(it.stmts) {
 			return cn.planOrFail(fmt.Errorf("COPY output for an unknown statement"))
 		}
-		return cn.planOrFail(cn.planCopy(m, idx, it.stmts[idx]))
+		return cn.planOrFail(cn.planCopy(ctx, m, idx, it.stmts[idx]))
 	case 'c':
 		m.copy = nil
 		return nil
@@ -213,7 +220,7 @@ func (cn *conn) trackError(ctx context.Context, it *item, body []byte) (bool, er
 	cn.finish(ctx, it)
 	for {
 		next := cn.head()
-		if next == nil || next.kind == itemSync || next.kind == itemQuery {
+		if next == nil || next.kind == itemSync || next.kind == itemQuery || next.kind == itemProbe {
 			return forward, nil
 		}
 		cn.pop()

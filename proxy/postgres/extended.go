@@ -218,7 +218,7 @@ func (cn *conn) executeMsg(ctx context.Context, body []byte) error {
 		cn.push(exec)
 		return writeFrame(cn.uw, 'E', body)
 	}
-	a := cn.authorize(ctx, pt.query, pt.params)
+	a := cn.authorize(ctx, pt.query, pt.params, false)
 	if a.cmd != nil && !a.cmd.Allowed {
 		return cn.blockExecute(a.code, a.cmd)
 	}

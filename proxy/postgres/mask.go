@@ -55,6 +55,9 @@ type resultMasker struct {
 	// copyOuts: the output columns of the COPY (query) statements among
 	// them (copyQueryOutputs).
 	copyOuts map[int][]copyOutput
+	// copyProbes: the COPY (query) statements among them that regate
+	// describes before they run (copyprobe.go).
+	copyProbes map[int]*copyProbe
 }
 
 // colPlan is what one result column gets.

@@ -70,10 +70,13 @@ func defString(arg any) string {
 // could not mask: a COPY in binary format, a COPY of a table regate cannot be
 // sure to resolve as the target will (copyTable), or one that returns a masked
 // column other than as itself (checkColumnMasks). COPY (query) names no
-// columns: its output may hold a masked column only when the query selects
-// from one table (copyQueryOutputs), whose columns regate then looks up as for
-// COPY table; otherwise not at all.
-func (cn *conn) checkMaskable(ctx context.Context, m *resultMasker, stmts []parse.Statement) error {
+// columns: its output may hold a masked column when the query selects from
+// one table (copyQueryOutputs), whose columns regate then looks up as for
+// COPY table, or, for any other query, when it came alone in a simple Query
+// (simple, its text; "" otherwise) and regate can describe it on the
+// session's connection just before it runs (copyprobe.go); otherwise not at
+// all.
+func (cn *conn) checkMaskable(ctx context.Context, m *resultMasker, stmts []parse.Statement, simple string) error {
 	if m == nil {
 		return nil
 	}
@@ -109,10 +112,23 @@ func (cn *conn) checkMaskable(ctx context.Context, m *resultMasker, stmts []pars
 			continue
 		}
 		q, _ := cs["query"].(map[string]any)
+		if checkColumnMasks(m.cols, stmts[i:i+1], funcs) == nil {
+			continue // no masked column in the output: nothing to look up
+		}
 		rv, outs, ok := copyQueryOutputs(q)
-		if !ok || checkColumnMasks(m.cols, stmts[i:i+1], funcs) == nil {
-			// Another shape (checked as COPY (query) below), or no masked
-			// column in the output: nothing to look up.
+		if !ok {
+			// Another shape: described before it runs when it can be,
+			// else checked (and refused) as COPY (query) below.
+			if text, ok := cn.probeText(simple, len(stmts), q); ok {
+				if m.copyProbes == nil {
+					m.copyProbes = map[int]*copyProbe{}
+				}
+				m.copyProbes[i] = &copyProbe{text: text}
+				if &check[0] == &stmts[0] {
+					check = slices.Clone(stmts)
+				}
+				check[i] = parse.Statement{Command: "SELECT", Node: "SelectStmt", AST: q}
+			}
 			continue
 		}
 		if err := cn.copyTable(ctx, m, i, len(stmts), rv); err != nil {
@@ -258,8 +274,15 @@ func (cn *conn) copyTable(ctx context.Context, m *resultMasker, i, n int, rv map
 }
 
 // planCopy builds the column plan of statement idx, a COPY … TO STDOUT.
-func (cn *conn) planCopy(m *resultMasker, idx int, st parse.Statement) error {
+func (cn *conn) planCopy(ctx context.Context, m *resultMasker, idx int, st parse.Statement) error {
 	opts, _ := copyOptions(st)
+	if p := m.copyProbes[idx]; p != nil {
+		if err := cn.planProbed(ctx, m, p); err != nil {
+			return err
+		}
+		m.copy = &opts
+		return nil
+	}
 	m.copy = &opts
 	m.planned = true
 	cs, _ := st.AST["CopyStmt"].(map[string]any)

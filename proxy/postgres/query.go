@@ -21,9 +21,12 @@ func (cn *conn) query(ctx context.Context, body []byte) error {
 	// A simple query destroys the unnamed statement and portal.
 	delete(cn.stmts, "")
 	delete(cn.portals, "")
-	a := cn.authorize(ctx, q, []*string{})
+	a := cn.authorize(ctx, q, []*string{}, true)
 	if a.cmd != nil && !a.cmd.Allowed {
 		return cn.block(a.code, a.cmd)
+	}
+	if err := cn.sendProbes(a.masker); err != nil {
+		return err
 	}
 	cn.push(&item{kind: itemQuery, cmd: a.cmd, masker: a.masker, stmts: a.stmts})
 	return writeFrame(cn.uw, 'Q', body)
@@ -39,8 +42,9 @@ type authorization struct {
 
 // authorize parses and decides one statement text, and compiles the
 // decision's mask obligations. An obligation regate cannot honour turns the
-// command into a refusal.
-func (cn *conn) authorize(ctx context.Context, q string, params []*string) authorization {
+// command into a refusal. simple tells that the text came in a Query message
+// (checkMaskable may then describe a COPY's query before it runs).
+func (cn *conn) authorize(ctx context.Context, q string, params []*string, simple bool) authorization {
 	stmts, err := cn.s.cfg.Parser.Parse(q)
 	in := cn.baseInput(q)
 	in.Postgres.Params = params
@@ -58,7 +62,11 @@ func (cn *conn) authorize(ctx context.Context, q string, params []*string) autho
 	}
 	m, err := newResultMasker(cmd.Decision)
 	if err == nil {
-		err = cn.checkMaskable(ctx, m, stmts)
+		simpleQ := ""
+		if simple {
+			simpleQ = q
+		}
+		err = cn.checkMaskable(ctx, m, stmts, simpleQ)
 	}
 	if err != nil {
 		cmd.Deny(ctx, err.Error())

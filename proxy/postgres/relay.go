@@ -106,6 +106,7 @@ const (
 	itemExecute                  // ends at CommandComplete, EmptyQueryResponse or PortalSuspended
 	itemClose                    // ends at CloseComplete
 	itemSync                     // ends at ReadyForQuery
+	itemProbe                    // regate's own Parse, Describe and Sync of a COPY's query (copyprobe.go): ends at ReadyForQuery
 )
 
 // item is one forwarded request awaiting its response, in order. An error
@@ -129,6 +130,8 @@ type item struct {
 	// portal whose masks its answer plans (in place of a Describe of
 	// regate's own); set only while the item is queued (see adoptDescribe).
 	planFor *item
+	// probe, on an itemProbe, receives the description it asked for.
+	probe   *copyProbe
 	popped  bool // answered and removed from the queue (guarded by qmu)
 	funcDDL bool // stmts change the database's functions (changesFuncs)
 	tags    []string

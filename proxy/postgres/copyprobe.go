@@ -1,0 +1,206 @@
+package postgres
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"reflect"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// COPY (query) … TO STDOUT sends rows without a description, so under column
+// masks regate needs to learn where each output column comes from before the
+// rows arrive. For a query over one table that is read off the syntax tree
+// (copyQueryOutputs); for any other query (joins, subqueries, WITH, set
+// operations) regate asks the target itself, on the session's own connection,
+// right before the COPY: Parse of the query as the unnamed statement,
+// Describe of it, Sync (a probe). The answer is the RowDescription a SELECT of
+// the query would get, with each column's source table and attribute, and is
+// planned like one; the client sees none of it. The session's connection sees
+// what the COPY will see: its search_path, its temporary tables, its
+// transaction's uncommitted changes.
+//
+// The probe changes nothing the client can observe: the simple Query that
+// follows destroys the unnamed statement anyway; a Sync inside a transaction
+// block ends nothing, and outside one it ends the implicit transaction of the
+// Parse alone. If the Parse fails (the query names a table that does not
+// exist, say), the COPY fails with the same error; inside a transaction block
+// the failed Parse has failed the transaction, and the COPY's "current
+// transaction is aborted" error is replaced by the Parse's (probeError).
+//
+// A probe is sent only for a COPY that comes alone in a simple Query, with no
+// extended-protocol batch of the client's open (its Sync would end the
+// client's batch early): in a query string, statements before the COPY would
+// run after the probe; in the extended protocol, a Sync cannot be added to the
+// client's batch. Such COPY statements are refused as before.
+
+// copyProbe is the description of one COPY's query, asked for before it runs.
+type copyProbe struct {
+	text      string // the query's text as the probe sends it
+	described bool   // RowDescription or NoData arrived
+	fields    []pgproto3.FieldDescription
+	errBody   []byte // the probe's ErrorResponse, when its Parse failed
+	errMsg    string
+}
+
+// Bounds on probeText's search for the query's text.
+const (
+	probeStarts = 8  // opening parentheses tried
+	probeEnds   = 32 // closing parentheses tried per opening one
+)
+
+// probeText finds the text of a COPY's query (copyQuery, its syntax tree) in
+// simple, the Query's text, and reports whether the COPY can be probed (see
+// above): it is the only statement of a simple Query, and no batch of the
+// client's is open. The text is the one between parentheses of simple that
+// parses to exactly copyQuery, locations included (it is padded with spaces to
+// keep them), so it is the query the target will run.
+func (cn *conn) probeText(simple string, nStmts int, copyQuery map[string]any) (string, bool) {
+	if simple == "" || nStmts != 1 || !cn.batchClosed() {
+		return "", false
+	}
+	starts := 0
+	for s := 0; s < len(simple) && starts < probeStarts; s++ {
+		if simple[s] != '(' {
+			continue
+		}
+		starts++
+		ends := 0
+		for e := len(simple) - 1; e > s && ends < probeEnds; e-- {
+			if simple[e] != ')' {
+				continue
+			}
+			ends++
+			text := strings.Repeat(" ", s+1) + simple[s+1:e]
+			stmts, err := cn.s.cfg.Parser.Parse(text)
+			if err == nil && len(stmts) == 1 && reflect.DeepEqual(stmts[0].AST, copyQuery) {
+				return text, true
+			}
+		}
+	}
+	return "", false
+}
+
+// batchClosed reports whether every extended-protocol batch the client
+// started has been closed by its Sync (frontend loop).
+func (cn *conn) batchClosed() bool {
+	if cn.discarding {
+		return false
+	}
+	cn.qmu.Lock()
+	defer cn.qmu.Unlock()
+	if n := len(cn.queue); n > 0 {
+		switch cn.queue[n-1].kind {
+		case itemQuery, itemSync, itemProbe:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// sendProbes sends the probes of m's COPY statements (frontend loop), before
+// the Query that runs them.
+func (cn *conn) sendProbes(m *resultMasker) error {
+	if m == nil {
+		return nil
+	}
+	for _, p := range m.copyProbes {
+		cn.push(&item{kind: itemProbe, probe: p})
+		var buf []byte
+		var err error
+		for _, msg := range []pgproto3.FrontendMessage{
+			&pgproto3.Parse{Query: p.text},
+			&pgproto3.Describe{ObjectType: 'S'},
+			&pgproto3.Sync{},
+		} {
+			if buf, err = msg.Encode(buf); err != nil {
+				return err
+			}
+		}
+		if _, err := cn.uw.Write(buf); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// trackProbe takes the target's answers to a probe (backend loop); the client
+// sees only the asynchronous messages among them.
+func (cn *conn) trackProbe(it *item, typ byte, body []byte) (bool, error) {
+	p := it.probe
+	switch typ {
+	case '1', 't': // ParseComplete, ParameterDescription
+	case 'T':
+		var rd pgproto3.RowDescription
+		if err := rd.Decode(body); err != nil {
+			return false, cn.planOrFail(fmt.Errorf("malformed RowDescription: %w", err))
+		}
+		p.fields = make([]pgproto3.FieldDescription, len(rd.Fields))
+		for i, f := range rd.Fields {
+			f.Name = bytes.Clone(f.Name)
+			p.fields[i] = f
+		}
+		p.described = true
+	case 'n': // NoData: a query without columns
+		p.described = true
+	case 'E':
+		p.errBody = bytes.Clone(body)
+		_, p.errMsg = errorFields(body)
+	case 'N': // a notice about regate's own Parse
+	case 'Z':
+		cn.pop()
+		if len(body) == 1 {
+			cn.setTxStatus(body[0])
+		}
+	case 'S', 'A': // ParameterStatus, NotificationResponse: the session's
+		return true, nil
+	default:
+		return false, cn.planOrFail(fmt.Errorf("unexpected message %s in answer to regate's Describe of a COPY's query", quoteType(typ)))
+	}
+	return false, nil
+}
+
+// planProbed plans the masks of a probed COPY's rows from its description:
+// as a SELECT's in text format, the format of COPY's text and CSV rows.
+func (cn *conn) planProbed(ctx context.Context, m *resultMasker, p *copyProbe) error {
+	if !p.described {
+		return fmt.Errorf("COPY (query) ran, but regate could not describe its query before it did (%s)", p.errMsg)
+	}
+	rd := pgproto3.RowDescription{Fields: make([]pgproto3.FieldDescription, len(p.fields))}
+	for i, f := range p.fields {
+		f.Format = 0
+		rd.Fields[i] = f
+	}
+	rels := map[uint32]*relation{}
+	if len(m.cols) > 0 {
+		var err error
+		if rels, err = cn.s.catalog.relations(ctx, cn.database, tableOIDs(&rd)); err != nil {
+			return err
+		}
+	}
+	m.describe(&rd, rels)
+	return nil
+}
+
+// probeError returns the ErrorResponse to give the client in place of body,
+// an error of a command with masks, or nil to keep body: when a probe of the
+// command failed inside a transaction block, the command's own error is
+// "current transaction is aborted" (the probe's failure aborted it), and the
+// probe's error says why.
+func (m *resultMasker) probeError(body []byte) []byte {
+	if m == nil {
+		return nil
+	}
+	for _, p := range m.copyProbes {
+		if p.errBody == nil {
+			continue
+		}
+		if code, _ := errorFields(body); code == "25P02" {
+			return p.errBody
+		}
+	}
+	return nil
+}
