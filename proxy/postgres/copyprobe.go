@@ -45,10 +45,14 @@ type copyProbe struct {
 	errMsg    string
 }
 
-// Bounds on probeText's search for the query's text.
+// Bounds on probeText's search for the query's text: at most
+// probeStarts×probeEnds parses of the query string (it may be as long as a
+// message may be). The first opening parenthesis and one of the last few
+// closing ones (the options' come after it) are the usual answer; when the
+// text is not found, the COPY is refused.
 const (
-	probeStarts = 8  // opening parentheses tried
-	probeEnds   = 32 // closing parentheses tried per opening one
+	probeStarts = 2 // opening parentheses tried
+	probeEnds   = 8 // closing parentheses tried per opening one, from the end
 )
 
 // probeText finds the text of a COPY's query (copyQuery, its syntax tree) in
