@@ -243,9 +243,12 @@ decision := {"allow": true, "mask": [
 }
 
 // TestCopyMaskedTableResolution: a COPY of a table under column masks is
-// masked by the columns of the table the target reads, and refused before it
-// runs when regate cannot be sure which table that is (its catalog lookup
-// does not see the session's search_path or uncommitted tables).
+// masked by the columns of the table the target reads. Alone in a simple
+// Query, regate describes the table on the session's connection first, which
+// sees what the session sees (transaction, search_path, temporary tables). In
+// the extended protocol or next to other statements it looks the table up on
+// a connection of its own, which does not: there it refuses, before anything
+// runs, when it cannot be sure which table the COPY reads.
 func TestCopyMaskedTableResolution(t *testing.T) {
 	pg, iss, gw := setup(t)
 	tok := iss.Token(t, "agent-q", audience, "agents")
@@ -260,34 +263,63 @@ func TestCopyMaskedTableResolution(t *testing.T) {
 			}
 		}
 	}
-	const qualify = "qualify it with its schema"
-	// Inside a transaction block, or next to other statements, an
-	// unqualified name is refused; a qualified one runs, masked.
+	const rows = "1\ta***@example.com\tAnn\n2\tb***@example.com\tBob\n3\tc***@example.com\tCy"
+	// Simple protocol: in a transaction block too, and a column added in
+	// it counts.
 	r := psql("BEGIN", "COPY customers TO STDOUT", "COMMIT")
-	if !strings.Contains(r.Err, "42501") || !strings.Contains(r.Err, qualify) {
-		t.Errorf("unqualified COPY in a transaction: out %q err %q, want a refusal", r.Out, r.Err)
+	if r.Code != 0 || r.Out != "BEGIN\n"+rows+"\nCOMMIT" {
+		t.Errorf("unqualified COPY in a transaction: code %d out %q err %q", r.Code, r.Out, r.Err)
 	}
-	noLeak(t, "COPY in a transaction", r, "ann@example.com")
-	r = psql("SELECT 1; COPY customers TO STDOUT")
-	if !strings.Contains(r.Err, qualify) {
-		t.Errorf("unqualified COPY next to another statement: out %q err %q, want a refusal", r.Out, r.Err)
-	}
-	r = psql("BEGIN", "COPY public.customers TO STDOUT", "COMMIT")
-	if !strings.Contains(r.Out, "Ann") || r.Err != "" {
-		t.Errorf("qualified COPY in a transaction: out %q err %q", r.Out, r.Err)
-	}
-	noLeak(t, "qualified COPY in a transaction", r, "ann@example.com")
-	// The lookup sees committed columns: a column added in the same
-	// transaction makes the rows differ from the plan, and the session ends
-	// (the client is told why and disconnected, it does not hang).
-	r = psql("BEGIN", "ALTER TABLE public.customers ADD COLUMN extra text", "COPY public.customers TO STDOUT")
-	if !strings.Contains(r.Err, "cannot mask the results") || !strings.Contains(r.Err, "has 4 fields, expected 3") {
-		t.Errorf("COPY of a table altered in the transaction: out %q err %q, want the session ended", r.Out, r.Err)
+	r = psql("BEGIN", "ALTER TABLE public.customers ADD COLUMN extra text DEFAULT 'x'",
+		"COPY customers (extra, email) TO STDOUT WITH (FORMAT csv)", "COPY customers TO STDOUT", "ROLLBACK")
+	if r.Code != 0 || !strings.HasPrefix(r.Out, "BEGIN\nALTER TABLE\nx,a***@example.com\nx,b***@example.com\n") ||
+		!strings.Contains(r.Out, "\n1\ta***@example.com\tAnn\tx\n") {
+		t.Errorf("COPY of a table altered in the transaction: code %d out %q err %q", r.Code, r.Out, r.Err)
 	}
 	noLeak(t, "COPY of a table altered in the transaction", r, "ann@example.com")
+	// Generated columns are not in COPY's output (nor masked by name: one
+	// computed from a masked column is a column of another name).
+	pg.Psql(t, "app", `CREATE TABLE public.g (id int, email text, up text GENERATED ALWAYS AS (upper(name)) STORED, name text);
+		INSERT INTO public.g (id, email, name) VALUES (1, 'gen@example.com', 'Gen');
+		ALTER TABLE public.g OWNER TO app;`)
+	r = psql("COPY g TO STDOUT", "SELECT 1; COPY public.g TO STDOUT")
+	if r.Code != 0 || r.Out != "1\tg***@example.com\tGen\n1\n1\tg***@example.com\tGen" {
+		t.Errorf("COPY of a table with a generated column: code %d out %q err %q", r.Code, r.Out, r.Err)
+	}
+	// A second table of the same name, email in another position, that
+	// the session's search_path picks; a temporary table that shadows.
+	pg.Psql(t, "app", `CREATE SCHEMA other AUTHORIZATION app;
+		CREATE TABLE other.customers (email text, id int, name text);
+		INSERT INTO other.customers VALUES ('zoe@example.com', 9, 'Zoe');
+		ALTER TABLE other.customers OWNER TO app;`)
+	r = psql("SET search_path = other, public", "COPY customers TO STDOUT")
+	if r.Code != 0 || r.Out != "SET\nz***@example.com\t9\tZoe" {
+		t.Errorf("COPY of a name the search_path resolves: code %d out %q err %q", r.Code, r.Out, r.Err)
+	}
+	r = psql("CREATE TEMP TABLE customers (email text, id int)",
+		"INSERT INTO customers VALUES ('tmp@example.com', 1)", "COPY customers TO STDOUT")
+	if r.Code != 0 || r.Out != "CREATE TABLE\nINSERT 0 1\nt***@example.com\t1" {
+		t.Errorf("COPY of a name a temporary table shadows: code %d out %q err %q", r.Code, r.Out, r.Err)
+	}
+	noLeak(t, "COPY of a temporary table", r, "tmp@example.com")
+
+	// Next to other statements: the catalog's rules. An unqualified name
+	// is refused, a name that two schemas hold too.
+	const qualify = "qualify it with its schema"
+	r = psql("SELECT 1; COPY customers TO STDOUT")
+	if !strings.Contains(r.Err, "42501") || !strings.Contains(r.Err, qualify) {
+		t.Errorf("unqualified COPY next to another statement: out %q err %q, want a refusal", r.Out, r.Err)
+	}
+	r = psql("SELECT 1; COPY other.customers TO STDOUT")
+	if r.Code != 0 || r.Out != "1\nz***@example.com\t9\tZoe" {
+		t.Errorf("COPY other.customers next to another statement: code %d out %q err %q", r.Code, r.Out, r.Err)
+	}
+	noLeak(t, "COPY other.customers", r, "zoe@example.com")
+
 	// The extended protocol: Parse and Bind in flight run nothing, so an
-	// unqualified COPY outside a transaction resolves there too.
+	// unqualified COPY outside a transaction resolves there...
 	w := login(t, gw.Listen, tok)
+	pg.Psql(t, "app", `DROP SCHEMA other CASCADE`)
 	data := extendedCopy(t, w, "COPY customers (id, email) TO STDOUT")
 	if len(data) != 3 || !strings.HasPrefix(data[0], "1\t") {
 		t.Errorf("extended COPY: rows %q, want 3", data)
@@ -298,31 +330,50 @@ func TestCopyMaskedTableResolution(t *testing.T) {
 		}
 	}
 	noLeak(t, "extended COPY", testenv.PsqlResult{Out: strings.Join(data, "")}, "ann@example.com", "bob@example.com")
+	// ... but not inside a transaction block.
+	w.simpleQuery(t, "BEGIN")
+	if _, e := extendedCopyResult(t, w, "COPY customers TO STDOUT"); e == nil || e.Code != "42501" || !strings.Contains(e.Message, qualify) {
+		t.Errorf("extended unqualified COPY in a transaction: %+v, want a refusal", e)
+	}
+	w.simpleQuery(t, "ROLLBACK")
+	// The catalog sees committed columns only: a column added in the same
+	// transaction makes the rows differ from the plan, and the session
+	// ends (the client is told why and disconnected, it does not hang).
+	w.simpleQuery(t, "BEGIN")
+	w.simpleQuery(t, "ALTER TABLE public.customers ADD COLUMN extra text")
+	for _, m := range []pgproto3.FrontendMessage{&pgproto3.Parse{Query: "COPY public.customers TO STDOUT"},
+		&pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Sync{}} {
+		w.fe.Send(m)
+	}
+	if err := w.fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	w.expectFatal(t, "42501", "has 4 fields, expected 3")
+}
 
-	// A second table of the same name, email in another position.
-	pg.Psql(t, "app", `CREATE SCHEMA other AUTHORIZATION app;
-		CREATE TABLE other.customers (email text, id int, name text);
-		INSERT INTO other.customers VALUES ('zoe@example.com', 9, 'Zoe');
-		ALTER TABLE other.customers OWNER TO app;`)
-	r = psql("SET search_path = other, public", "COPY customers TO STDOUT")
-	if !strings.Contains(r.Err, "more than one schema (other, public)") {
-		t.Errorf("ambiguous COPY: out %q err %q, want a refusal naming both schemas", r.Out, r.Err)
+// extendedCopyResult runs a COPY … TO STDOUT with Parse, Bind, Execute and
+// Sync and returns its CopyData rows, or the error it got.
+func extendedCopyResult(t *testing.T, w *wire, query string) ([]string, *pgproto3.ErrorResponse) {
+	t.Helper()
+	for _, m := range []pgproto3.FrontendMessage{&pgproto3.Parse{Query: query},
+		&pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Sync{}} {
+		w.fe.Send(m)
 	}
-	noLeak(t, "ambiguous COPY", r, "zoe@example.com", "ann@example.com")
-	r = psql("COPY other.customers TO STDOUT")
-	if !strings.Contains(r.Out, "Zoe") || r.Err != "" {
-		t.Errorf("COPY other.customers: out %q err %q", r.Out, r.Err)
+	if err := w.fe.Flush(); err != nil {
+		t.Fatal(err)
 	}
-	noLeak(t, "COPY other.customers", r, "zoe@example.com")
-	pg.Psql(t, "app", `DROP SCHEMA other CASCADE`)
-
-	// A temporary table shadows a permanent one of the same name.
-	r = psql("CREATE TEMP TABLE customers (email text, id int)",
-		"INSERT INTO customers VALUES ('tmp@example.com', 1)", "COPY customers TO STDOUT")
-	if !strings.Contains(r.Err, "more than one schema (pg_temp_") {
-		t.Errorf("COPY of a name a temporary table shadows: out %q err %q, want a refusal", r.Out, r.Err)
+	var data []string
+	var e *pgproto3.ErrorResponse
+	for {
+		switch m := w.receive(t).(type) {
+		case *pgproto3.CopyData:
+			data = append(data, string(m.Data))
+		case *pgproto3.ErrorResponse:
+			e = m
+		case *pgproto3.ReadyForQuery:
+			return data, e
+		}
 	}
-	noLeak(t, "COPY of a temporary table", r, "tmp@example.com")
 }
 
 // TestCopyQueryMasked: COPY (SELECT … FROM table) names no columns either;
@@ -346,31 +397,37 @@ func TestCopyQueryMasked(t *testing.T) {
 			t.Errorf("%s: code %d out %q err %q, want %q", q, r.Code, r.Out, r.Err, want)
 		}
 	}
-	// In a transaction block the table must be qualified, as for COPY
-	// table; a query without a masked column needs no lookup.
-	r := psql("BEGIN", "COPY (SELECT * FROM customers) TO STDOUT", "COMMIT")
-	if !strings.Contains(r.Err, "42501") || !strings.Contains(r.Err, "qualify it with its schema (public.customers)") ||
-		strings.Contains(r.Out, "@example.com") {
-		t.Errorf("unqualified COPY (query) in a transaction: out %q err %q, want a refusal", r.Out, r.Err)
-	}
-	r = psql("BEGIN", "COPY (SELECT id, name FROM customers WHERE id = 1) TO STDOUT", "COPY (SELECT * FROM public.customers WHERE id = 1) TO STDOUT", "COMMIT")
+	// In a transaction block too (described on the session's connection);
+	// a query without a masked column needs no description.
+	r := psql("BEGIN", "COPY (SELECT id, name FROM customers WHERE id = 1) TO STDOUT", "COPY (SELECT * FROM customers WHERE id = 1) TO STDOUT", "COMMIT")
 	if r.Code != 0 || r.Out != "BEGIN\n1\tAnn\n1\ta***@example.com\tAnn\nCOMMIT" {
 		t.Errorf("COPY (query) in a transaction: code %d out %q err %q", r.Code, r.Out, r.Err)
 	}
-	// The extended protocol plans the same way.
-	data := extendedCopy(t, login(t, gw.Listen, tok), "COPY (SELECT email, id FROM customers WHERE id = 1) TO STDOUT")
+	// The extended protocol plans from the catalog: the same rows outside
+	// a transaction block; inside one the table must be qualified.
+	w := login(t, gw.Listen, tok)
+	data := extendedCopy(t, w, "COPY (SELECT email, id FROM customers WHERE id = 1) TO STDOUT")
 	if len(data) != 1 || data[0] != "a***@example.com\t1\n" {
 		t.Errorf("extended COPY (query): rows %q", data)
 	}
-	// A whole row or a system column is not a column regate can plan.
-	for _, q := range []string{
-		"COPY (SELECT customers FROM customers) TO STDOUT",
-		"COPY (SELECT ctid, email FROM customers) TO STDOUT",
-	} {
-		r := psql(q)
-		if r.Code == 0 || !strings.Contains(r.Err, "42501") || strings.Contains(r.Out+r.Err, "@example.com") {
-			t.Errorf("%s: code %d out %q err %q, want a refusal", q, r.Code, r.Out, r.Err)
-		}
+	w.simpleQuery(t, "BEGIN")
+	if _, e := extendedCopyResult(t, w, "COPY (SELECT * FROM customers) TO STDOUT"); e == nil || e.Code != "42501" ||
+		!strings.Contains(e.Message, "qualify it with its schema (public.customers)") {
+		t.Errorf("extended unqualified COPY (query) in a transaction: %+v, want a refusal", e)
+	}
+	w.simpleQuery(t, "ROLLBACK")
+	// A whole row is refused; a system column next to a masked one is
+	// described (simple protocol), not in the extended protocol.
+	r = psql("COPY (SELECT customers FROM customers) TO STDOUT")
+	if r.Code == 0 || !strings.Contains(r.Err, "42501") || strings.Contains(r.Out+r.Err, "@example.com") {
+		t.Errorf("COPY of a whole row: code %d out %q err %q, want a refusal", r.Code, r.Out, r.Err)
+	}
+	r = psql("COPY (SELECT ctid, email FROM customers WHERE id = 1) TO STDOUT")
+	if r.Code != 0 || r.Out != "(0,1)\ta***@example.com" {
+		t.Errorf("COPY of ctid and email: code %d out %q err %q", r.Code, r.Out, r.Err)
+	}
+	if _, e := extendedCopyResult(t, w, "COPY (SELECT ctid, email FROM customers) TO STDOUT"); e == nil || e.Code != "42501" {
+		t.Errorf("extended COPY of ctid and email: %+v, want a refusal", e)
 	}
 }
 
@@ -481,24 +538,11 @@ func TestCopyQueryProbed(t *testing.T) {
 // a logged-in wire connection and returns its CopyData rows.
 func extendedCopy(t *testing.T, w *wire, query string) []string {
 	t.Helper()
-	for _, m := range []pgproto3.FrontendMessage{&pgproto3.Parse{Query: query},
-		&pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Sync{}} {
-		w.fe.Send(m)
+	data, e := extendedCopyResult(t, w, query)
+	if e != nil {
+		t.Fatalf("extended %s: %s %s", query, e.Code, e.Message)
 	}
-	if err := w.fe.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	var data []string
-	for {
-		switch m := w.receive(t).(type) {
-		case *pgproto3.CopyData:
-			data = append(data, string(m.Data))
-		case *pgproto3.ErrorResponse:
-			t.Fatalf("extended %s: %s %s", query, m.Code, m.Message)
-		case *pgproto3.ReadyForQuery:
-			return data
-		}
-	}
+	return data
 }
 
 // TestRowFunctionsMasked: attribute notation c.f calls f(c) when c has no

@@ -24,6 +24,9 @@ type relation struct {
 type attr struct {
 	name string
 	typ  uint32
+	// generated: a generated column, which COPY table without a column
+	// list leaves out.
+	generated bool
 }
 
 // column returns the column named name (exactly, as the catalog spells it).
@@ -181,7 +184,7 @@ func (c *catalog) query(ctx context.Context, db *catalogDB, database, q string, 
 	return res.Rows, nil
 }
 
-const catalogQuery = `SELECT c.oid, n.nspname, c.relname, a.attnum, a.attname, a.atttypid
+const catalogQuery = `SELECT c.oid, n.nspname, c.relname, a.attnum, a.attname, a.atttypid, a.attgenerated <> ''
 FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -205,7 +208,7 @@ func (c *catalog) store(database string, rows [][][]byte, out map[uint32]*relati
 			r = &relation{schema: string(row[1]), name: string(row[2]), attrs: map[int16]attr{}, loaded: now}
 			c.rels[key] = r
 		}
-		r.attrs[int16(attnum)] = attr{name: string(row[4]), typ: uint32(typ)}
+		r.attrs[int16(attnum)] = attr{name: string(row[4]), typ: uint32(typ), generated: string(row[6]) == "t"}
 		out[uint32(oid64)] = r
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -38,7 +39,10 @@ import (
 
 // copyProbe is the description of one COPY's query, asked for before it runs.
 type copyProbe struct {
-	text      string // the query's text as the probe sends it
+	text string // the query's text as the probe sends it
+	// allColumns: the probe of a COPY table without a column list, which
+	// writes every column but the generated ones (SELECT * has them too).
+	allColumns bool
 	described bool   // RowDescription or NoData arrived
 	fields    []pgproto3.FieldDescription
 	errBody   []byte // the probe's ErrorResponse, when its Parse failed
@@ -85,6 +89,65 @@ func (cn *conn) probeText(simple string, nStmts int, copyQuery map[string]any) (
 		}
 	}
 	return "", false
+}
+
+// probeTable builds the probe of a COPY table TO STDOUT (rv, the table;
+// attlist, its column list, nil for all columns) and reports whether it can
+// be sent, as probeText: SELECT of the columns FROM ONLY the table, every name
+// quoted, so that the session's connection resolves the name as the COPY will
+// (search_path, temporary tables, uncommitted changes). The text is checked to
+// parse back to the same names.
+func (cn *conn) probeTable(simple string, nStmts int, rv map[string]any, attlist []any) (string, bool) {
+	if simple == "" || nStmts != 1 || !cn.batchClosed() {
+		return "", false
+	}
+	names := func(m map[string]any) (out []string) {
+		for _, k := range []string{"catalogname", "schemaname", "relname"} {
+			if v, _ := m[k].(string); v != "" {
+				out = append(out, v)
+			}
+		}
+		return out
+	}
+	table := names(rv)
+	var cols []string
+	for _, a := range attlist {
+		cols = append(cols, defString(a))
+	}
+	list := "*"
+	if len(cols) > 0 {
+		quoted := make([]string, len(cols))
+		for i, c := range cols {
+			quoted[i] = quoteIdent(c)
+		}
+		list = strings.Join(quoted, ", ")
+	}
+	quoted := make([]string, len(table))
+	for i, n := range table {
+		quoted[i] = quoteIdent(n)
+	}
+	text := "SELECT " + list + " FROM ONLY " + strings.Join(quoted, ".")
+	stmts, err := cn.s.cfg.Parser.Parse(text)
+	if err != nil || len(stmts) != 1 {
+		return "", false
+	}
+	b := child(stmts[0].AST, "SelectStmt")
+	from, _ := b["fromClause"].([]any)
+	if len(from) != 1 || !slices.Equal(names(child(from[0], "RangeVar")), table) {
+		return "", false
+	}
+	targets, _ := b["targetList"].([]any)
+	for i, c := range cols {
+		if i >= len(targets) || !slices.Equal(refFields(child(targets[i], "ResTarget")["val"]), []string{c}) {
+			return "", false
+		}
+	}
+	return text, len(table) > 0
+}
+
+// quoteIdent quotes a name for SQL.
+func quoteIdent(s string) string {
+	return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
 }
 
 // batchClosed reports whether every extended-protocol batch the client
@@ -179,11 +242,20 @@ func (cn *conn) planProbed(ctx context.Context, m *resultMasker, p *copyProbe) e
 		rd.Fields[i] = f
 	}
 	rels := map[uint32]*relation{}
-	if len(m.cols) > 0 {
+	if len(m.cols) > 0 || p.allColumns {
 		var err error
 		if rels, err = cn.s.catalog.relations(ctx, cn.database, tableOIDs(&rd)); err != nil {
 			return err
 		}
+	}
+	if p.allColumns {
+		kept := rd.Fields[:0]
+		for _, f := range rd.Fields {
+			if r := rels[f.TableOID]; r == nil || !r.attrs[int16(f.TableAttributeNumber)].generated {
+				kept = append(kept, f)
+			}
+		}
+		rd.Fields = kept
 	}
 	m.describe(&rd, rels)
 	return nil

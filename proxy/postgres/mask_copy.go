@@ -69,13 +69,13 @@ func defString(arg any) string {
 // checkMaskable refuses, before anything runs, a statement whose output regate
 // could not mask: a COPY in binary format, a COPY of a table regate cannot be
 // sure to resolve as the target will (copyTable), or one that returns a masked
-// column other than as itself (checkColumnMasks). COPY (query) names no
-// columns: its output may hold a masked column when the query selects from
-// one table (copyQueryOutputs), whose columns regate then looks up as for
-// COPY table, or, for any other query, when it came alone in a simple Query
-// (simple, its text; "" otherwise) and regate can describe it on the
-// session's connection just before it runs (copyprobe.go); otherwise not at
-// all.
+// column other than as itself (checkColumnMasks). COPY … TO STDOUT names no
+// columns. When it comes alone in a simple Query (simple, its text; ""
+// otherwise), regate describes its table or query on the session's
+// connection just before it runs (copyprobe.go). Otherwise COPY table is
+// planned from the table's columns in the catalog (copyTable), and COPY
+// (query) may return a masked column only when it selects from one table
+// (copyQueryOutputs), planned the same way.
 func (cn *conn) checkMaskable(ctx context.Context, m *resultMasker, stmts []parse.Statement, simple string) error {
 	if m == nil {
 		return nil
@@ -106,6 +106,14 @@ func (cn *conn) checkMaskable(ctx context.Context, m *resultMasker, stmts []pars
 			continue // detectors only: they read the whole line
 		}
 		if rv, ok := cs["relation"].(map[string]any); ok {
+			attlist, _ := cs["attlist"].([]any)
+			if text, ok := cn.probeTable(simple, len(stmts), rv, attlist); ok {
+				if m.copyProbes == nil {
+					m.copyProbes = map[int]*copyProbe{}
+				}
+				m.copyProbes[i] = &copyProbe{text: text, allColumns: attlist == nil}
+				continue
+			}
 			if err := cn.copyTable(ctx, m, i, len(stmts), rv); err != nil {
 				return err
 			}
@@ -115,21 +123,22 @@ func (cn *conn) checkMaskable(ctx context.Context, m *resultMasker, stmts []pars
 		if checkColumnMasks(m.cols, stmts[i:i+1], funcs) == nil {
 			continue // no masked column in the output: nothing to look up
 		}
+		if text, ok := cn.probeText(simple, len(stmts), q); ok {
+			// Described before it runs, and checked as the SELECT it
+			// is described as.
+			if m.copyProbes == nil {
+				m.copyProbes = map[int]*copyProbe{}
+			}
+			m.copyProbes[i] = &copyProbe{text: text}
+			if &check[0] == &stmts[0] {
+				check = slices.Clone(stmts)
+			}
+			check[i] = parse.Statement{Command: "SELECT", Node: "SelectStmt", AST: q}
+			continue
+		}
 		rv, outs, ok := copyQueryOutputs(q)
 		if !ok {
-			// Another shape: described before it runs when it can be,
-			// else checked (and refused) as COPY (query) below.
-			if text, ok := cn.probeText(simple, len(stmts), q); ok {
-				if m.copyProbes == nil {
-					m.copyProbes = map[int]*copyProbe{}
-				}
-				m.copyProbes[i] = &copyProbe{text: text}
-				if &check[0] == &stmts[0] {
-					check = slices.Clone(stmts)
-				}
-				check[i] = parse.Statement{Command: "SELECT", Node: "SelectStmt", AST: q}
-			}
-			continue
+			continue // another shape: checked (and refused) as COPY (query) below
 		}
 		if err := cn.copyTable(ctx, m, i, len(stmts), rv); err != nil {
 			return err
@@ -316,11 +325,18 @@ func (cn *conn) planCopy(ctx context.Context, m *resultMasker, idx int, st parse
 		}
 		return nil
 	}
-	cols := rel.columns()
+	var cols []attr
 	if list, ok := cs["attlist"].([]any); ok {
-		cols = cols[:0:0]
 		for _, a := range list {
 			if c, ok := rel.column(defString(a)); ok {
+				cols = append(cols, c)
+			}
+		}
+	} else {
+		// Without a column list COPY writes every column but the
+		// generated ones.
+		for _, c := range rel.columns() {
+			if !c.generated {
 				cols = append(cols, c)
 			}
 		}
