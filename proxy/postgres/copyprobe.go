@@ -43,10 +43,10 @@ type copyProbe struct {
 	// allColumns: the probe of a COPY table without a column list, which
 	// writes every column but the generated ones (SELECT * has them too).
 	allColumns bool
-	described bool   // RowDescription or NoData arrived
-	fields    []pgproto3.FieldDescription
-	errBody   []byte // the probe's ErrorResponse, when its Parse failed
-	errMsg    string
+	described  bool // RowDescription or NoData arrived
+	fields     []pgproto3.FieldDescription
+	errBody    []byte // the probe's ErrorResponse, when its Parse failed
+	errMsg     string
 }
 
 // Bounds on probeText's search for the query's text: at most
