@@ -474,6 +474,20 @@ func TestCopyQueryProbed(t *testing.T) {
 		}
 		noEmail(c.q, r)
 	}
+	// The record counts what was masked, by source column, never the
+	// values; the probe itself is not a command of its own.
+	counted := 0
+	for _, s := range listSessions(t, gw) {
+		text, _, _ := testenv.Run(t, "replay", s.ID, "--store", gw.Store)
+		noEmail("the record", testenv.PsqlResult{Out: text})
+		if strings.Contains(text, "JOIN orders o ON o.customer_id = c.id ORDER BY o.id) TO STDOUT") &&
+			strings.Contains(text, "masked: customers.email=2") && strings.Count(text, "ALLOW") == 1 {
+			counted++
+		}
+	}
+	if counted != 1 {
+		t.Errorf("the COPY (join)'s masked count recorded in %d sessions, want 1", counted)
+	}
 	// The probe sees the session's transaction: a column added in it.
 	r := psql("BEGIN", "ALTER TABLE orders ADD COLUMN note text DEFAULT 'n'",
 		"COPY (SELECT o.note, c.email FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.id = 10) TO STDOUT",
@@ -524,6 +538,37 @@ func TestCopyQueryProbed(t *testing.T) {
 	}
 	if !refused {
 		t.Error("extended COPY (join) was not refused")
+	}
+	// Pipelined: Queries sent back to back, the COPY's behind a
+	// transaction's BEGIN and an INSERT still in flight; its description
+	// runs after them, in order, and sees the inserted row.
+	w = login(t, gw.Listen, tok)
+	for _, q := range []string{"BEGIN", "INSERT INTO orders VALUES (12, 3, 300)",
+		"COPY (SELECT c.email, o.total FROM customers c JOIN orders o ON o.customer_id = c.id WHERE o.id = 12) TO STDOUT",
+		"ROLLBACK", "SELECT count(*) FROM orders"} {
+		w.fe.Send(&pgproto3.Query{String: q})
+	}
+	if err := w.fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for ready := 0; ready < 5; {
+		switch m := w.receive(t).(type) {
+		case *pgproto3.CommandComplete:
+			got = append(got, string(m.CommandTag))
+		case *pgproto3.CopyData:
+			got = append(got, string(m.Data))
+		case *pgproto3.DataRow:
+			got = append(got, string(m.Values[0]))
+		case *pgproto3.ErrorResponse:
+			got = append(got, "ERROR "+m.Code+" "+m.Message)
+		case *pgproto3.ReadyForQuery:
+			ready++
+			got = append(got, "Z"+string(m.TxStatus))
+		}
+	}
+	if want := "BEGIN ZT INSERT 0 1 ZT c***@example.com\t300\n COPY 1 ZT ROLLBACK ZI 2 SELECT 1 ZI"; strings.Join(got, " ") != want {
+		t.Errorf("pipelined COPY (join):\n got %q\nwant %q", strings.Join(got, " "), want)
 	}
 	// The session goes on, and the table is unchanged.
 	if r := psql("SELECT count(*) FROM orders"); r.Out != "2" {
