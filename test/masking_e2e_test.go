@@ -539,6 +539,28 @@ func TestCopyQueryProbed(t *testing.T) {
 	if !refused {
 		t.Error("extended COPY (join) was not refused")
 	}
+	// The same text, described and masked in a simple Query, is still
+	// refused when it comes again in the extended protocol of the same
+	// session (the mask check's verdict for a described COPY is not
+	// reused where no description can be made).
+	w = login(t, gw.Listen, tok)
+	join := "COPY (SELECT c.email FROM customers c JOIN orders o ON o.customer_id = c.id WHERE o.id = 10) TO STDOUT"
+	w.send(t, &pgproto3.Query{String: join})
+	var rows []string
+	for done := false; !done; {
+		switch m := w.receive(t).(type) {
+		case *pgproto3.CopyData:
+			rows = append(rows, string(m.Data))
+		case *pgproto3.ReadyForQuery:
+			done = true
+		}
+	}
+	if len(rows) != 1 || rows[0] != "a***@example.com\n" {
+		t.Errorf("simple COPY (join): rows %q", rows)
+	}
+	if data, e := extendedCopyResult(t, w, join); e == nil || e.Code != "42501" || len(data) != 0 {
+		t.Errorf("extended COPY (join) after the simple one: rows %q, error %+v, want a refusal", data, e)
+	}
 	// Pipelined: Queries sent back to back, the COPY's behind a
 	// transaction's BEGIN and an INSERT still in flight; its description
 	// runs after them, in order, and sees the inserted row.

@@ -171,7 +171,12 @@ func (cn *conn) checkMaskable(ctx context.Context, m *resultMasker, stmts []pars
 		return err
 	}
 	m.redact = len(m.cols) > 0 && readsMasked(m.cols, stmts, funcs)
-	if cacheable {
+	// A verdict that relied on describing a COPY (its query checked as the
+	// SELECT it is described as) is not kept: the same statements may come
+	// again where no description can be made (the extended protocol, a
+	// batch open), and must then pass the stricter check. A verdict kept
+	// without one is valid for a described COPY too.
+	if cacheable && len(m.copyProbes) == 0 {
 		cn.maskOK = maskChecked{stmt: checkedKey(stmts), nStmts: len(stmts), masks: m.src, funcs: funcSet, redact: m.redact}
 	}
 	return nil
