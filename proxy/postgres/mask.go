@@ -58,6 +58,10 @@ type resultMasker struct {
 	// copyProbes: the COPY (query) statements among them that regate
 	// describes before they run (copyprobe.go).
 	copyProbes map[int]*copyProbe
+	// copyClean: the COPY (query) statements among them whose output
+	// checkColumnMasks found free of masked columns (planned for
+	// detectors only).
+	copyClean map[int]bool
 }
 
 // colPlan is what one result column gets.

@@ -121,6 +121,10 @@ func (cn *conn) checkMaskable(ctx context.Context, m *resultMasker, stmts []pars
 		}
 		q, _ := cs["query"].(map[string]any)
 		if checkColumnMasks(m.cols, stmts[i:i+1], funcs) == nil {
+			if m.copyClean == nil {
+				m.copyClean = map[int]bool{}
+			}
+			m.copyClean[i] = true
 			continue // no masked column in the output: nothing to look up
 		}
 		if text, ok := cn.probeText(simple, len(stmts), q); ok {
@@ -304,6 +308,9 @@ func (cn *conn) planCopy(ctx context.Context, m *resultMasker, idx int, st parse
 	if _, isQuery := cs["query"]; isQuery && rel == nil || len(m.cols) == 0 {
 		// Detectors only, or COPY (query), whose output checkColumnMasks
 		// found free of masked columns: detectors read the whole line.
+		if len(m.cols) > 0 && !m.copyClean[idx] {
+			return errors.New("COPY (query) whose columns were neither checked nor planned before it ran")
+		}
 		m.plan = nil
 		return nil
 	}
