@@ -11,17 +11,17 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 )
 
-// COPY (query) … TO STDOUT sends rows without a description, so under column
-// masks regate needs to learn where each output column comes from before the
-// rows arrive. For a query over one table that is read off the syntax tree
-// (copyQueryOutputs); for any other query (joins, subqueries, WITH, set
-// operations) regate asks the target itself, on the session's own connection,
-// right before the COPY: Parse of the query as the unnamed statement,
-// Describe of it, Sync (a probe). The answer is the RowDescription a SELECT of
-// the query would get, with each column's source table and attribute, and is
-// planned like one; the client sees none of it. The session's connection sees
-// what the COPY will see: its search_path, its temporary tables, its
-// transaction's uncommitted changes.
+// COPY … TO STDOUT sends rows without a description, so under column masks
+// regate needs to learn where each output column comes from before the rows
+// arrive. When the COPY comes alone in a simple Query, regate asks the target
+// itself, on the session's own connection, right before the COPY: Parse as
+// the unnamed statement, Describe of it, Sync (a probe) — of the COPY's query
+// (probeText), or for COPY table of SELECT of its columns FROM ONLY the table
+// (probeTable). The answer is the RowDescription a SELECT would get, with
+// each column's source table and attribute, and is planned like one (and the
+// query checked as that SELECT); the client sees none of it. The session's
+// connection sees what the COPY will see: its search_path, its temporary
+// tables, its transaction's uncommitted changes.
 //
 // The probe changes nothing the client can observe: the simple Query that
 // follows destroys the unnamed statement anyway; a Sync inside a transaction
@@ -35,7 +35,9 @@ import (
 // extended-protocol batch of the client's open (its Sync would end the
 // client's batch early): in a query string, statements before the COPY would
 // run after the probe; in the extended protocol, a Sync cannot be added to the
-// client's batch. Such COPY statements are refused as before.
+// client's batch. Those are planned from regate's catalog connection
+// (copyTable, copyQueryOutputs) or refused, and a mask check's verdict that
+// relied on a probe is never reused for them (checkMaskable).
 
 // copyProbe is the description of one COPY's query, asked for before it runs.
 type copyProbe struct {
