@@ -56,9 +56,12 @@ type copyProbe struct {
 // message may be). The first opening parenthesis and one of the last few
 // closing ones (the options' come after it) are the usual answer; when the
 // text is not found, the COPY is refused.
+// A longer COPY is not probed (the catalog rules apply), so that the search
+// costs at most that much parsing.
 const (
-	probeStarts = 2 // opening parentheses tried
-	probeEnds   = 8 // closing parentheses tried per opening one, from the end
+	probeStarts   = 2 // opening parentheses tried
+	probeEnds     = 8 // closing parentheses tried per opening one, from the end
+	probeMaxQuery = 1 << 20
 )
 
 // probeText finds the text of a COPY's query (copyQuery, its syntax tree) in
@@ -68,7 +71,7 @@ const (
 // parses to exactly copyQuery, locations included (it is padded with spaces to
 // keep them), so it is the query the target will run.
 func (cn *conn) probeText(simple string, nStmts int, copyQuery map[string]any) (string, bool) {
-	if simple == "" || nStmts != 1 || !cn.batchClosed() {
+	if simple == "" || nStmts != 1 || len(simple) > probeMaxQuery || !cn.batchClosed() {
 		return "", false
 	}
 	starts := 0

@@ -40,6 +40,14 @@ func TestProbeText(t *testing.T) {
 			t.Errorf("%s: probed in the extended protocol", c.q)
 		}
 	}
+	// A query string over probeMaxQuery: no probe (its search would parse
+	// it up to probeStarts×probeEnds times).
+	long := "COPY (SELECT email /*" + strings.Repeat("x", probeMaxQuery) + "*/ FROM t JOIN u USING (id)) TO STDOUT"
+	if stmts, err := p.Parse(long); err != nil {
+		t.Fatal(err)
+	} else if _, ok := cn.probeText(long, 1, child(stmts[0].AST, "CopyStmt")["query"].(map[string]any)); ok {
+		t.Error("probed a query string over probeMaxQuery")
+	}
 	// A batch of the client's without its Sync yet: no probe.
 	q := "COPY (SELECT email FROM t JOIN u USING (id)) TO STDOUT"
 	stmts, _ := p.Parse(q)
