@@ -71,7 +71,7 @@ const (
 // parses to exactly copyQuery, locations included (it is padded with spaces to
 // keep them), so it is the query the target will run.
 func (cn *conn) probeText(simple string, nStmts int, copyQuery map[string]any) (string, bool) {
-	if simple == "" || nStmts != 1 || len(simple) > probeMaxQuery || !cn.batchClosed() {
+	if len(simple) > probeMaxQuery || !cn.canProbe(simple, nStmts) {
 		return "", false
 	}
 	starts := 0
@@ -103,7 +103,7 @@ func (cn *conn) probeText(simple string, nStmts int, copyQuery map[string]any) (
 // (search_path, temporary tables, uncommitted changes). The text is checked to
 // parse back to the same names.
 func (cn *conn) probeTable(simple string, nStmts int, rv map[string]any, attlist []any) (string, bool) {
-	if simple == "" || nStmts != 1 || !cn.batchClosed() {
+	if !cn.canProbe(simple, nStmts) {
 		return "", false
 	}
 	names := func(m map[string]any) (out []string) {
@@ -155,6 +155,13 @@ func quoteIdent(s string) string {
 	return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
 }
 
+// canProbe reports whether a COPY may be probed: it is the only statement
+// (of nStmts) of a simple Query (simple, its text; "" otherwise), and no
+// batch of the client's is open.
+func (cn *conn) canProbe(simple string, nStmts int) bool {
+	return simple != "" && nStmts == 1 && cn.batchClosed()
+}
+
 // batchClosed reports whether every extended-protocol batch the client
 // started has been closed by its Sync (frontend loop).
 func (cn *conn) batchClosed() bool {
@@ -171,6 +178,14 @@ func (cn *conn) batchClosed() bool {
 		}
 	}
 	return true
+}
+
+// addProbe records that statement i, a COPY, is probed with p.
+func (m *resultMasker) addProbe(i int, p *copyProbe) {
+	if m.copyProbes == nil {
+		m.copyProbes = map[int]*copyProbe{}
+	}
+	m.copyProbes[i] = p
 }
 
 // sendProbes sends the probes of m's COPY statements (frontend loop), before
@@ -246,24 +261,7 @@ func (cn *conn) planProbed(ctx context.Context, m *resultMasker, p *copyProbe) e
 		f.Format = 0
 		rd.Fields[i] = f
 	}
-	rels := map[uint32]*relation{}
-	if len(m.cols) > 0 || p.allColumns {
-		var err error
-		if rels, err = cn.s.catalog.relations(ctx, cn.database, tableOIDs(&rd)); err != nil {
-			return err
-		}
-	}
-	if p.allColumns {
-		kept := rd.Fields[:0]
-		for _, f := range rd.Fields {
-			if r := rels[f.TableOID]; r == nil || !r.attrs[int16(f.TableAttributeNumber)].generated {
-				kept = append(kept, f)
-			}
-		}
-		rd.Fields = kept
-	}
-	m.describe(&rd, rels)
-	return nil
+	return cn.planDescription(ctx, m, &rd, p.allColumns)
 }
 
 // probeError returns the ErrorResponse to give the client in place of body,

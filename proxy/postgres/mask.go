@@ -296,14 +296,31 @@ func (cn *conn) planMask(ctx context.Context, m *resultMasker, body []byte) erro
 	if err := rd.Decode(body); err != nil {
 		return fmt.Errorf("malformed RowDescription: %w", err)
 	}
+	return cn.planDescription(ctx, m, &rd, false)
+}
+
+// planDescription resolves the source tables of rd's fields in the catalog
+// (when column masks or dropGenerated need them) and builds the masker's
+// plan. dropGenerated first removes the fields of generated columns (a COPY
+// table without a column list writes none, its probe's SELECT * has them).
+func (cn *conn) planDescription(ctx context.Context, m *resultMasker, rd *pgproto3.RowDescription, dropGenerated bool) error {
 	rels := map[uint32]*relation{}
-	if len(m.cols) > 0 {
+	if len(m.cols) > 0 || dropGenerated {
 		var err error
-		if rels, err = cn.s.catalog.relations(ctx, cn.database, tableOIDs(&rd)); err != nil {
+		if rels, err = cn.s.catalog.relations(ctx, cn.database, tableOIDs(rd)); err != nil {
 			return err
 		}
 	}
-	m.describe(&rd, rels)
+	if dropGenerated {
+		kept := rd.Fields[:0]
+		for _, f := range rd.Fields {
+			if r := rels[f.TableOID]; r == nil || !r.attrs[int16(f.TableAttributeNumber)].generated {
+				kept = append(kept, f)
+			}
+		}
+		rd.Fields = kept
+	}
+	m.describe(rd, rels)
 	return nil
 }
 

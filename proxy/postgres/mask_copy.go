@@ -81,6 +81,15 @@ func (cn *conn) checkMaskable(ctx context.Context, m *resultMasker, stmts []pars
 		return nil
 	}
 	check := stmts // what checkColumnMasks reads
+	// checkAsSelect makes checkColumnMasks read statement i's query as the
+	// SELECT its output is planned like (from a description, or from its
+	// one table's columns).
+	checkAsSelect := func(i int, q map[string]any) {
+		if &check[0] == &stmts[0] {
+			check = slices.Clone(stmts)
+		}
+		check[i] = parse.Statement{Command: "SELECT", Node: "SelectStmt", AST: q}
+	}
 	var funcs rowFuncs
 	var funcSet *rowFuncSet
 	if len(m.cols) > 0 {
@@ -108,10 +117,7 @@ func (cn *conn) checkMaskable(ctx context.Context, m *resultMasker, stmts []pars
 		if rv, ok := cs["relation"].(map[string]any); ok {
 			attlist, _ := cs["attlist"].([]any)
 			if text, ok := cn.probeTable(simple, len(stmts), rv, attlist); ok {
-				if m.copyProbes == nil {
-					m.copyProbes = map[int]*copyProbe{}
-				}
-				m.copyProbes[i] = &copyProbe{text: text, allColumns: attlist == nil}
+				m.addProbe(i, &copyProbe{text: text, allColumns: attlist == nil})
 				continue
 			}
 			if err := cn.copyTable(ctx, m, i, len(stmts), rv); err != nil {
@@ -128,16 +134,8 @@ func (cn *conn) checkMaskable(ctx context.Context, m *resultMasker, stmts []pars
 			continue // no masked column in the output: nothing to look up
 		}
 		if text, ok := cn.probeText(simple, len(stmts), q); ok {
-			// Described before it runs, and checked as the SELECT it
-			// is described as.
-			if m.copyProbes == nil {
-				m.copyProbes = map[int]*copyProbe{}
-			}
-			m.copyProbes[i] = &copyProbe{text: text}
-			if &check[0] == &stmts[0] {
-				check = slices.Clone(stmts)
-			}
-			check[i] = parse.Statement{Command: "SELECT", Node: "SelectStmt", AST: q}
+			m.addProbe(i, &copyProbe{text: text}) // described before it runs
+			checkAsSelect(i, q)
 			continue
 		}
 		rv, outs, ok := copyQueryOutputs(q)
@@ -159,12 +157,7 @@ func (cn *conn) checkMaskable(ctx context.Context, m *resultMasker, stmts []pars
 			m.copyOuts = map[int][]copyOutput{}
 		}
 		m.copyOuts[i] = outs
-		// The query's columns are planned from the table's, as a
-		// SELECT's are from RowDescription: check it as one.
-		if &check[0] == &stmts[0] {
-			check = slices.Clone(stmts)
-		}
-		check[i] = parse.Statement{Command: "SELECT", Node: "SelectStmt", AST: q}
+		checkAsSelect(i, q) // planned from the table's columns
 	}
 	cacheable := len(stmts) > 0 && len(m.cols) > 0 && !funcs.all
 	if cacheable && cn.maskOK.same(stmts, m.src, funcSet) {
