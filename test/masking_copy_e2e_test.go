@@ -47,8 +47,8 @@ func TestCopyMaskedTableResolution(t *testing.T) {
 		t.Errorf("COPY of a table altered in the transaction: code %d out %q err %q", r.Code, r.Out, r.Err)
 	}
 	noLeak(t, "COPY of a table altered in the transaction", r, "ann@example.com")
-	// Generated columns are not in COPY's output (nor masked by name: one
-	// computed from a masked column is a column of another name).
+	// Generated columns are not in COPY's output (those computed from a
+	// masked column: TestGeneratedColumnsMasked).
 	pg.Psql(t, "app", `CREATE TABLE public.g (id int, email text, up text GENERATED ALWAYS AS (upper(name)) STORED, name text);
 		INSERT INTO public.g (id, email, name) VALUES (1, 'gen@example.com', 'Gen');
 		ALTER TABLE public.g OWNER TO app;`)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -118,6 +119,15 @@ func (c *catalog) cached(database string, oids []uint32, out map[uint32]*relatio
 		}
 	}
 	return missing
+}
+
+// forget drops the cached relations of oids in database.
+func (c *catalog) forget(database string, oids []uint32) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, oid := range oids {
+		delete(c.rels, catalogKey{database, oid})
+	}
 }
 
 // relations returns the relations of oids in database, querying the ones not
@@ -259,8 +269,11 @@ func (c *catalog) relationByName(ctx context.Context, database, schema, name str
 // ordered-set functions cannot be called so and are left out.
 type rowFuncSet struct {
 	names    map[string]bool
-	ownCount bool      // the database has a function named count of its own
-	loaded   time.Time // guarded by catalog.mu
+	ownCount bool // the database has a function named count of its own
+	// derived: the database's generated columns and the columns they read
+	// (maskderived.go), loaded with the functions.
+	derived []derivedCol
+	loaded  time.Time // guarded by catalog.mu
 }
 
 const rowFuncQuery = `SELECT DISTINCT p.proname, p.oid < 16384, true
@@ -371,6 +384,14 @@ func (c *catalog) loadFuncs(ctx context.Context, db *catalogDB, database string)
 				names[n] = true
 			}
 		}
+		rows, err = c.query(ctx, db, database, generatedQuery, nil)
+		if err != nil {
+			return nil, fmt.Errorf("cannot look up the database's generated columns in the catalog: %w", err)
+		}
+		derived := make([]derivedCol, len(rows))
+		for i, row := range rows {
+			derived[i] = derivedCol{schema: string(row[0]), table: string(row[1]), column: string(row[2]), source: string(row[3])}
+		}
 		c.mu.Lock()
 		if c.funcsGen[database] != gen {
 			// Invalidated while the query ran: it may predate the change.
@@ -380,16 +401,16 @@ func (c *catalog) loadFuncs(ctx context.Context, db *catalogDB, database string)
 			}
 			// Sessions keep changing functions: use this answer once,
 			// uncached (rowFuncs.all covers changes still uncommitted).
-			return &rowFuncSet{names: names, ownCount: ownCount}, nil
+			return &rowFuncSet{names: names, ownCount: ownCount, derived: derived}, nil
 		}
 		if c.funcs == nil {
 			c.funcs = map[string]*rowFuncSet{}
 		}
 		f := c.funcs[database]
-		if f == nil || f.ownCount != ownCount || !maps.Equal(f.names, names) {
+		if f == nil || f.ownCount != ownCount || !maps.Equal(f.names, names) || !slices.Equal(f.derived, derived) {
 			// A new set (a new pointer) makes sessions check their
 			// statements again (maskChecked).
-			f = &rowFuncSet{names: names, ownCount: ownCount}
+			f = &rowFuncSet{names: names, ownCount: ownCount, derived: derived}
 			c.funcs[database] = f
 		}
 		f.loaded = time.Now()
@@ -411,9 +432,10 @@ func (c *catalog) cachedFuncs(database string) (f *rowFuncSet, stale bool) {
 	return nil, false
 }
 
-// invalidateFuncs makes the next rowFuncs of database look again: a session
-// changed functions (and its transaction ended).
-func (c *catalog) invalidateFuncs(database string) {
+// invalidate makes the next lookups of database look again: a session
+// changed functions or columns (and its transaction ended). The function
+// set is reloaded by the next rowFuncs, the relations by the next relations.
+func (c *catalog) invalidate(database string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if f := c.funcs[database]; f != nil {
@@ -423,6 +445,11 @@ func (c *catalog) invalidateFuncs(database string) {
 		c.funcsGen = map[string]uint64{}
 	}
 	c.funcsGen[database]++
+	for k := range c.rels {
+		if k.database == database {
+			delete(c.rels, k)
+		}
+	}
 }
 
 func (c *catalog) close() {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -62,6 +63,13 @@ type resultMasker struct {
 	// checkColumnMasks found free of masked columns (planned for
 	// detectors only).
 	copyClean map[int]bool
+	// maskUnknown: the session's open transaction added a masked column
+	// (maskderived.go), so a column the catalog does not know is masked.
+	maskUnknown bool
+	// maskTables: the tables (lower-case names) of which the session's
+	// open transaction renamed a column to a masked name: all their
+	// columns are masked.
+	maskTables map[string]bool
 }
 
 // colPlan is what one result column gets.
@@ -133,6 +141,9 @@ func (m *resultMasker) describe(rd *pgproto3.RowDescription, rels map[uint32]*re
 				p.whole, p.with = true, o.With
 				break
 			}
+		}
+		if !p.whole && (m.maskUnknown && unknownColumn(f, rels) || table != nil && m.maskTables[strings.ToLower(table.name)]) {
+			p.whole = true
 		}
 		container := containerTypes[f.DataTypeOID] || f.Format == 1 && f.DataTypeOID >= firstUserOID
 		p.detector = m.det != nil && (p.textual || p.jsonb || container)
@@ -307,8 +318,16 @@ func (cn *conn) planDescription(ctx context.Context, m *resultMasker, rd *pgprot
 	rels := map[uint32]*relation{}
 	if len(m.cols) > 0 || dropGenerated {
 		var err error
-		if rels, err = cn.s.catalog.relations(ctx, cn.database, tableOIDs(rd)); err != nil {
+		oids := tableOIDs(rd)
+		if rels, err = cn.s.catalog.relations(ctx, cn.database, oids); err != nil {
 			return err
+		}
+		if slices.ContainsFunc(rd.Fields, func(f pgproto3.FieldDescription) bool { return unknownColumn(f, rels) }) {
+			// The cache may predate the column (or the table): look again.
+			cn.s.catalog.forget(cn.database, oids)
+			if rels, err = cn.s.catalog.relations(ctx, cn.database, oids); err != nil {
+				return err
+			}
 		}
 	}
 	if dropGenerated {
@@ -322,6 +341,21 @@ func (cn *conn) planDescription(ctx context.Context, m *resultMasker, rd *pgprot
 	}
 	m.describe(rd, rels)
 	return nil
+}
+
+// unknownColumn reports whether f is a table's column (not a system column)
+// that rels does not know: one created after rels was loaded, or in a
+// transaction regate's catalog connection cannot see.
+func unknownColumn(f pgproto3.FieldDescription, rels map[uint32]*relation) bool {
+	if f.TableOID == 0 || f.TableAttributeNumber <= 0 {
+		return false
+	}
+	r := rels[f.TableOID]
+	if r == nil {
+		return true
+	}
+	_, ok := r.attrs[int16(f.TableAttributeNumber)]
+	return !ok
 }
 
 // redactNotice withholds the texts of an ErrorResponse or NoticeResponse body

@@ -92,6 +92,7 @@ func (cn *conn) checkMaskable(ctx context.Context, m *resultMasker, stmts []pars
 	}
 	var funcs rowFuncs
 	var funcSet *rowFuncSet
+	sessionDDL := false // the session's open transaction added columns (the verdict is not kept)
 	if len(m.cols) > 0 {
 		var err error
 		if funcSet, err = cn.s.catalog.rowFuncs(ctx, cn.database); err != nil {
@@ -99,6 +100,12 @@ func (cn *conn) checkMaskable(ctx context.Context, m *resultMasker, stmts []pars
 		}
 		funcs = rowFuncs{db: funcSet.names, all: cn.changingFuncs() || changesFuncs(stmts)}
 		funcs.countBuiltin = !funcSet.ownCount && !funcs.all
+		// Generated columns computed from a masked column are masked too
+		// (maskderived.go).
+		pending, own := cn.pendingColumns(), columnDDL(stmts)
+		sessionDDL = len(pending) > 0
+		m.cols = withDerived(m.cols, funcSet.derived, pending, own)
+		m.maskUnknown, m.maskTables = pendingMasks(m.cols, pending, own)
 	}
 	for i, st := range stmts {
 		if st.Node != "CopyStmt" {
@@ -159,7 +166,7 @@ func (cn *conn) checkMaskable(ctx context.Context, m *resultMasker, stmts []pars
 		m.copyOuts[i] = outs
 		checkAsSelect(i, q) // planned from the table's columns
 	}
-	cacheable := len(stmts) > 0 && len(m.cols) > 0 && !funcs.all
+	cacheable := len(stmts) > 0 && len(m.cols) > 0 && !funcs.all && !sessionDDL
 	if cacheable && cn.maskOK.same(stmts, m.src, funcSet) {
 		m.redact = cn.maskOK.redact
 		return nil

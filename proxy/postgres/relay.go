@@ -52,6 +52,11 @@ type conn struct {
 	// since it was answered: regate's catalog connection may not see the
 	// change yet (rowFuncs.all).
 	funcDDL bool
+	// addedCols: the columns created by statements forwarded in a
+	// transaction that has not ended (columnDDL), which regate's catalog
+	// connection may not see yet; cleared, and the catalog's cache
+	// invalidated, as funcDDL is.
+	addedCols []derivedCol
 
 	// Frontend-loop state of the extended query protocol.
 	stmts      map[string]*prepared
@@ -134,6 +139,7 @@ type item struct {
 	probe   *copyProbe
 	popped  bool // answered and removed from the queue (guarded by qmu)
 	funcDDL bool // stmts change the database's functions (changesFuncs)
+	colDDL  bool // stmts create columns (columnDDL)
 	tags    []string
 	rows    int64
 	errCode string
@@ -250,17 +256,23 @@ func quoteType(t byte) string {
 
 // push queues an item; the backend loop pops it when its response arrives.
 func (cn *conn) push(it *item) {
-	it.funcDDL = it.refusal == nil && changesFuncs(it.stmts)
+	var added []derivedCol
+	if it.refusal == nil {
+		it.funcDDL = changesFuncs(it.stmts)
+		added = columnDDL(it.stmts)
+		it.colDDL = len(added) > 0
+	}
 	cn.qmu.Lock()
 	cn.queue = append(cn.queue, it)
 	cn.funcDDL = cn.funcDDL || it.funcDDL
+	cn.addedCols = append(cn.addedCols, added...)
 	cn.qmu.Unlock()
 }
 
 // setTxStatus keeps the transaction status of a ReadyForQuery (backend
-// loop). Once a change to the database's functions has been answered and the
-// session is idle, the change is committed (or rolled back): the catalog's
-// cache of functions is invalidated for every session.
+// loop). Once a change to the database's functions or generated columns has
+// been answered and the session is idle, the change is committed (or rolled
+// back): the catalog's cache of them is invalidated for every session.
 func (cn *conn) setTxStatus(b byte) {
 	cn.qmu.Lock()
 	cn.txStatus = b
@@ -269,9 +281,12 @@ func (cn *conn) setTxStatus(b byte) {
 	if b == 'I' && cn.funcDDL && !slices.ContainsFunc(cn.queue, func(it *item) bool { return it.funcDDL }) {
 		cn.funcDDL, ended = false, true
 	}
+	if b == 'I' && len(cn.addedCols) > 0 && !slices.ContainsFunc(cn.queue, func(it *item) bool { return it.colDDL }) {
+		cn.addedCols, ended = nil, true
+	}
 	cn.qmu.Unlock()
 	if ended {
-		cn.s.catalog.invalidateFuncs(cn.database)
+		cn.s.catalog.invalidate(cn.database)
 	}
 }
 
@@ -281,6 +296,14 @@ func (cn *conn) changingFuncs() bool {
 	cn.qmu.Lock()
 	defer cn.qmu.Unlock()
 	return cn.funcDDL
+}
+
+// pendingColumns returns the columns the session has created in a
+// transaction that has not ended (frontend loop).
+func (cn *conn) pendingColumns() []derivedCol {
+	cn.qmu.Lock()
+	defer cn.qmu.Unlock()
+	return cn.addedCols
 }
 
 // changesFuncs reports whether stmts may create or rename functions that

@@ -1,0 +1,113 @@
+package test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/regate/regate/test/testenv"
+)
+
+// TestGeneratedColumnsMasked: a generated column computed from a masked
+// column is masked like it (the default library masks email), whether the
+// target's catalog knows it, or the session created it in a transaction
+// that has not ended, or another session created it through regate a
+// moment before; a generated column computed from other columns is not.
+func TestGeneratedColumnsMasked(t *testing.T) {
+	pg, iss, gw := setup(t)
+	pg.Psql(t, "app", `ALTER TABLE customers
+		ADD COLUMN domain text GENERATED ALWAYS AS (split_part(email, '@', 2)) STORED,
+		ADD COLUMN elen int GENERATED ALWAYS AS (length(email) + id) STORED,
+		ADD COLUMN shout text GENERATED ALWAYS AS (upper(name)) STORED`)
+	tok := iss.Token(t, "agent-g", audience, "agents")
+	psql := func(sqls ...string) testenv.PsqlResult {
+		return testenv.PsqlVia(t, gw.Listen, "agent-g", "app", tok, sqls)
+	}
+	noLeak := func(what string, r testenv.PsqlResult, secrets ...string) {
+		t.Helper()
+		for _, s := range append(secrets, "ann@example.com", "bob@example.com", "|example.com") {
+			if strings.Contains(r.Out+r.Err, s) {
+				t.Errorf("%s leaks %q: out %q err %q", what, s, r.Out, r.Err)
+			}
+		}
+	}
+	// Text gets the mask's replacement, an integer (which cannot hold it)
+	// NULL; the column computed from name is untouched; an alias does not
+	// escape; the email itself is masked as before.
+	r := psql("SELECT id, domain, elen, shout FROM customers WHERE id <= 2 ORDER BY id",
+		"SELECT domain AS d, email FROM customers WHERE id = 1")
+	if want := "1|********||ANN\n2|********||BOB\n********|a***@example.com"; r.Code != 0 || r.Out != want {
+		t.Errorf("generated columns: code %d out %q err %q, want %q", r.Code, r.Out, r.Err, want)
+	}
+	noLeak("SELECT of generated columns", r, "|16|", "|17|")
+	// A value computed from it is refused, as one computed from email is.
+	for _, q := range []string{"SELECT lower(domain) FROM customers", "SELECT elen * 2 FROM customers",
+		"COPY (SELECT 'x' || domain FROM customers) TO STDOUT"} {
+		if r := psql(q); r.Code == 0 || !strings.Contains(r.Err, "the policy masks column") {
+			t.Errorf("%s: code %d out %q err %q, want a refusal naming the mask", q, r.Code, r.Out, r.Err)
+		}
+	}
+	// COPY (query) of it, described on the session's connection.
+	r = psql("COPY (SELECT id, domain, shout FROM customers ORDER BY id) TO STDOUT WITH (FORMAT csv)")
+	if r.Code != 0 || !strings.HasPrefix(r.Out, "1,********,ANN\n2,********,BOB\n") {
+		t.Errorf("COPY of a generated column: code %d out %q err %q", r.Code, r.Out, r.Err)
+	}
+	noLeak("COPY of a generated column", r)
+
+	// Created in the session's open transaction: regate's catalog
+	// connection cannot see it, the session's own statement says it.
+	r = psql("BEGIN",
+		"ALTER TABLE customers ADD COLUMN local text GENERATED ALWAYS AS (split_part(customers.email, '@', 1)) STORED",
+		"SELECT local FROM customers WHERE id = 1",
+		"SELECT upper(local) FROM customers WHERE id = 1",
+		"ROLLBACK")
+	if !strings.HasPrefix(r.Out, "BEGIN\nALTER TABLE\n") || strings.Contains(r.Out, "\nann\n") ||
+		!strings.Contains(r.Err, "the policy masks column") {
+		t.Errorf("generated column of the open transaction: code %d out %q err %q", r.Code, r.Out, r.Err)
+	}
+	noLeak("generated column of the open transaction", r, "ANN\n", "\nann")
+	// A column added or renamed to a masked name in the open transaction,
+	// read under an alias: the catalog knows neither. The added column is
+	// masked (the default ssn mask keeps the last four digits); of a table
+	// with a renamed column every column is, until the transaction ends
+	// (an integer becomes NULL).
+	r = psql("BEGIN",
+		"ALTER TABLE customers ADD COLUMN ssn text DEFAULT '123-45-6789'",
+		"SELECT ssn AS x, name FROM customers WHERE id = 1",
+		"ROLLBACK",
+		"BEGIN",
+		"ALTER TABLE customers RENAME COLUMN name TO password",
+		"SELECT password AS x, id FROM customers WHERE id = 1",
+		"ROLLBACK")
+	if want := "BEGIN\nALTER TABLE\n***-**-6789|Ann\nROLLBACK\nBEGIN\nALTER TABLE\n********|\nROLLBACK"; r.Code != 0 || r.Out != want {
+		t.Errorf("column added or renamed in the open transaction: code %d out %q err %q, want %q", r.Code, r.Out, r.Err, want)
+	}
+	noLeak("column added or renamed in the open transaction", r, "123-45-6789", "|Ann\nROLLBACK\nBEGIN\nALTER TABLE\nAnn")
+	// Created through regate and committed: the next session (another
+	// agent, another connection) sees it masked at once.
+	if r := psql("ALTER TABLE customers ADD COLUMN local2 text GENERATED ALWAYS AS (split_part(email, '@', 1)) STORED"); r.Code != 0 {
+		t.Fatalf("ALTER TABLE through regate: code %d err %q", r.Code, r.Err)
+	}
+	tok2 := iss.Token(t, "agent-h", audience, "agents")
+	r = testenv.PsqlVia(t, gw.Listen, "agent-h", "app", tok2, []string{"SELECT local2 FROM customers WHERE id = 2"})
+	if r.Code != 0 || r.Out == "" || r.Out == "bob" {
+		t.Errorf("generated column added through regate: code %d out %q err %q", r.Code, r.Out, r.Err)
+	}
+	// The table itself is unchanged.
+	if got := pg.Psql(t, "app", "SELECT domain, elen, local2 FROM customers WHERE id = 1"); got != "example.com|16|ann" {
+		t.Errorf("table: %q", got)
+	}
+	// The record counts the masked values by generated column, never the values.
+	found := false
+	for _, s := range listSessions(t, gw) {
+		text, _, _ := testenv.Run(t, "replay", s.ID, "--store", gw.Store)
+		if strings.Contains(text, "customers.domain=") {
+			found = true
+		}
+		if strings.Contains(text, "example.com") && strings.Contains(text, "customers.domain") {
+			t.Errorf("record of session %s holds a raw value:\n%s", s.ID, text)
+		}
+	}
+	if !found {
+		t.Error("no record counts masked values of customers.domain")
+	}
+}
