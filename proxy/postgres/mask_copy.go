@@ -115,6 +115,11 @@ func (cn *conn) checkMaskable(ctx context.Context, m *resultMasker, stmts []pars
 		if from, _ := cs["is_from"].(bool); from {
 			continue
 		}
+		if cs["filename"] != nil || cs["is_program"] == true {
+			// To a file or program: nothing comes back to mask, and
+			// checkColumnMasks refuses a masked column going there.
+			continue
+		}
 		if _, binary := copyOptions(st); binary {
 			return errors.New("the policy requires masking, which regate cannot apply to COPY in binary format")
 		}

@@ -19,6 +19,9 @@ import (
 // JOIN's merged one) under another name has neither, so no column mask could
 // find it. checkColumnMasks refuses such statements before they run, from
 // their syntax trees: a statement returns a masked column only as itself.
+// Nor may it write a masked value where no mask follows it (another table's
+// column, a new table or view, a file), from where it could be read under
+// another name: only back into a column the mask covers (write, storeHow).
 //
 // The check is by name and errs on the side of refusing: a column mask names
 // a column ("email", "customers.email"), and every column of that name, in
@@ -37,7 +40,13 @@ const (
 	outInner                // to the select around it (FROM subquery, WITH query)
 	outExpr                 // into an expression (scalar or ARRAY subquery)
 	outCopy                 // to the client through COPY, which names no columns
+	outStore                // into a table, a view or a file: where no mask follows
 )
+
+// storeHow says where a value written out of a mask's reach goes (in a
+// refusal's text).
+const storeHow = "into a table, a view or a file, where no mask follows it " +
+	"(a masked column may be written only back into a column the mask covers)"
 
 // wholeRowFuncs are the functions that functional notation (c.f means f(c)
 // when c has no column f) applies to a whole row and that return its values
@@ -89,6 +98,7 @@ func (r rowFuncs) known(name string) bool {
 
 // maskCheck is the state of checkColumnMasks.
 type maskCheck struct {
+	cols   []decision.Mask
 	masked map[string]bool // masked column names, lower case (last part of each mask)
 	byName map[string]bool // names an unqualified mask matches by result name alone
 	funcs  rowFuncs
@@ -166,6 +176,9 @@ type maskEscape struct {
 }
 
 func (e *maskEscape) Error() string {
+	if strings.Contains(e.how, storeHow) {
+		return fmt.Sprintf("the policy masks column %s, which this statement writes %s", e.columns, e.how)
+	}
 	return fmt.Sprintf("the policy masks column %s, which this statement returns %s, where regate cannot mask it "+
 		"(a column mask applies to a column returned as itself)", e.columns, e.how)
 }
@@ -195,7 +208,7 @@ func checkColumnMasks(cols []decision.Mask, stmts []parse.Statement, funcs rowFu
 			err = fmt.Errorf("regate could not check this statement against the column masks (internal error: %v)", r)
 		}
 	}()
-	c := &maskCheck{funcs: funcs}
+	c := &maskCheck{funcs: funcs, cols: cols}
 	c.masked, c.byName = maskedNames(cols)
 	for _, st := range stmts {
 		if err := c.statement(st.AST, nil); err != nil {
@@ -232,71 +245,237 @@ func (c *maskCheck) statement(ast map[string]any, outer *scope) error {
 		b, _ := v.(map[string]any)
 		switch node {
 		case "SelectStmt":
+			if b["intoClause"] != nil { // SELECT … INTO a new table
+				_, err := c.sel(b, outer, outStore)
+				return err
+			}
 			_, err := c.sel(b, outer, outTop)
 			return err
 		case "DeclareCursorStmt", "PrepareStmt":
 			// A cursor's and a prepared statement's rows come back later,
 			// through FETCH and EXECUTE, described as their query's are.
-			// (EXPLAIN returns a plan, CREATE TABLE AS and SELECT INTO
-			// nothing: not checked.)
 			q, _ := b["query"].(map[string]any)
 			return c.statement(q, outer)
-		case "CopyStmt":
-			if q, ok := b["query"].(map[string]any); ok {
-				if is, _ := b["is_from"].(bool); !is {
-					_, err := c.sel(selectBody(q), outer, outCopy)
-					return err
-				}
+		case "ExplainStmt":
+			// EXPLAIN returns a plan, not its query's rows; but EXPLAIN
+			// ANALYZE runs the query, and what that writes is checked.
+			q, _ := b["query"].(map[string]any)
+			if sb, ok := q["SelectStmt"].(map[string]any); ok && sb["intoClause"] == nil {
+				return nil
 			}
-			return nil
-		case "InsertStmt", "UpdateStmt", "DeleteStmt":
-			ret, _ := b["returningList"].([]any)
-			if len(ret) == 0 {
-				return nil // nothing comes back
-			}
-			sc, err := c.with(b["withClause"], outer)
-			if err != nil {
+			return c.statement(q, outer)
+		case "CreateTableAsStmt", "ViewStmt":
+			// CREATE TABLE AS, CREATE MATERIALIZED VIEW, CREATE VIEW: the
+			// output goes into a relation no mask names.
+			q, _ := b["query"].(map[string]any)
+			if sb, ok := q["SelectStmt"].(map[string]any); ok {
+				_, err := c.sel(sb, outer, outStore)
 				return err
 			}
-			if rv, ok := b["relation"].(map[string]any); ok {
-				if err := c.fromItem(map[string]any{"RangeVar": rv}, sc); err != nil {
-					return err
-				}
-			}
-			for _, key := range []string{"fromClause", "usingClause"} {
-				list, _ := b[key].([]any)
-				for _, it := range list {
-					if err := c.fromItem(it, sc); err != nil {
+			// CREATE TABLE … AS EXECUTE: what the prepared statement
+			// returns is not in this statement.
+			return c.escape("", "through a prepared statement's rows "+storeHow)
+		case "RuleStmt":
+			// A rule's actions run later, with what NEW and OLD hold.
+			actions, _ := b["actions"].([]any)
+			for _, a := range actions {
+				if am, ok := a.(map[string]any); ok {
+					if err := c.statement(am, outer); err != nil {
 						return err
 					}
 				}
 			}
-			// Values written from masked columns come back through
-			// RETURNING under the written column's name.
-			if src, ok := b["selectStmt"].(map[string]any); ok {
-				out, err := c.sel(selectBody(src), sc, outInner)
-				if err != nil {
-					return err
-				}
-				if len(out) > 0 {
-					return c.escape(firstName(out), "through INSERT … RETURNING")
-				}
+			return nil
+		case "CopyStmt":
+			if is, _ := b["is_from"].(bool); is {
+				return nil
 			}
-			sets, _ := b["targetList"].([]any)
-			if oc, ok := b["onConflictClause"].(map[string]any); ok {
-				more, _ := oc["targetList"].([]any)
-				sets = append(append([]any(nil), sets...), more...)
-			}
-			for _, t := range sets {
-				if err := c.expr(child(t, "ResTarget")["val"], sc, "through a written value and RETURNING"); err != nil {
-					return err
+			toFile := b["filename"] != nil || b["is_program"] == true
+			if q, ok := b["query"].(map[string]any); ok {
+				mode := outCopy
+				if toFile {
+					mode = outStore
 				}
+				_, err := c.sel(selectBody(q), outer, mode)
+				return err
 			}
-			_, err = c.targets(ret, sc, outTop)
+			if toFile {
+				// Which of the table's columns are masked is not in the
+				// statement: any may be.
+				return c.escape("", "through COPY table "+storeHow)
+			}
+			return nil
+		case "InsertStmt", "UpdateStmt", "DeleteStmt":
+			return c.write(b, outer)
+		case "MergeStmt":
+			return c.merge(b, outer)
+		}
+	}
+	return nil
+}
+
+// write checks INSERT, UPDATE and DELETE: a value read from a masked column
+// may be written only into a column the mask covers (where it stays masked:
+// UPDATE customers SET email = lower(email)), and what RETURNING gives back is
+// checked as a select list.
+func (c *maskCheck) write(b map[string]any, outer *scope) error {
+	sc, err := c.with(b["withClause"], outer)
+	if err != nil {
+		return err
+	}
+	rel, _ := b["relation"].(map[string]any)
+	if rel != nil {
+		if err := c.fromItem(map[string]any{"RangeVar": rel}, sc); err != nil {
+			return err
+		}
+	}
+	for _, key := range []string{"fromClause", "usingClause"} {
+		list, _ := b[key].([]any)
+		for _, it := range list {
+			if err := c.fromItem(it, sc); err != nil {
+				return err
+			}
+		}
+	}
+	if src, ok := b["selectStmt"].(map[string]any); ok {
+		cols, _ := b["cols"].([]any)
+		if err := c.insertSource(selectBody(src), cols, rel, sc); err != nil {
+			return err
+		}
+	}
+	sets, _ := b["targetList"].([]any)
+	if oc, ok := b["onConflictClause"].(map[string]any); ok {
+		more, _ := oc["targetList"].([]any)
+		sets = append(append([]any(nil), sets...), more...)
+	}
+	if err := c.sets(sets, rel, sc); err != nil {
+		return err
+	}
+	ret, _ := b["returningList"].([]any)
+	if len(ret) == 0 {
+		return nil
+	}
+	_, err = c.targets(ret, sc, outTop)
+	return err
+}
+
+// sets checks the SET list of an UPDATE (or ON CONFLICT DO UPDATE, or a
+// MERGE's UPDATE): each value goes into the column its target names.
+func (c *maskCheck) sets(list []any, rel map[string]any, sc *scope) error {
+	for _, t := range list {
+		rt := child(t, "ResTarget")
+		name, _ := rt["name"].(string)
+		if c.covers(rel, name) {
+			continue
+		}
+		if err := c.expr(rt["val"], sc, storeHow); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// insertSource checks the rows an INSERT writes: a plain select's outputs
+// go, by position, into the listed columns; VALUES, a set operation, * or
+// an INSERT without a column list may not carry a masked value at all.
+func (c *maskCheck) insertSource(sb map[string]any, cols []any, rel map[string]any, sc *scope) error {
+	if vals, ok := sb["valuesLists"].([]any); ok {
+		if err := c.expr(vals, sc, storeHow); err != nil {
+			return err
+		}
+	}
+	out, err := c.sel(sb, sc, outInner)
+	if err != nil || len(out) == 0 {
+		return err
+	}
+	if op, _ := sb["op"].(string); op != "" && op != "SETOP_NONE" || len(cols) == 0 {
+		return c.escape(firstName(out), storeHow)
+	}
+	list, _ := sb["targetList"].([]any)
+	for i, t := range list {
+		rt := child(t, "ResTarget")
+		f := refFields(rt["val"])
+		if len(f) == 0 {
+			continue // an expression: sel refused it if it reads a masked value
+		}
+		name := strings.ToLower(f[len(f)-1])
+		if name == "*" {
+			return c.escape(firstName(out), "through * "+storeHow)
+		}
+		if alias, _ := rt["name"].(string); alias != "" {
+			name = strings.ToLower(alias)
+		}
+		if _, tainted := out[name]; !tainted {
+			continue
+		}
+		if i >= len(cols) || !c.covers(rel, stringOf(child(cols[i], "ResTarget")["name"])) {
+			return c.escape(name, storeHow)
+		}
+	}
+	return nil
+}
+
+// merge checks MERGE: its UPDATE and INSERT actions write values read from
+// the source (and the target) into the target's columns.
+func (c *maskCheck) merge(b map[string]any, outer *scope) error {
+	sc, err := c.with(b["withClause"], outer)
+	if err != nil {
+		return err
+	}
+	rel, _ := b["relation"].(map[string]any)
+	if rel != nil {
+		if err := c.fromItem(map[string]any{"RangeVar": rel}, sc); err != nil {
+			return err
+		}
+	}
+	if err := c.fromItem(b["sourceRelation"], sc); err != nil {
+		return err
+	}
+	clauses, _ := b["mergeWhenClauses"].([]any)
+	for _, w := range clauses {
+		wc := child(w, "MergeWhenClause")
+		targets, _ := wc["targetList"].([]any)
+		if wc["commandType"] != "CMD_INSERT" {
+			if err := c.sets(targets, rel, sc); err != nil {
+				return err
+			}
+			continue
+		}
+		values, _ := wc["values"].([]any)
+		for i, v := range values {
+			if i < len(targets) && c.covers(rel, stringOf(child(targets[i], "ResTarget")["name"])) {
+				continue
+			}
+			if err := c.expr(v, sc, storeHow); err != nil {
+				return err
+			}
+		}
+	}
+	ret, _ := b["returningList"].([]any) // PostgreSQL 17
+	if len(ret) == 0 {
+		return nil
+	}
+	_, err = c.targets(ret, sc, outTop)
+	return err
+}
+
+// covers reports whether a column mask covers column col of the table rel (a
+// RangeVar) names: a mask of that name in any table, or of rel's table by
+// name ("table.col"), or, when rel names its schema, by schema too.
+func (c *maskCheck) covers(rel map[string]any, col string) bool {
+	schema, table := relName(rel)
+	for _, o := range c.cols {
+		if col != "" && table != "" && names(o.Column, derivedCol{schema: schema, table: table}, col) &&
+			(schema != "" || strings.Count(o.Column, ".") < 2) {
+			return true
+		}
+	}
+	return false
+}
+
+func stringOf(v any) string {
+	s, _ := v.(string)
+	return s
 }
 
 // selectBody returns the fields of a SelectStmt, wrapped or not.

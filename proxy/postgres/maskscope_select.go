@@ -99,7 +99,7 @@ func (c *maskCheck) setOp(b map[string]any, sc *scope, mode outMode) (taint, err
 			switch {
 			case i >= len(first):
 				return nil, c.escape(name, "in a UNION, INTERSECT or EXCEPT")
-			case mode == outInner || mode == outExpr:
+			case mode == outInner || mode == outExpr || mode == outStore:
 				out[first[i]] = true
 			case !c.byName[first[i]] || mode == outCopy:
 				return nil, c.escape(name, "in a UNION, INTERSECT or EXCEPT column named otherwise")
@@ -108,6 +108,9 @@ func (c *maskCheck) setOp(b map[string]any, sc *scope, mode outMode) (taint, err
 	}
 	if mode == outExpr && len(out) > 0 {
 		return nil, c.escape(firstName(out), "inside an expression")
+	}
+	if mode == outStore && len(out) > 0 {
+		return nil, c.escape(firstName(out), modeName(mode))
 	}
 	return out, nil
 }
@@ -253,7 +256,11 @@ func (c *maskCheck) targets(list []any, sc *scope, mode outMode) (taint, error) 
 		val := rt["val"]
 		f := refFields(val)
 		if f == nil {
-			if err := c.expr(val, sc, "inside an expression"); err != nil {
+			how := "inside an expression"
+			if mode == outStore {
+				how = storeHow
+			}
+			if err := c.expr(val, sc, how); err != nil {
 				return nil, err
 			}
 			continue
@@ -265,7 +272,7 @@ func (c *maskCheck) targets(list []any, sc *scope, mode outMode) (taint, error) 
 		if last == "*" {
 			// Expanded into columns with their sources; in a subquery,
 			// every name in scope may come through.
-			if mode == outCopy || mode == outExpr {
+			if mode == outCopy || mode == outExpr || mode == outStore {
 				return nil, c.escape("", "through * "+modeName(mode))
 			}
 			for s := sc; s != nil; s = s.outer {
@@ -287,7 +294,7 @@ func (c *maskCheck) targets(list []any, sc *scope, mode outMode) (taint, error) 
 			name = alias
 		}
 		switch mode {
-		case outCopy, outExpr:
+		case outCopy, outExpr, outStore:
 			return nil, c.escape(last, modeName(mode))
 		case outTop:
 			if sourceless && !c.byName[name] {
@@ -334,6 +341,8 @@ func modeName(mode outMode) string {
 		return "in COPY (query), which names no columns"
 	case outExpr:
 		return "inside an expression"
+	case outStore:
+		return storeHow
 	}
 	return "as a column"
 }

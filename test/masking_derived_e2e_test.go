@@ -111,3 +111,57 @@ func TestGeneratedColumnsMasked(t *testing.T) {
 		t.Error("no record counts masked values of customers.domain")
 	}
 }
+
+// TestMaskedValuesNotCopied: a masked column's values may go to the client
+// (masked) or back into a column the mask covers, but not into another
+// table, a view or a file, from which the agent could read them under
+// another name: those statements are refused before they run, and nothing
+// is written.
+func TestMaskedValuesNotCopied(t *testing.T) {
+	pg, iss, gw := setup(t)
+	pg.Psql(t, "app", `CREATE TABLE public.notes (id int, body text);
+		ALTER TABLE public.notes OWNER TO app;
+		CREATE TABLE public.leads (id int, email text);
+		ALTER TABLE public.leads OWNER TO app;`)
+	tok := iss.Token(t, "agent-w", audience, "agents")
+	psql := func(sqls ...string) testenv.PsqlResult {
+		return testenv.PsqlVia(t, gw.Listen, "agent-w", "app", tok, sqls)
+	}
+	for _, q := range []string{
+		"INSERT INTO notes SELECT id, email FROM customers",
+		"INSERT INTO notes (id, body) SELECT id, email FROM customers",
+		"UPDATE notes SET body = c.email FROM customers c WHERE c.id = notes.id",
+		"CREATE TABLE stash AS SELECT id, email AS contact FROM customers",
+		"SELECT email AS contact INTO stash FROM customers",
+		"CREATE VIEW peek AS SELECT id, email AS contact FROM customers",
+		"CREATE MATERIALIZED VIEW peek AS SELECT lower(email) FROM customers",
+		"MERGE INTO notes n USING customers c ON n.id = c.id WHEN NOT MATCHED THEN INSERT (id, body) VALUES (c.id, c.email)",
+		"WITH w AS (INSERT INTO notes (id, body) SELECT id, email FROM customers RETURNING id) SELECT count(*) FROM w",
+		"CREATE RULE spy AS ON UPDATE TO customers DO ALSO INSERT INTO notes VALUES (NEW.id, NEW.email)",
+	} {
+		r := psql(q)
+		if r.Code == 0 || !strings.Contains(r.Err, "42501") ||
+			!strings.Contains(r.Err, "into a table, a view or a file, where no mask follows it") {
+			t.Errorf("%s: code %d out %q err %q, want a refusal", q, r.Code, r.Out, r.Err)
+		}
+	}
+	if got := pg.Psql(t, "app", `SELECT (SELECT count(*) FROM notes), to_regclass('stash') IS NULL,
+		to_regclass('peek') IS NULL, (SELECT count(*) FROM pg_rules WHERE rulename = 'spy')`); got != "0|t|t|0" {
+		t.Errorf("something was written: notes rows, no stash, no peek, no rule = %q", got)
+	}
+	// Back into a column the mask covers, the values stay masked; other
+	// columns are written as usual, in a transaction too.
+	r := psql("BEGIN",
+		"INSERT INTO leads (id, email) SELECT id, email FROM customers WHERE id = 1",
+		"UPDATE leads SET email = upper(email) WHERE id = 1",
+		"INSERT INTO notes (id, body) SELECT id, name FROM customers WHERE id = 2",
+		"CREATE TABLE names AS SELECT id, name FROM customers",
+		"COMMIT",
+		"SELECT email FROM leads")
+	if want := "BEGIN\nINSERT 0 1\nUPDATE 1\nINSERT 0 1\nSELECT 3\nCOMMIT\nA***@EXAMPLE.COM"; r.Code != 0 || r.Out != want {
+		t.Errorf("writes into covered columns: code %d out %q err %q, want %q", r.Code, r.Out, r.Err, want)
+	}
+	if got := pg.Psql(t, "app", "SELECT (SELECT email FROM leads), (SELECT body FROM notes), (SELECT count(*) FROM names)"); got != "ANN@EXAMPLE.COM|Bob|3" {
+		t.Errorf("tables: %q", got)
+	}
+}
