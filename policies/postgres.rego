@@ -7,8 +7,8 @@
 #
 # Blocked: DROP (any object, schema, database or role), TRUNCATE, DELETE and
 # UPDATE without WHERE (also inside WITH, EXPLAIN ANALYZE or PREPARE), ALTER
-# SYSTEM, COPY ... PROGRAM, the server_file_functions and
-# value_export_functions below, DO blocks and CREATE FUNCTION/PROCEDURE (code
+# SYSTEM, COPY ... PROGRAM, the server_file_functions, value_export_functions
+# and query_functions below, DO blocks and CREATE FUNCTION/PROCEDURE (code
 # the parse cannot see into), CREATE ROLE, ALTER ROLE and GRANT. Everything
 # else is allowed.
 package regate.postgres
@@ -34,6 +34,26 @@ value_export_functions := {
 	"dblink_send_query",
 	"pg_notify",
 	"set_config",
+}
+
+# query_functions run SQL given as text, or read whole tables, schemas,
+# databases or open cursors, inside the database: what they read is not in the
+# statement, so neither these rules nor regate's column masks see it
+# (query_to_xml('SELECT email FROM customers', …) returns the emails unmasked).
+# A statement calling one of them is blocked.
+query_functions := {
+	"cursor_to_xml",
+	"database_to_xml",
+	"database_to_xml_and_xmlschema",
+	"query_to_xml",
+	"query_to_xml_and_xmlschema",
+	"query_to_xmlschema",
+	"schema_to_xml",
+	"schema_to_xml_and_xmlschema",
+	"table_to_xml",
+	"table_to_xml_and_xmlschema",
+	"ts_rewrite",
+	"ts_stat",
 }
 
 # statements are the parsed statements of a postgres request (undefined for
@@ -132,6 +152,15 @@ _deny contains msg if {
 	name in value_export_functions
 	stmt := input.postgres.statements[i]
 	msg := sprintf("%s() is not allowed: it passes values outside the result, past the masks (called in %s)", [name, _subject(_verb(stmt), stmt)])
+}
+
+_deny contains msg if {
+	some i in _checked
+	some fn in input.postgres.statements[i].functions
+	name := _base_name(fn)
+	name in query_functions
+	stmt := input.postgres.statements[i]
+	msg := sprintf("%s() is not allowed: it runs a query or reads a table the policy cannot see into (called in %s)", [name, _subject(_verb(stmt), stmt)])
 }
 
 # A DO block or a function's body is code the parse does not see into: it

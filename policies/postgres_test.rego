@@ -243,6 +243,17 @@ test_value_export_functions_blocked if {
 	}
 }
 
+test_query_functions_blocked if {
+	every name in postgres.query_functions {
+		deny_for([select_call(name)]) == {sprintf("%s() is not allowed: it runs a query or reads a table the policy cannot see into (called in SELECT)", [name])}
+	}
+}
+
+test_query_function_in_from_blocked if {
+	s := object.union(select_t, {"functions": ["ts_stat"]})
+	deny_for([s]) == {"ts_stat() is not allowed: it runs a query or reads a table the policy cannot see into (called in SELECT t)"}
+}
+
 test_do_block_blocked if {
 	deny_for([stmt("DO", "DoStmt", {"args": []})]) == {"DO is not allowed: it runs code the policy cannot see into (DO)"}
 }

@@ -32,6 +32,20 @@ import (
 // that return a masked column under another name are not visible in the
 // statement: mask their columns too, or use detectors.
 
+// opaqueQueryFuncs are PostgreSQL's built-in functions that run SQL given as
+// text, or read whole tables, schemas, databases or open cursors
+// (query_to_xml('SELECT email FROM customers', …), cursor_to_xml of a cursor
+// declared over a masked column, ts_stat): their results come from columns
+// the statement does not name, unmasked. The default library blocks them too
+// (query_functions in postgres.rego); this holds under any policy.
+var opaqueQueryFuncs = map[string]bool{
+	"cursor_to_xml": true, "database_to_xml": true, "database_to_xml_and_xmlschema": true,
+	"query_to_xml": true, "query_to_xml_and_xmlschema": true, "query_to_xmlschema": true,
+	"schema_to_xml": true, "schema_to_xml_and_xmlschema": true,
+	"table_to_xml": true, "table_to_xml_and_xmlschema": true,
+	"ts_rewrite": true, "ts_stat": true,
+}
+
 // outMode is where a select list's values go.
 type outMode int
 
@@ -179,6 +193,9 @@ func (e *maskEscape) Error() string {
 	if strings.Contains(e.how, storeHow) {
 		return fmt.Sprintf("the policy masks column %s, which this statement writes %s", e.columns, e.how)
 	}
+	if e.how == renameHow {
+		return fmt.Sprintf("the policy masks column %s, which this statement %s", e.columns, e.how)
+	}
 	return fmt.Sprintf("the policy masks column %s, which this statement returns %s, where regate cannot mask it "+
 		"(a column mask applies to a column returned as itself)", e.columns, e.how)
 }
@@ -211,6 +228,12 @@ func checkColumnMasks(cols []decision.Mask, stmts []parse.Statement, funcs rowFu
 	c := &maskCheck{funcs: funcs, cols: cols}
 	c.masked, c.byName = maskedNames(cols)
 	for _, st := range stmts {
+		for _, fn := range st.Functions {
+			if opaqueQueryFuncs[fn] {
+				return c.escape("", fmt.Sprintf("through %s(), which runs a query or reads a table that is not in "+
+					"the statement", fn))
+			}
+		}
 		if err := c.statement(st.AST, nil); err != nil {
 			return err
 		}
@@ -307,6 +330,8 @@ func (c *maskCheck) statement(ast map[string]any, outer *scope) error {
 			return nil
 		case "InsertStmt", "UpdateStmt", "DeleteStmt":
 			return c.write(b, outer)
+		case "RenameStmt", "AlterObjectSchemaStmt":
+			return c.rename(node, b)
 		case "MergeStmt":
 			return c.merge(b, outer)
 		}
@@ -457,6 +482,43 @@ func (c *maskCheck) merge(b map[string]any, outer *scope) error {
 	}
 	_, err = c.targets(ret, sc, outTop)
 	return err
+}
+
+// renameHow is how a rename takes a column out of its mask (in a refusal's
+// text).
+const renameHow = "would take out of the mask's reach by renaming it, its table or its schema (a mask names them)"
+
+// relationKinds are the objects whose columns RowDescription reports.
+var relationKinds = map[any]bool{"OBJECT_TABLE": true, "OBJECT_VIEW": true, "OBJECT_MATVIEW": true,
+	"OBJECT_FOREIGN_TABLE": true}
+
+// rename refuses renaming a column a mask covers, or the table or schema a
+// qualified mask names, or moving such a table to another schema: the
+// column would be out of the mask's reach once the change is committed.
+func (c *maskCheck) rename(node string, b map[string]any) error {
+	rel, _ := b["relation"].(map[string]any)
+	schema, table := relName(rel)
+	schema, table = strings.ToLower(schema), strings.ToLower(table)
+	sub := strings.ToLower(stringOf(b["subname"]))
+	for _, o := range c.cols {
+		parts := strings.Split(strings.ToLower(o.Column), ".")
+		n := len(parts)
+		var hit bool
+		switch {
+		case node == "RenameStmt" && b["renameType"] == "OBJECT_COLUMN":
+			hit = table != "" && names(o.Column, derivedCol{schema: schema, table: table}, sub)
+		case node == "RenameStmt" && relationKinds[b["renameType"]]:
+			hit = n >= 2 && parts[n-2] == table && (n == 2 || schema == "" || parts[0] == schema)
+		case node == "AlterObjectSchemaStmt" && relationKinds[b["objectType"]]:
+			hit = n == 3 && parts[1] == table && (schema == "" || parts[0] == schema)
+		case node == "RenameStmt" && b["renameType"] == "OBJECT_SCHEMA":
+			hit = n == 3 && parts[0] == sub
+		}
+		if hit {
+			return &maskEscape{columns: fmt.Sprintf("%q", o.Column), how: renameHow}
+		}
+	}
+	return nil
 }
 
 // covers reports whether a column mask covers column col of the table rel (a

@@ -184,6 +184,24 @@ func TestCheckColumnMasks(t *testing.T) {
 		{"EXPLAIN ANALYZE CREATE TABLE t AS SELECT email FROM customers", true},
 		{"CREATE RULE r AS ON INSERT TO customers DO ALSO INSERT INTO spy VALUES (NEW.email)", true},
 		{"PREPARE q AS INSERT INTO t (x) SELECT email FROM customers", true},
+		// Renames that would take a masked column out of its mask.
+		{"ALTER TABLE customers RENAME COLUMN email TO contact", true},
+		{"ALTER TABLE leads RENAME COLUMN email TO contact", true},       // every column named email
+		{"ALTER TABLE public.customers RENAME card_number TO cn", true},  // customers.card_number
+		{"ALTER TABLE leads RENAME COLUMN card_number TO cn", false},     // not that table's
+		{"ALTER TABLE customers RENAME COLUMN name TO full_name", false}, // not masked
+		{"ALTER TABLE customers RENAME TO clients", true},                // customers.card_number
+		{"ALTER TABLE orders RENAME TO purchases", false},
+		{"ALTER TABLE customers SET SCHEMA archive", false}, // customers.card_number still matches
+		{"ALTER SCHEMA public RENAME TO p", false},
+		// Functions that run a query text or read a table or cursor the
+		// statement does not name.
+		{"ALTER VIEW v RENAME COLUMN email TO e", true},
+		{"SELECT query_to_xml('SELECT email FROM customers', true, false, '')", true},
+		{"SELECT pg_catalog.table_to_xml('customers', true, false, '')", true},
+		{"SELECT cursor_to_xml('cur', 10, true, false, '')", true},
+		{"SELECT word FROM ts_stat('SELECT to_tsvector(email) FROM customers')", true},
+		{"SELECT id FROM customers WHERE query_to_xml('SELECT 1', true, false, '') IS NOT NULL", true},
 		{"SELECT e FROM (SELECT email AS e FROM customers) s", false}, // a source through the subquery
 		{"SELECT email FROM (SELECT email FROM customers UNION SELECT email FROM leads) s", false},
 	}
@@ -415,6 +433,41 @@ func TestCopyQueryOutputs(t *testing.T) {
 		}
 		if g := strings.Join(got, " "); !ok && g != "" || ok != (want != "") || ok && g != want {
 			t.Errorf("%s: outputs %q (recognized %v), want %q", q, g, ok, want)
+		}
+	}
+}
+
+// TestMaskRenamesQualified: a mask naming a schema is escaped by renaming
+// the schema or moving the table too; writes back need the schema written.
+func TestMaskRenamesQualified(t *testing.T) {
+	p := sql.NewParser(0)
+	masks := []decision.Mask{{Column: "public.customers.ssn"}}
+	for _, tc := range []struct {
+		q      string
+		refuse bool
+	}{
+		{"ALTER TABLE customers SET SCHEMA archive", true},
+		{"ALTER TABLE public.customers SET SCHEMA archive", true},
+		{"ALTER TABLE other.customers SET SCHEMA archive", false},
+		{"ALTER SCHEMA public RENAME TO p", true},
+		{"ALTER SCHEMA other RENAME TO p", false},
+		{"ALTER TABLE public.customers RENAME TO c", true},
+		{"ALTER TABLE customers RENAME COLUMN ssn TO s", true},
+		{"ALTER TABLE other.customers RENAME COLUMN ssn TO s", false},
+		{"UPDATE public.customers SET ssn = upper(ssn)", false},
+		{"UPDATE customers SET ssn = upper(ssn)", true}, // which schema's customers is not in the statement
+		{"INSERT INTO other.customers (ssn) SELECT ssn FROM public.customers", true},
+	} {
+		stmts, err := p.Parse(tc.q)
+		if err != nil {
+			t.Fatalf("parse %q: %v", tc.q, err)
+		}
+		err = checkColumnMasks(masks, stmts, rowFuncs{})
+		if (err != nil) != tc.refuse {
+			t.Errorf("%s: err = %v, want refused %v", tc.q, err, tc.refuse)
+		}
+		if err != nil && !strings.Contains(err.Error(), "the policy masks column") {
+			t.Errorf("%s: error %q does not say which mask", tc.q, err)
 		}
 	}
 }
