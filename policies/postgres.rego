@@ -25,13 +25,17 @@ server_file_functions := {
 }
 
 # value_export_functions hand a value to something outside the statement's
-# result (a setting, a notification, another database): called with a masked
-# column in a WHERE clause, they would carry its value past the masks. A
-# statement calling one of them is blocked.
+# result (a setting, a notification, another database, a large object, the
+# write-ahead log): called with a masked column in a WHERE clause, they would
+# carry its value past the masks. A statement calling one of them is blocked.
 value_export_functions := {
 	"dblink",
 	"dblink_exec",
 	"dblink_send_query",
+	"lo_from_bytea",
+	"lo_put",
+	"lowrite",
+	"pg_logical_emit_message",
 	"pg_notify",
 	"set_config",
 }
