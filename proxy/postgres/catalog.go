@@ -273,7 +273,9 @@ type rowFuncSet struct {
 	// derived: the database's generated columns and the columns they read
 	// (maskderived.go), loaded with the functions.
 	derived []derivedCol
-	loaded  time.Time // guarded by catalog.mu
+	// views: its views and the masks derived from them (maskviews.go).
+	views  *viewSet
+	loaded time.Time // guarded by catalog.mu
 }
 
 const rowFuncQuery = `SELECT DISTINCT p.proname, p.oid < 16384, true
@@ -393,6 +395,16 @@ func (c *catalog) loadFuncs(ctx context.Context, db *catalogDB, database string)
 			derived[i] = derivedCol{schema: string(row[0]), table: string(row[1]), column: string(row[2]), source: string(row[3])}
 		}
 		c.mu.Lock()
+		var prevViews *viewSet
+		if f := c.funcs[database]; f != nil {
+			prevViews = f.views
+		}
+		c.mu.Unlock()
+		views, err := c.loadViews(ctx, db, database, prevViews)
+		if err != nil {
+			return nil, err
+		}
+		c.mu.Lock()
 		if c.funcsGen[database] != gen {
 			// Invalidated while the query ran: it may predate the change.
 			c.mu.Unlock()
@@ -401,16 +413,17 @@ func (c *catalog) loadFuncs(ctx context.Context, db *catalogDB, database string)
 			}
 			// Sessions keep changing functions: use this answer once,
 			// uncached (rowFuncs.all covers changes still uncommitted).
-			return &rowFuncSet{names: names, ownCount: ownCount, derived: derived}, nil
+			return &rowFuncSet{names: names, ownCount: ownCount, derived: derived, views: views}, nil
 		}
 		if c.funcs == nil {
 			c.funcs = map[string]*rowFuncSet{}
 		}
 		f := c.funcs[database]
-		if f == nil || f.ownCount != ownCount || !maps.Equal(f.names, names) || !slices.Equal(f.derived, derived) {
+		if f == nil || f.ownCount != ownCount || !maps.Equal(f.names, names) || !slices.Equal(f.derived, derived) ||
+			f.views != views {
 			// A new set (a new pointer) makes sessions check their
 			// statements again (maskChecked).
-			f = &rowFuncSet{names: names, ownCount: ownCount, derived: derived}
+			f = &rowFuncSet{names: names, ownCount: ownCount, derived: derived, views: views}
 			c.funcs[database] = f
 		}
 		f.loaded = time.Now()

@@ -10,6 +10,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/regate/regate/parse/sql"
+	"github.com/regate/regate/policies/decision"
 	"github.com/regate/regate/test/testenv"
 )
 
@@ -142,5 +144,74 @@ func TestRowFuncsRefresh(t *testing.T) {
 		if db.conn != nil {
 			t.Errorf("database %q has a catalog connection after close", name)
 		}
+	}
+}
+
+// TestViewMasks: the catalog reads the database's views (parsed once, read
+// again only when one is created, replaced or altered), and the masks derived
+// from them follow masked columns through view columns, views of views, set
+// operations and computed values.
+func TestViewMasks(t *testing.T) {
+	pg := testenv.StartPostgres(t)
+	pg.Psql(t, "app", `CREATE TABLE customers (id int, email text, name text);
+		CREATE VIEW v1 AS SELECT id, email AS contact, lower(email) AS low, name FROM customers;
+		CREATE VIEW v2 AS SELECT contact AS c2, name FROM v1;
+		CREATE VIEW u AS SELECT id, name FROM customers UNION SELECT id, email FROM customers;
+		CREATE VIEW clean AS SELECT id, name FROM customers WHERE email <> '';
+		CREATE MATERIALIZED VIEW mv AS SELECT email FROM customers`)
+	s := &Server{cfg: Config{Upstream: pg.Addr(), Credentials: Credentials{User: pg.AppUser, Password: pg.AppPassword},
+		Parser: sql.NewParser(0)}, log: hclog.NewNullLogger()}
+	c := &s.catalog
+	c.s = s
+	defer c.close()
+	ctx := context.Background()
+	get := func() *rowFuncSet {
+		t.Helper()
+		f, err := c.rowFuncs(ctx, "app")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	expire := func() {
+		c.invalidate("app")
+	}
+	f1 := get()
+	if f1.views == nil || len(f1.views.views) != 5 {
+		t.Fatalf("views: %+v", f1.views)
+	}
+	for _, v := range f1.views.views {
+		if v.query == nil {
+			t.Errorf("view %s.%s: definition not parsed", v.schema, v.name)
+		}
+	}
+	masks := func(f *rowFuncSet) []string {
+		var out []string
+		for _, o := range f.views.withViews([]decision.Mask{{Column: "email"}}, 1, rowFuncs{})[1:] {
+			out = append(out, o.Column)
+		}
+		slices.Sort(out)
+		return out
+	}
+	want := []string{"public.mv.email", "public.u.id", "public.u.name", "public.v1.contact", "public.v1.low", "public.v2.c2"}
+	if got := masks(f1); !slices.Equal(got, want) {
+		t.Errorf("derived masks:\n got %v\nwant %v", got, want)
+	}
+	// Nothing changed: the parsed definitions are reused.
+	expire()
+	if f2 := get(); f2.views != f1.views {
+		t.Error("unchanged views were read again")
+	}
+	// A replaced view and a renamed view column are read again.
+	pg.Psql(t, "app", `CREATE OR REPLACE VIEW clean AS SELECT id, name, email AS e FROM customers`)
+	expire()
+	f3 := get()
+	if f3.views == f1.views || !slices.Contains(masks(f3), "public.clean.e") {
+		t.Errorf("a replaced view: same set %v, masks %v", f3.views == f1.views, masks(f3))
+	}
+	pg.Psql(t, "app", `ALTER VIEW v2 RENAME COLUMN c2 TO c3`)
+	expire()
+	if f4 := get(); f4.views == f3.views || !slices.Contains(masks(f4), "public.v2.c3") {
+		t.Errorf("a renamed view column: same set %v, masks %v", f4.views == f3.views, masks(f4))
 	}
 }

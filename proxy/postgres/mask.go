@@ -42,8 +42,10 @@ const (
 // returns: RowDescription decides what each column gets, DataRow and
 // CopyData are rewritten. It records how many values it masked per column.
 type resultMasker struct {
-	src     []decision.Mask // the decision's obligations (shared by memoized decisions)
-	cols    []decision.Mask
+	src  []decision.Mask // the decision's obligations (shared by memoized decisions)
+	cols []decision.Mask // column masks: the decision's nPolicy, then those regate derives
+	// nPolicy: how many of cols are the decision's (checkMasks).
+	nPolicy int
 	det     *mask.Masker
 	plan    []colPlan
 	counts  map[string]int64

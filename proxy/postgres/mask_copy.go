@@ -104,7 +104,9 @@ func (cn *conn) checkMaskable(ctx context.Context, m *resultMasker, stmts []pars
 		// (maskderived.go).
 		pending, own := cn.pendingColumns(), columnDDL(stmts)
 		sessionDDL = len(pending) > 0
+		m.nPolicy = len(m.cols)
 		m.cols = withDerived(m.cols, funcSet.derived, pending, own)
+		m.cols = funcSet.views.withViews(m.cols, m.nPolicy, funcs)
 		m.maskUnknown, m.maskTables = pendingMasks(m.cols, pending, own)
 	}
 	for i, st := range stmts {
@@ -138,7 +140,7 @@ func (cn *conn) checkMaskable(ctx context.Context, m *resultMasker, stmts []pars
 			continue
 		}
 		q, _ := cs["query"].(map[string]any)
-		if checkColumnMasks(m.cols, stmts[i:i+1], funcs) == nil {
+		if checkMasks(m.cols[:m.nPolicy], m.cols[m.nPolicy:], stmts[i:i+1], funcs) == nil {
 			if m.copyClean == nil {
 				m.copyClean = map[int]bool{}
 			}
@@ -176,10 +178,10 @@ func (cn *conn) checkMaskable(ctx context.Context, m *resultMasker, stmts []pars
 		m.redact = cn.maskOK.redact
 		return nil
 	}
-	if err := checkColumnMasks(m.cols, check, funcs); err != nil {
+	if err := checkMasks(m.cols[:m.nPolicy], m.cols[m.nPolicy:], check, funcs); err != nil {
 		return err
 	}
-	m.redact = len(m.cols) > 0 && readsMasked(m.cols, stmts, funcs)
+	m.redact = len(m.cols) > 0 && readsMasked(m.cols[:m.nPolicy], m.cols[m.nPolicy:], stmts, funcs)
 	// A verdict that relied on describing a COPY (its query checked as the
 	// SELECT it is described as) is not kept: the same statements may come
 	// again where no description can be made (the extended protocol, a

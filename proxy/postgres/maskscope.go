@@ -28,9 +28,10 @@ import (
 // any table, counts as masked, as do the names a subquery, a WITH query or a
 // column alias list gives a masked column (any alias in such a list, since
 // positions are not tracked). What statements read in WHERE, JOIN, GROUP BY,
-// HAVING and ORDER BY is not output and is not checked. Views and functions
-// that return a masked column under another name are not visible in the
-// statement: mask their columns too, or use detectors.
+// HAVING and ORDER BY is not output and is not checked. Functions that return
+// a masked column under another name are not visible in the statement: mask
+// their columns too, or use detectors. Views' and generated columns are
+// followed through the catalog (maskviews.go, maskderived.go).
 
 // opaqueQueryFuncs are PostgreSQL's built-in functions that run SQL given as
 // text, or read whole tables, schemas, databases or open cursors
@@ -112,7 +113,11 @@ func (r rowFuncs) known(name string) bool {
 
 // maskCheck is the state of checkColumnMasks.
 type maskCheck struct {
-	cols   []decision.Mask
+	cols    []decision.Mask // the policy's column masks
+	derived []decision.Mask // regate's, on generated and view columns
+	// scoped: the columns derived masks name, by table or view (lower
+	// case): masked where a FROM item names that table.
+	scoped map[string]map[string]bool
 	masked map[string]bool // masked column names, lower case (last part of each mask)
 	byName map[string]bool // names an unqualified mask matches by result name alone
 	funcs  rowFuncs
@@ -215,6 +220,14 @@ func (c *maskCheck) escape(column, how string) *maskEscape {
 // checkColumnMasks refuses statements that would return a value from a
 // column named by a column mask in a form the mask cannot reach.
 func checkColumnMasks(cols []decision.Mask, stmts []parse.Statement, funcs rowFuncs) (err error) {
+	return checkMasks(cols, nil, stmts, funcs)
+}
+
+// checkMasks is checkColumnMasks with derived masks: those regate added on
+// generated columns and view columns (maskderived.go, maskviews.go), which
+// name a table's (or view's) column and count in the FROM items that name
+// that table, not as a name in every table as the policy's masks do.
+func checkMasks(cols, derived []decision.Mask, stmts []parse.Statement, funcs rowFuncs) (err error) {
 	if len(cols) == 0 {
 		return nil
 	}
@@ -225,8 +238,7 @@ func checkColumnMasks(cols []decision.Mask, stmts []parse.Statement, funcs rowFu
 			err = fmt.Errorf("regate could not check this statement against the column masks (internal error: %v)", r)
 		}
 	}()
-	c := &maskCheck{funcs: funcs, cols: cols}
-	c.masked, c.byName = maskedNames(cols)
+	c := newMaskCheck(cols, derived, funcs)
 	for _, st := range stmts {
 		for _, fn := range st.Functions {
 			if opaqueQueryFuncs[fn] {
@@ -239,6 +251,24 @@ func checkColumnMasks(cols []decision.Mask, stmts []parse.Statement, funcs rowFu
 		}
 	}
 	return nil
+}
+
+func newMaskCheck(cols, derived []decision.Mask, funcs rowFuncs) *maskCheck {
+	c := &maskCheck{funcs: funcs, cols: cols, derived: derived}
+	c.masked, c.byName = maskedNames(cols)
+	for _, o := range derived {
+		parts := strings.Split(strings.ToLower(o.Column), ".")
+		if n := len(parts); n >= 2 {
+			if c.scoped == nil {
+				c.scoped = map[string]map[string]bool{}
+			}
+			if c.scoped[parts[n-2]] == nil {
+				c.scoped[parts[n-2]] = map[string]bool{}
+			}
+			c.scoped[parts[n-2]][parts[n-1]] = true
+		}
+	}
+	return c
 }
 
 // maskedNames returns the column names column masks name (the last part of
@@ -413,7 +443,7 @@ func (c *maskCheck) insertSource(sb map[string]any, cols []any, rel map[string]a
 	if err != nil || len(out) == 0 {
 		return err
 	}
-	if op, _ := sb["op"].(string); op != "" && op != "SETOP_NONE" || len(cols) == 0 {
+	if isSetOp(sb) || len(cols) == 0 {
 		return c.escape(firstName(out), storeHow)
 	}
 	list, _ := sb["targetList"].([]any)
@@ -526,10 +556,12 @@ func (c *maskCheck) rename(node string, b map[string]any) error {
 // name ("table.col"), or, when rel names its schema, by schema too.
 func (c *maskCheck) covers(rel map[string]any, col string) bool {
 	schema, table := relName(rel)
-	for _, o := range c.cols {
-		if col != "" && table != "" && names(o.Column, derivedCol{schema: schema, table: table}, col) &&
-			(schema != "" || strings.Count(o.Column, ".") < 2) {
-			return true
+	for _, list := range [][]decision.Mask{c.cols, c.derived} {
+		for _, o := range list {
+			if col != "" && table != "" && names(o.Column, derivedCol{schema: schema, table: table}, col) &&
+				(schema != "" || strings.Count(o.Column, ".") < 2) {
+				return true
+			}
 		}
 	}
 	return false
@@ -630,7 +662,7 @@ func stringNode(v any) string {
 // notice texts may then quote a masked value (`invalid input syntax for type
 // integer: "ann@example.com"`, a unique violation's key), so they are
 // withheld (redactNotice).
-func readsMasked(cols []decision.Mask, stmts []parse.Statement, funcs rowFuncs) bool {
+func readsMasked(cols, derived []decision.Mask, stmts []parse.Statement, funcs rowFuncs) bool {
 	masked, _ := maskedNames(cols)
 	items := map[string]bool{}
 	var collect func(v any)
@@ -679,6 +711,12 @@ func readsMasked(cols []decision.Mask, stmts []parse.Statement, funcs rowFuncs) 
 	}
 	for _, st := range stmts {
 		collect(st.AST)
+	}
+	for _, o := range derived { // a derived mask's column counts where its table is named
+		parts := strings.Split(strings.ToLower(o.Column), ".")
+		if n := len(parts); n >= 2 && items[parts[n-2]] {
+			masked[parts[n-1]] = true
+		}
 	}
 	for _, st := range stmts {
 		find(st.AST)

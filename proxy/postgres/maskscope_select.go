@@ -11,12 +11,32 @@ import (
 // sel checks one select in mode and returns the output names that carry
 // masked values.
 func (c *maskCheck) sel(b map[string]any, outer *scope, mode outMode) (taint, error) {
-	sc, err := c.with(b["withClause"], outer)
+	if isSetOp(b) {
+		sc, err := c.with(b["withClause"], outer)
+		if err != nil {
+			return nil, err
+		}
+		return c.setOp(b, sc, mode)
+	}
+	sc, err := c.selectScope(b, outer)
 	if err != nil {
 		return nil, err
 	}
-	if op, _ := b["op"].(string); op != "" && op != "SETOP_NONE" {
-		return c.setOp(b, sc, mode)
+	list, _ := b["targetList"].([]any)
+	return c.targets(list, sc, mode)
+}
+
+func isSetOp(b map[string]any) bool {
+	op, _ := b["op"].(string)
+	return op != "" && op != "SETOP_NONE"
+}
+
+// selectScope reads the WITH clause and FROM items of a select (not a set
+// operation) into a new scope below outer, and checks its VALUES lists.
+func (c *maskCheck) selectScope(b map[string]any, outer *scope) (*scope, error) {
+	sc, err := c.with(b["withClause"], outer)
+	if err != nil {
+		return nil, err
 	}
 	from, _ := b["fromClause"].([]any)
 	for _, it := range from {
@@ -31,8 +51,7 @@ func (c *maskCheck) sel(b map[string]any, outer *scope, mode outMode) (taint, er
 			}
 		}
 	}
-	list, _ := b["targetList"].([]any)
-	return c.targets(list, sc, mode)
+	return sc, nil
 }
 
 // setOp checks UNION, INTERSECT and EXCEPT: their columns have no source, so
@@ -168,6 +187,11 @@ func (c *maskCheck) fromItem(v any, sc *scope) error {
 			}
 		}
 		for k := range c.masked { // a table's own columns, by position in an alias list
+			if _, ok := src[k]; !ok {
+				src[k] = false
+			}
+		}
+		for k := range c.scoped[name] { // its generated or view columns regate masks
 			if _, ok := src[k]; !ok {
 				src[k] = false
 			}
