@@ -172,41 +172,34 @@ func deriveViewMasks(policy, cols []decision.Mask, views []*viewDef, funcs rowFu
 }
 
 // maskedColumns returns the columns of v that carry a value of a column c
-// masks, as itself or computed.
+// masks, as itself or computed; all of them when it cannot tell which.
 func (v *viewDef) maskedColumns(c *maskCheck) (masked []string) {
-	all := func() []string { return v.cols }
-	if v.query == nil || isSetOp(v.query) {
-		if v.query != nil {
-			if out, err := c.sel(v.query, nil, outInner); err == nil && len(out) == 0 {
-				return nil
-			}
+	defer func() {
+		// A tree shape the walk does not expect must not end the process:
+		// every column is masked (the panic is a bug to report).
+		if r := recover(); r != nil {
+			masked = v.cols
 		}
-		return all()
+	}()
+	if v.query == nil {
+		return v.cols
 	}
-	check := func() (masked []string, err error) {
-		defer func() {
-			if r := recover(); r != nil {
-				err = fmt.Errorf("internal error: %v", r)
-			}
-		}()
-		sc, err := c.selectScope(v.query, nil)
-		if err != nil {
-			return nil, err
+	if isSetOp(v.query) {
+		// Positions are not tracked through set operations.
+		if out, err := c.sel(v.query, nil, outInner); err == nil && len(out) == 0 {
+			return nil
 		}
-		list, _ := v.query["targetList"].([]any)
-		if len(list) != len(v.cols) {
-			return nil, fmt.Errorf("%d outputs for %d columns", len(list), len(v.cols))
-		}
-		for i, t := range list {
-			if out, err := c.targets([]any{t}, sc, outInner); err != nil || len(out) > 0 {
-				masked = append(masked, v.cols[i])
-			}
-		}
-		return masked, nil
+		return v.cols
 	}
-	masked, err := check()
-	if err != nil {
-		return all()
+	sc, err := c.selectScope(v.query, nil)
+	list, _ := v.query["targetList"].([]any)
+	if err != nil || len(list) != len(v.cols) {
+		return v.cols
+	}
+	for i, t := range list {
+		if out, err := c.targets([]any{t}, sc, outInner); err != nil || len(out) > 0 {
+			masked = append(masked, v.cols[i])
+		}
 	}
 	return masked
 }
