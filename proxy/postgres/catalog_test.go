@@ -70,23 +70,11 @@ func TestRowFuncQuery(t *testing.T) {
 func TestRowFuncsRefresh(t *testing.T) {
 	pg := testenv.StartPostgres(t)
 	pg.Psql(t, "app", `CREATE TABLE customers (id int, email text)`)
-	s := &Server{cfg: Config{Upstream: pg.Addr(), Credentials: Credentials{User: pg.AppUser, Password: pg.AppPassword}},
-		log: hclog.NewNullLogger()}
-	c := &s.catalog
-	c.s = s
-	ctx := context.Background()
+	c, get := testCatalog(t, pg)
 	age := func(f *rowFuncSet, d time.Duration) {
 		c.mu.Lock()
 		f.loaded = time.Now().Add(-d)
 		c.mu.Unlock()
-	}
-	get := func() *rowFuncSet {
-		t.Helper()
-		f, err := c.rowFuncs(ctx, "app")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return f
 	}
 
 	f1 := get()
@@ -159,20 +147,8 @@ func TestViewMasks(t *testing.T) {
 		CREATE VIEW u AS SELECT id, name FROM customers UNION SELECT id, email FROM customers;
 		CREATE VIEW clean AS SELECT id, name FROM customers WHERE email <> '';
 		CREATE MATERIALIZED VIEW mv AS SELECT email FROM customers`)
-	s := &Server{cfg: Config{Upstream: pg.Addr(), Credentials: Credentials{User: pg.AppUser, Password: pg.AppPassword},
-		Parser: sql.NewParser(0)}, log: hclog.NewNullLogger()}
-	c := &s.catalog
-	c.s = s
+	c, get := testCatalog(t, pg)
 	defer c.close()
-	ctx := context.Background()
-	get := func() *rowFuncSet {
-		t.Helper()
-		f, err := c.rowFuncs(ctx, "app")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return f
-	}
 	expire := func() {
 		c.invalidate("app")
 	}
@@ -213,5 +189,22 @@ func TestViewMasks(t *testing.T) {
 	expire()
 	if f4 := get(); f4.views == f3.views || !slices.Contains(masks(f4), "public.v2.c3") {
 		t.Errorf("a renamed view column: same set %v, masks %v", f4.views == f3.views, masks(f4))
+	}
+}
+
+// testCatalog returns a catalog on pg's database app, and a lookup of its
+// function set that fails the test on an error.
+func testCatalog(t *testing.T, pg *testenv.Postgres) (*catalog, func() *rowFuncSet) {
+	s := &Server{cfg: Config{Upstream: pg.Addr(), Credentials: Credentials{User: pg.AppUser, Password: pg.AppPassword},
+		Parser: sql.NewParser(0)}, log: hclog.NewNullLogger()}
+	c := &s.catalog
+	c.s = s
+	return c, func() *rowFuncSet {
+		t.Helper()
+		f, err := c.rowFuncs(context.Background(), "app")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
 	}
 }

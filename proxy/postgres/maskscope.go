@@ -374,15 +374,9 @@ func (c *maskCheck) statement(ast map[string]any, outer *scope) error {
 // UPDATE customers SET email = lower(email)), and what RETURNING gives back is
 // checked as a select list.
 func (c *maskCheck) write(b map[string]any, outer *scope) error {
-	sc, err := c.with(b["withClause"], outer)
+	sc, rel, err := c.targetScope(b, outer)
 	if err != nil {
 		return err
-	}
-	rel, _ := b["relation"].(map[string]any)
-	if rel != nil {
-		if err := c.fromItem(map[string]any{"RangeVar": rel}, sc); err != nil {
-			return err
-		}
 	}
 	for _, key := range []string{"fromClause", "usingClause"} {
 		list, _ := b[key].([]any)
@@ -406,11 +400,33 @@ func (c *maskCheck) write(b map[string]any, outer *scope) error {
 	if err := c.sets(sets, rel, sc); err != nil {
 		return err
 	}
+	return c.returning(b, sc)
+}
+
+// targetScope reads the WITH clause and the target table of a statement that
+// writes (INSERT, UPDATE, DELETE, MERGE) into a new scope below outer.
+func (c *maskCheck) targetScope(b map[string]any, outer *scope) (*scope, map[string]any, error) {
+	sc, err := c.with(b["withClause"], outer)
+	if err != nil {
+		return nil, nil, err
+	}
+	rel, _ := b["relation"].(map[string]any)
+	if rel != nil {
+		if err := c.fromItem(map[string]any{"RangeVar": rel}, sc); err != nil {
+			return nil, nil, err
+		}
+	}
+	return sc, rel, nil
+}
+
+// returning checks a RETURNING list (PostgreSQL 17 for MERGE) as a select
+// list.
+func (c *maskCheck) returning(b map[string]any, sc *scope) error {
 	ret, _ := b["returningList"].([]any)
 	if len(ret) == 0 {
 		return nil
 	}
-	_, err = c.targets(ret, sc, outTop)
+	_, err := c.targets(ret, sc, outTop)
 	return err
 }
 
@@ -473,15 +489,9 @@ func (c *maskCheck) insertSource(sb map[string]any, cols []any, rel map[string]a
 // merge checks MERGE: its UPDATE and INSERT actions write values read from
 // the source (and the target) into the target's columns.
 func (c *maskCheck) merge(b map[string]any, outer *scope) error {
-	sc, err := c.with(b["withClause"], outer)
+	sc, rel, err := c.targetScope(b, outer)
 	if err != nil {
 		return err
-	}
-	rel, _ := b["relation"].(map[string]any)
-	if rel != nil {
-		if err := c.fromItem(map[string]any{"RangeVar": rel}, sc); err != nil {
-			return err
-		}
 	}
 	if err := c.fromItem(b["sourceRelation"], sc); err != nil {
 		return err
@@ -506,12 +516,7 @@ func (c *maskCheck) merge(b map[string]any, outer *scope) error {
 			}
 		}
 	}
-	ret, _ := b["returningList"].([]any) // PostgreSQL 17
-	if len(ret) == 0 {
-		return nil
-	}
-	_, err = c.targets(ret, sc, outTop)
-	return err
+	return c.returning(b, sc)
 }
 
 // renameHow is how a rename takes a column out of its mask (in a refusal's
