@@ -223,3 +223,46 @@ func TestViewColumnsMasked(t *testing.T) {
 		t.Errorf("an unrelated column: code %d out %q err %q", r.Code, r.Out, r.Err)
 	}
 }
+
+// TestPartitionColumnsMasked: a mask naming a table's column covers the
+// same column of its partitions (at any depth) and of tables that inherit
+// from it, which PostgreSQL reports as tables of their own when a statement
+// names them.
+func TestPartitionColumnsMasked(t *testing.T) {
+	pg := testenv.StartPostgres(t)
+	pg.Psql(t, "app", `CREATE TABLE logins (id int, at date, secret text) PARTITION BY RANGE (at);
+		CREATE TABLE logins_2026 PARTITION OF logins FOR VALUES FROM ('2026-01-01') TO ('2027-01-01') PARTITION BY LIST (id);
+		CREATE TABLE logins_2026_a PARTITION OF logins_2026 FOR VALUES IN (1, 2);
+		CREATE TABLE legacy (id int, secret text);
+		CREATE TABLE old_logins (note text) INHERITS (legacy);
+		INSERT INTO logins VALUES (1, '2026-03-01', 'hunter2'), (2, '2026-04-01', 'letmein');
+		INSERT INTO old_logins VALUES (2, 'swordfish', 'n');
+		ALTER TABLE logins OWNER TO app; ALTER TABLE logins_2026 OWNER TO app;
+		ALTER TABLE logins_2026_a OWNER TO app; ALTER TABLE old_logins OWNER TO app; ALTER TABLE legacy OWNER TO app;`)
+	iss := testenv.StartIssuer(t)
+	dir := t.TempDir()
+	writeFile(t, dir, "policy.rego", `package regate
+
+import rego.v1
+
+decision := {"allow": true, "mask": [
+	{"column": "public.logins.secret", "with": "[hidden]"},
+	{"column": "legacy.secret", "with": "[hidden]"},
+]}
+`)
+	gw := testenv.StartGateway(t, pg, testenv.GatewayOptions{Issuer: iss.URL(), Audience: audience, Bundle: dir})
+	tok := iss.Token(t, "agent-p", audience)
+	psql := func(sqls ...string) testenv.PsqlResult {
+		return testenv.PsqlVia(t, gw.Listen, "agent-p", "app", tok, sqls)
+	}
+	r := psql("SELECT id, secret FROM logins ORDER BY id",
+		"SELECT secret AS s FROM logins_2026 WHERE id = 1",
+		"SELECT id, secret FROM ONLY logins_2026_a WHERE id = 2",
+		"SELECT secret, note FROM old_logins")
+	if want := "1|[hidden]\n2|[hidden]\n[hidden]\n2|[hidden]\n[hidden]|n"; r.Code != 0 || r.Out != want {
+		t.Errorf("partitions: code %d out %q err %q, want %q", r.Code, r.Out, r.Err, want)
+	}
+	if r := psql("SELECT upper(secret) FROM old_logins"); r.Code == 0 || !strings.Contains(r.Err, "the policy masks column") {
+		t.Errorf("a value computed from a child table's masked column: code %d out %q err %q", r.Code, r.Out, r.Err)
+	}
+}

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/regate/regate/policies/decision"
 )
 
 // relation is what the catalog knows of a table: its schema, name and
@@ -273,9 +275,60 @@ type rowFuncSet struct {
 	// derived: the database's generated columns and the columns they read
 	// (maskderived.go), loaded with the functions.
 	derived []derivedCol
-	// views: its views and the masks derived from them (maskviews.go).
+	// children: its inheritance and partition edges (maskderived.go).
+	children []inheritEdge
+	// views: its views (maskviews.go).
 	views  *viewSet
 	loaded time.Time // guarded by catalog.mu
+	// masks: the policy's column masks seen (the key) with the masks
+	// derived from the catalog for them (derivedMasks).
+	mu    sync.Mutex
+	masks map[string][]decision.Mask
+}
+
+// maxDerivedMasks bounds the derived mask lists a rowFuncSet keeps (one
+// per set of column masks seen).
+const maxDerivedMasks = 64
+
+// derivedMasks returns cols (the policy's column masks) and the masks derived
+// from the catalog for them: on generated columns computed from a masked
+// column, on the masked columns of partitions and child tables, and on view
+// columns that return a masked column (maskderived.go, maskviews.go). The
+// result is kept per cols unless funcs.all is set (the session's own
+// function changes make the view analysis stricter than for others); its
+// capacity is its length, so that a caller's append never writes into it.
+func (f *rowFuncSet) derivedMasks(cols []decision.Mask, funcs rowFuncs) []decision.Mask {
+	if len(cols) == 0 || len(f.derived) == 0 && len(f.children) == 0 && (f.views == nil || len(f.views.views) == 0) {
+		return cols
+	}
+	var key strings.Builder
+	for _, o := range cols {
+		key.WriteString(o.Column)
+		key.WriteByte(0)
+		key.WriteString(o.With)
+		key.WriteByte(0)
+	}
+	if !funcs.all {
+		f.mu.Lock()
+		out, ok := f.masks[key.String()]
+		f.mu.Unlock()
+		if ok {
+			return out
+		}
+	}
+	out := withDerived(cols[:len(cols):len(cols)], f.derived)
+	out = withInherited(out, f.children)
+	out = f.views.withViews(out, len(cols), funcs)
+	out = out[:len(out):len(out)]
+	if !funcs.all {
+		f.mu.Lock()
+		if f.masks == nil || len(f.masks) >= maxDerivedMasks {
+			f.masks = map[string][]decision.Mask{}
+		}
+		f.masks[key.String()] = out
+		f.mu.Unlock()
+	}
+	return out
 }
 
 const rowFuncQuery = `SELECT DISTINCT p.proname, p.oid < 16384, true
@@ -394,6 +447,13 @@ func (c *catalog) loadFuncs(ctx context.Context, db *catalogDB, database string)
 		for i, row := range rows {
 			derived[i] = derivedCol{schema: string(row[0]), table: string(row[1]), column: string(row[2]), source: string(row[3])}
 		}
+		if rows, err = c.query(ctx, db, database, inheritQuery, nil); err != nil {
+			return nil, fmt.Errorf("cannot look up the database's partitions and inheritance in the catalog: %w", err)
+		}
+		children := make([]inheritEdge, len(rows))
+		for i, row := range rows {
+			children[i] = inheritEdge{string(row[0]), string(row[1]), string(row[2]), string(row[3])}
+		}
 		c.mu.Lock()
 		var prevViews *viewSet
 		if f := c.funcs[database]; f != nil {
@@ -413,17 +473,17 @@ func (c *catalog) loadFuncs(ctx context.Context, db *catalogDB, database string)
 			}
 			// Sessions keep changing functions: use this answer once,
 			// uncached (rowFuncs.all covers changes still uncommitted).
-			return &rowFuncSet{names: names, ownCount: ownCount, derived: derived, views: views}, nil
+			return &rowFuncSet{names: names, ownCount: ownCount, derived: derived, children: children, views: views}, nil
 		}
 		if c.funcs == nil {
 			c.funcs = map[string]*rowFuncSet{}
 		}
 		f := c.funcs[database]
 		if f == nil || f.ownCount != ownCount || !maps.Equal(f.names, names) || !slices.Equal(f.derived, derived) ||
-			f.views != views {
+			!slices.Equal(f.children, children) || f.views != views {
 			// A new set (a new pointer) makes sessions check their
 			// statements again (maskChecked).
-			f = &rowFuncSet{names: names, ownCount: ownCount, derived: derived, views: views}
+			f = &rowFuncSet{names: names, ownCount: ownCount, derived: derived, children: children, views: views}
 			c.funcs[database] = f
 		}
 		f.loaded = time.Now()

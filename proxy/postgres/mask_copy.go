@@ -100,13 +100,15 @@ func (cn *conn) checkMaskable(ctx context.Context, m *resultMasker, stmts []pars
 		}
 		funcs = rowFuncs{db: funcSet.names, all: cn.changingFuncs() || changesFuncs(stmts)}
 		funcs.countBuiltin = !funcSet.ownCount && !funcs.all
-		// Generated columns computed from a masked column are masked too
-		// (maskderived.go).
+		// Generated columns computed from a masked column, the masked
+		// columns of partitions and child tables, and view columns that
+		// return a masked column are masked too (maskderived.go,
+		// maskviews.go).
 		pending, own := cn.pendingColumns(), columnDDL(stmts)
 		sessionDDL = len(pending) > 0
 		m.nPolicy = len(m.cols)
-		m.cols = withDerived(m.cols, funcSet.derived, pending, own)
-		m.cols = funcSet.views.withViews(m.cols, m.nPolicy, funcs)
+		m.cols = funcSet.derivedMasks(m.cols, funcs)
+		m.cols = withDerived(m.cols, pending, own)
 		m.maskUnknown, m.maskTables = pendingMasks(m.cols, pending, own)
 	}
 	for i, st := range stmts {

@@ -222,3 +222,52 @@ func pendingMasks(cols []decision.Mask, added ...[]derivedCol) (unknown bool, ta
 	}
 	return unknown, tables
 }
+
+// A partition, or a table that inherits from another, is a table of its own
+// name: RowDescription reports SELECT … FROM customers_2026 as that table's
+// columns, which a mask naming customers.email would not find (a mask by
+// column name alone does). withInherited adds, for every mask naming a table,
+// the same mask on each of its descendants (pg_inherits).
+
+// inheritEdge is a table and one table that inherits from it (or one of its
+// partitions).
+type inheritEdge struct {
+	parentSchema, parent, childSchema, child string
+}
+
+// inheritQuery lists the database's inheritance and partition edges.
+const inheritQuery = `SELECT pn.nspname, p.relname, cn.nspname, c.relname
+FROM pg_catalog.pg_inherits i
+JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+JOIN pg_catalog.pg_namespace cn ON cn.oid = c.relnamespace
+JOIN pg_catalog.pg_class p ON p.oid = i.inhparent
+JOIN pg_catalog.pg_namespace pn ON pn.oid = p.relnamespace
+ORDER BY 1, 2, 3, 4`
+
+// withInherited returns cols and, for each mask naming a table ("t.col",
+// "s.t.col"), that mask on every table inheriting from it, at any depth.
+func withInherited(cols []decision.Mask, edges []inheritEdge) []decision.Mask {
+	if len(edges) == 0 {
+		return cols
+	}
+	out := cols
+	seen := map[string]bool{}
+	for i := 0; i < len(out); i++ { // out grows: descendants of descendants
+		parts := strings.Split(out[i].Column, ".")
+		n := len(parts)
+		if n < 2 {
+			continue
+		}
+		for _, e := range edges {
+			if !strings.EqualFold(parts[n-2], e.parent) || n == 3 && !strings.EqualFold(parts[0], e.parentSchema) {
+				continue
+			}
+			name := e.childSchema + "." + e.child + "." + parts[n-1]
+			if key := strings.ToLower(name); !seen[key] {
+				seen[key] = true
+				out = append(out, decision.Mask{Column: name, With: out[i].With})
+			}
+		}
+	}
+	return out
+}

@@ -74,3 +74,26 @@ func TestColumnDDL(t *testing.T) {
 		t.Errorf("a generated column reading a masked one: unknown %v tables %v", unknown, tables)
 	}
 }
+
+// TestWithInherited: a mask naming a table covers its descendants at any
+// depth, in the schema a three-part mask names; a mask by name alone needs
+// nothing more.
+func TestWithInherited(t *testing.T) {
+	edges := []inheritEdge{
+		{"public", "logins", "public", "logins_2026"},
+		{"public", "logins_2026", "part", "logins_2026_a"},
+		{"other", "logins", "other", "logins_x"},
+		{"public", "t", "public", "t_child"},
+	}
+	got := withInherited([]decision.Mask{{Column: "public.logins.secret", With: "h"}, {Column: "email"},
+		{Column: "t.x"}}, edges)
+	want := []decision.Mask{{Column: "public.logins.secret", With: "h"}, {Column: "email"}, {Column: "t.x"},
+		{Column: "public.logins_2026.secret", With: "h"}, {Column: "public.t_child.x"},
+		{Column: "part.logins_2026_a.secret", With: "h"}}
+	if !slices.Equal(got, want) {
+		t.Errorf("withInherited:\n got %+v\nwant %+v", got, want)
+	}
+	if got := withInherited([]decision.Mask{{Column: "logins.secret"}}, edges); len(got) != 4 {
+		t.Errorf("a two-part mask covers the descendants of every schema's logins: %+v", got)
+	}
+}

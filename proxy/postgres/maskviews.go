@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 
 	"github.com/regate/regate/policies/decision"
 )
@@ -29,13 +28,10 @@ type viewDef struct {
 	query        map[string]any // its SelectStmt's fields; nil: its definition did not parse
 }
 
-// viewSet is the views of a database and the masks derived from them, by
-// the column masks they were derived for.
+// viewSet is the views of a database.
 type viewSet struct {
 	views       []*viewDef
 	fingerprint string // of what the definitions were loaded from (viewListQuery)
-	mu          sync.Mutex
-	derived     map[string][]decision.Mask
 }
 
 // viewListQuery lists the columns of the database's views with what changes
@@ -53,10 +49,6 @@ const viewDefQuery = `SELECT c.oid, pg_catalog.pg_get_viewdef(c.oid)
 FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')`
-
-// maxViewMasks bounds the derived mask lists a viewSet keeps (one per set of
-// column masks seen).
-const maxViewMasks = 64
 
 // loadViews reads database's views (db.mu held), reusing prev's parsed
 // definitions when nothing changed.
@@ -111,38 +103,12 @@ func (c *catalog) loadViews(ctx context.Context, db *catalogDB, database string,
 
 // withViews returns cols (the policy's nPolicy masks, then derived ones) and
 // a mask for every view column that returns a value of a column cols mask
-// (see above). Results are kept per cols unless
-// funcs.all is set (the session's own function changes make the check
-// stricter than for others).
+// (see above).
 func (vs *viewSet) withViews(cols []decision.Mask, nPolicy int, funcs rowFuncs) []decision.Mask {
 	if vs == nil || len(vs.views) == 0 || len(cols) == 0 {
 		return cols
 	}
-	var key strings.Builder
-	for _, o := range cols {
-		key.WriteString(o.Column)
-		key.WriteByte(0)
-		key.WriteString(o.With)
-		key.WriteByte(0)
-	}
-	if !funcs.all {
-		vs.mu.Lock()
-		out, ok := vs.derived[key.String()]
-		vs.mu.Unlock()
-		if ok {
-			return out
-		}
-	}
-	out := deriveViewMasks(cols[:nPolicy], cols, vs.views, funcs)
-	if !funcs.all {
-		vs.mu.Lock()
-		if vs.derived == nil || len(vs.derived) >= maxViewMasks {
-			vs.derived = map[string][]decision.Mask{}
-		}
-		vs.derived[key.String()] = out
-		vs.mu.Unlock()
-	}
-	return out
+	return deriveViewMasks(cols[:nPolicy], cols, vs.views, funcs)
 }
 
 // deriveViewMasks adds masks for the view columns that carry masked values,
