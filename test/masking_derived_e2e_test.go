@@ -197,7 +197,9 @@ func TestViewColumnsMasked(t *testing.T) {
 		CREATE MATERIALIZED VIEW mcontacts AS SELECT id, email AS m FROM customers;
 		CREATE VIEW everyone AS SELECT name FROM customers UNION SELECT email FROM customers;
 		CREATE VIEW plain AS SELECT id, name FROM customers;
-		GRANT SELECT ON contacts, contacts2, mcontacts, everyone, plain TO app;`)
+		GRANT SELECT ON contacts, contacts2, mcontacts, everyone, plain TO app;
+		CREATE FUNCTION search_customers(p text) RETURNS SETOF customers LANGUAGE sql STABLE
+			AS 'SELECT * FROM customers WHERE name LIKE p';`)
 	tok := iss.Token(t, "agent-v", audience, "agents")
 	psql := func(sqls ...string) testenv.PsqlResult {
 		return testenv.PsqlVia(t, gw.Listen, "agent-v", "app", tok, sqls)
@@ -215,6 +217,17 @@ func TestViewColumnsMasked(t *testing.T) {
 		"COPY (SELECT upper(m) FROM mcontacts) TO STDOUT"} {
 		if r := psql(q); r.Code == 0 || !strings.Contains(r.Err, "the policy masks column") {
 			t.Errorf("%s: code %d out %q err %q, want a refusal naming the mask", q, r.Code, r.Out, r.Err)
+		}
+	}
+	// A function returning a table's rows: its columns have no source, so
+	// they are masked by name, and renaming one is refused.
+	if r := psql("SELECT id, email FROM search_customers('A%')"); r.Code != 0 || r.Out != "1|a***@example.com" {
+		t.Errorf("a function's rows: code %d out %q err %q", r.Code, r.Out, r.Err)
+	}
+	for _, q := range []string{"SELECT email AS x FROM search_customers('A%')",
+		"SELECT x FROM (SELECT email AS x FROM search_customers('A%')) s"} {
+		if r := psql(q); r.Code == 0 || !strings.Contains(r.Err, "a function's in FROM") {
+			t.Errorf("%s: code %d out %q err %q, want a refusal", q, r.Code, r.Out, r.Err)
 		}
 	}
 	// A column of another table that happens to share a masked view

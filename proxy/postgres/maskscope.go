@@ -145,7 +145,31 @@ type scope struct {
 	// subquery or WITH query whose select list names none).
 	clean map[string]bool
 	ctes  map[string]taint // WITH query name -> its tainted output names
-	outer *scope
+	// funcs: the items that are functions in FROM; funcItems: there is one.
+	funcs     map[string]bool
+	funcItems bool
+	outer     *scope
+}
+
+// fromFunction reports whether the column reference f may name a column of
+// a function in FROM: qualified by such an item, or unqualified where one is
+// in scope.
+func (s *scope) fromFunction(f []string) bool {
+	if len(f) >= 2 {
+		q := strings.ToLower(f[len(f)-2])
+		for ; s != nil; s = s.outer {
+			if s.items[q] {
+				return s.funcs[q]
+			}
+		}
+		return false
+	}
+	for ; s != nil; s = s.outer {
+		if s.funcItems {
+			return true
+		}
+	}
+	return false
 }
 
 // lookup reports whether n carries a masked value in s or a scope around it,
@@ -286,7 +310,8 @@ func maskedNames(cols []decision.Mask) (masked, byName map[string]bool) {
 }
 
 func (c *maskCheck) newScope(outer *scope) *scope {
-	sc := &scope{tainted: taint{}, items: map[string]bool{}, clean: map[string]bool{}, ctes: map[string]taint{}, outer: outer}
+	sc := &scope{tainted: taint{}, items: map[string]bool{}, clean: map[string]bool{}, ctes: map[string]taint{},
+		funcs: map[string]bool{}, outer: outer}
 	for k := range c.masked {
 		sc.tainted[k] = false
 	}

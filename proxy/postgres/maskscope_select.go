@@ -249,10 +249,23 @@ func (c *maskCheck) fromItem(v any, sc *scope) error {
 		return c.expr(ts["args"], sc, "in TABLESAMPLE")
 	default:
 		// RangeFunction, RangeTableFunc (XMLTABLE) and others: their
-		// arguments are expressions, and their aliases are items.
-		for _, x := range m {
+		// arguments are expressions, and their aliases are items. A
+		// function's columns have no source in RowDescription, though
+		// it may read a table (a function RETURNS SETOF customers): a
+		// masked name that may come from one only its name can match.
+		for node, x := range m {
 			xm, _ := x.(map[string]any)
-			if a, _ := aliasOf(xm); a != "" {
+			a, _ := aliasOf(xm)
+			if node == "RangeFunction" {
+				if a == "" {
+					a = funcItemName(xm)
+				}
+				sc.funcItems = true
+				if a != "" {
+					sc.funcs[a] = true
+				}
+			}
+			if a != "" {
 				sc.items[a] = true
 				sc.clean[a] = false
 			}
@@ -267,6 +280,24 @@ func (c *maskCheck) fromItem(v any, sc *scope) error {
 		}
 	}
 	return nil
+}
+
+// funcItemName is the name PostgreSQL gives an unaliased function in FROM:
+// the function's (of ROWS FROM, none).
+func funcItemName(rf map[string]any) string {
+	fns, _ := rf["functions"].([]any)
+	if len(fns) != 1 {
+		return ""
+	}
+	items, _ := child(fns[0], "List")["items"].([]any)
+	if len(items) == 0 {
+		return ""
+	}
+	names, _ := child(items[0], "FuncCall")["funcname"].([]any)
+	if len(names) == 0 {
+		return ""
+	}
+	return strings.ToLower(stringNode(names[len(names)-1]))
 }
 
 // targets checks a select list (or RETURNING list) in mode and returns its
@@ -299,8 +330,10 @@ func (c *maskCheck) targets(list []any, sc *scope, mode outMode) (taint, error) 
 			if mode == outCopy || mode == outExpr || mode == outStore {
 				return nil, c.escape("", "through * "+modeName(mode))
 			}
+			viaFunc := sc.fromFunction(f)
 			for s := sc; s != nil; s = s.outer {
 				for k, sourceless := range s.tainted {
+					sourceless = sourceless || viaFunc
 					if mode == outTop && sourceless && !c.byName[k] {
 						return nil, c.escape(k, "through *, as a column without a source under a name no mask matches")
 					}
@@ -313,6 +346,7 @@ func (c *maskCheck) targets(list []any, sc *scope, mode outMode) (taint, error) 
 		if !tainted {
 			continue
 		}
+		sourceless = sourceless || sc.fromFunction(f)
 		name := last
 		if alias != "" {
 			name = alias
@@ -322,7 +356,8 @@ func (c *maskCheck) targets(list []any, sc *scope, mode outMode) (taint, error) 
 			return nil, c.escape(last, modeName(mode))
 		case outTop:
 			if sourceless && !c.byName[name] {
-				return nil, c.escape(last, "as a column without a source (set operation, FULL JOIN) under a name no mask matches")
+				return nil, c.escape(last, "as a column without a source (a set operation's, a FULL JOIN's, "+
+					"a function's in FROM) under a name no mask matches")
 			}
 		}
 		out[name] = out[name] || sourceless

@@ -199,7 +199,19 @@ func TestCheckColumnMasks(t *testing.T) {
 		{"SELECT cursor_to_xml('cur', 10, true, false, '')", true},
 		{"SELECT word FROM ts_stat('SELECT to_tsvector(email) FROM customers')", true},
 		{"SELECT id FROM customers WHERE query_to_xml('SELECT 1', true, false, '') IS NOT NULL", true},
-		{"SELECT e FROM (SELECT email AS e FROM customers) s", false}, // a source through the subquery
+		// A function in FROM may return a table's rows (RETURNS SETOF
+		// customers): its columns have no source, so only their names can
+		// match a mask.
+		{"SELECT email FROM search_customers('a')", false},
+		{"SELECT * FROM search_customers('a')", true}, // card_number: a qualified mask needs the source
+		{"SELECT email AS x FROM search_customers('a')", true},
+		{"SELECT s.email AS x FROM search_customers('a') s", true},
+		{"SELECT search_customers.email AS x FROM search_customers('a')", true},
+		{"SELECT x FROM (SELECT email AS x FROM search_customers('a')) s", true},
+		{"SELECT card_number FROM search_customers('a')", true},
+		{"SELECT c.email AS x FROM customers c, generate_series(1, 2) g", false},
+		{"SELECT email AS x FROM customers, generate_series(1, 2) g", true}, // unqualified: perhaps g's
+		{"SELECT e FROM (SELECT email AS e FROM customers) s", false},       // a source through the subquery
 		{"SELECT email FROM (SELECT email FROM customers UNION SELECT email FROM leads) s", false},
 	}
 	checkMaskCases(t, p, masks, nil, cases)
