@@ -22,9 +22,7 @@ import (
 func TestCopyMaskedTableResolution(t *testing.T) {
 	pg, iss, gw := setup(t)
 	tok := iss.Token(t, "agent-q", audience, "agents")
-	psql := func(sqls ...string) testenv.PsqlResult {
-		return testenv.PsqlVia(t, gw.Listen, "agent-q", "app", tok, sqls)
-	}
+	psql := psqlAs(t, gw, "agent-q", tok)
 	noLeak := func(t *testing.T, what string, r testenv.PsqlResult, secrets ...string) {
 		t.Helper()
 		for _, s := range secrets {
@@ -153,9 +151,7 @@ func extendedCopyResult(t *testing.T, w *wire, query string) ([]string, *pgproto
 func TestCopyQueryMasked(t *testing.T) {
 	_, iss, gw := setup(t)
 	tok := iss.Token(t, "agent-c", audience, "agents")
-	psql := func(sqls ...string) testenv.PsqlResult {
-		return testenv.PsqlVia(t, gw.Listen, "agent-c", "app", tok, sqls)
-	}
+	psql := psqlAs(t, gw, "agent-c", tok)
 	for q, want := range map[string]string{
 		"COPY (SELECT * FROM customers WHERE id < 3 ORDER BY id) TO STDOUT":                               "1\ta***@example.com\tAnn\n2\tb***@example.com\tBob",
 		"COPY (SELECT c.email, c.id * 10 AS n, c.* FROM customers c WHERE id = 1) TO STDOUT (FORMAT csv)": "a***@example.com,10,1,a***@example.com,Ann",
@@ -215,9 +211,7 @@ func TestCopyQueryProbed(t *testing.T) {
 		INSERT INTO public.orders VALUES (10, 1, 100), (11, 2, 200);
 		ALTER TABLE public.orders OWNER TO app;`)
 	tok := iss.Token(t, "agent-c", audience, "agents")
-	psql := func(sqls ...string) testenv.PsqlResult {
-		return testenv.PsqlVia(t, gw.Listen, "agent-c", "app", tok, sqls)
-	}
+	psql := psqlAs(t, gw, "agent-c", tok)
 	noEmail := func(what string, r testenv.PsqlResult) {
 		t.Helper()
 		for _, e := range []string{"ann@example.com", "bob@example.com", "cy@example.com"} {

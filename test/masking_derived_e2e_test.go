@@ -19,9 +19,7 @@ func TestGeneratedColumnsMasked(t *testing.T) {
 		ADD COLUMN elen int GENERATED ALWAYS AS (length(email) + id) STORED,
 		ADD COLUMN shout text GENERATED ALWAYS AS (upper(name)) STORED`)
 	tok := iss.Token(t, "agent-g", audience, "agents")
-	psql := func(sqls ...string) testenv.PsqlResult {
-		return testenv.PsqlVia(t, gw.Listen, "agent-g", "app", tok, sqls)
-	}
+	psql := psqlAs(t, gw, "agent-g", tok)
 	noLeak := func(what string, r testenv.PsqlResult, secrets ...string) {
 		t.Helper()
 		for _, s := range append(secrets, "ann@example.com", "bob@example.com", "|example.com") {
@@ -124,9 +122,7 @@ func TestMaskedValuesNotCopied(t *testing.T) {
 		CREATE TABLE public.leads (id int, email text);
 		ALTER TABLE public.leads OWNER TO app;`)
 	tok := iss.Token(t, "agent-w", audience, "agents")
-	psql := func(sqls ...string) testenv.PsqlResult {
-		return testenv.PsqlVia(t, gw.Listen, "agent-w", "app", tok, sqls)
-	}
+	psql := psqlAs(t, gw, "agent-w", tok)
 	for _, q := range []string{
 		"INSERT INTO notes SELECT id, email FROM customers",
 		"INSERT INTO notes (id, body) SELECT id, email FROM customers",
@@ -201,9 +197,7 @@ func TestViewColumnsMasked(t *testing.T) {
 		CREATE FUNCTION search_customers(p text) RETURNS SETOF customers LANGUAGE sql STABLE
 			AS 'SELECT * FROM customers WHERE name LIKE p';`)
 	tok := iss.Token(t, "agent-v", audience, "agents")
-	psql := func(sqls ...string) testenv.PsqlResult {
-		return testenv.PsqlVia(t, gw.Listen, "agent-v", "app", tok, sqls)
-	}
+	psql := psqlAs(t, gw, "agent-v", tok)
 	r := psql("SELECT id, contact, domain, name FROM contacts WHERE id = 1",
 		"SELECT c2, n2, shout FROM contacts2 WHERE n2 = 'Bob'",
 		"SELECT m AS x FROM mcontacts WHERE id = 3",
@@ -265,9 +259,7 @@ decision := {"allow": true, "mask": [
 `)
 	gw := testenv.StartGateway(t, pg, testenv.GatewayOptions{Issuer: iss.URL(), Audience: audience, Bundle: dir})
 	tok := iss.Token(t, "agent-p", audience)
-	psql := func(sqls ...string) testenv.PsqlResult {
-		return testenv.PsqlVia(t, gw.Listen, "agent-p", "app", tok, sqls)
-	}
+	psql := psqlAs(t, gw, "agent-p", tok)
 	r := psql("SELECT id, secret FROM logins ORDER BY id",
 		"SELECT secret AS s FROM logins_2026 WHERE id = 1",
 		"SELECT id, secret FROM ONLY logins_2026_a WHERE id = 2",

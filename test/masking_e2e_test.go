@@ -267,9 +267,7 @@ decision := {"allow": true, "mask": [{"column": "email"}]}
 `)
 	gw := testenv.StartGateway(t, pg, testenv.GatewayOptions{Issuer: iss.URL(), Audience: audience, Bundle: dir})
 	tok := iss.Token(t, "agent-f", audience)
-	psql := func(sqls ...string) testenv.PsqlResult {
-		return testenv.PsqlVia(t, gw.Listen, "agent-f", "app", tok, sqls)
-	}
+	psql := psqlAs(t, gw, "agent-f", tok)
 	noEmail := func(what string, r testenv.PsqlResult) {
 		t.Helper()
 		if strings.Contains(r.Out, "@example.com") || strings.Contains(r.Err, "@example.com") {

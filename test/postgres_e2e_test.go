@@ -22,6 +22,14 @@ const audience = "regate-e2e"
 
 // setup starts PostgreSQL with a small schema, an issuer and a gateway on the
 // embedded default policy library.
+// psqlAs returns a function that runs SQL through gw with psql as subject
+// (token tok) on database app, one -c per statement, in one session.
+func psqlAs(t *testing.T, gw *testenv.Gateway, subject, tok string) func(sqls ...string) testenv.PsqlResult {
+	return func(sqls ...string) testenv.PsqlResult {
+		return testenv.PsqlVia(t, gw.Listen, subject, "app", tok, sqls)
+	}
+}
+
 func setup(t *testing.T) (*testenv.Postgres, *testenv.Issuer, *testenv.Gateway) {
 	pg := testenv.StartPostgres(t)
 	pg.Psql(t, "app", `

@@ -158,17 +158,10 @@ func (m *resultMasker) describe(rd *pgproto3.RowDescription, rels map[uint32]*re
 // "col" matches the result name or the source column's name (so an alias does
 // not escape a mask), "table.col" and "schema.table.col" match the source.
 func columnMatches(want, resultName string, table *relation, src string) bool {
-	parts := strings.Split(want, ".")
-	switch len(parts) {
-	case 1:
+	if !strings.Contains(want, ".") {
 		return strings.EqualFold(want, resultName) || src != "" && strings.EqualFold(want, src)
-	case 2:
-		return table != nil && strings.EqualFold(parts[0], table.name) && strings.EqualFold(parts[1], src)
-	case 3:
-		return table != nil && strings.EqualFold(parts[0], table.schema) &&
-			strings.EqualFold(parts[1], table.name) && strings.EqualFold(parts[2], src)
 	}
-	return false
+	return table != nil && maskNames(want, table.schema, table.name, src)
 }
 
 // row rewrites a DataRow body. It returns the body unchanged when nothing was

@@ -166,7 +166,7 @@ func withDerived(cols []decision.Mask, derived ...[]derivedCol) []decision.Mask 
 				continue
 			}
 			for _, o := range cols {
-				if names(o.Column, g, g.source) {
+				if maskNames(o.Column, g.schema, g.table, g.source) {
 					name := g.table + "." + g.column
 					if g.schema != "" {
 						name = g.schema + "." + name
@@ -180,18 +180,19 @@ func withDerived(cols []decision.Mask, derived ...[]derivedCol) []decision.Mask 
 	return out
 }
 
-// names reports whether the column mask want ("col", "table.col" or
-// "schema.table.col") names the column col of g's table.
-func names(want string, g derivedCol, col string) bool {
+// maskNames reports whether the column mask want ("col", "table.col" or
+// "schema.table.col") names column col of table in schema ("": a statement
+// that did not write it, which any schema matches).
+func maskNames(want, schema, table, col string) bool {
 	parts := strings.Split(want, ".")
 	switch len(parts) {
 	case 1:
 		return strings.EqualFold(parts[0], col)
 	case 2:
-		return strings.EqualFold(parts[0], g.table) && strings.EqualFold(parts[1], col)
+		return strings.EqualFold(parts[0], table) && strings.EqualFold(parts[1], col)
 	case 3:
-		return (g.schema == "" || strings.EqualFold(parts[0], g.schema)) &&
-			strings.EqualFold(parts[1], g.table) && strings.EqualFold(parts[2], col)
+		return (schema == "" || strings.EqualFold(parts[0], schema)) &&
+			strings.EqualFold(parts[1], table) && strings.EqualFold(parts[2], col)
 	}
 	return false
 }
@@ -205,7 +206,7 @@ func pendingMasks(cols []decision.Mask, added ...[]derivedCol) (unknown bool, ta
 	for _, list := range added {
 		for _, g := range list {
 			for _, o := range cols {
-				if !names(o.Column, g, g.column) {
+				if !maskNames(o.Column, g.schema, g.table, g.column) {
 					continue
 				}
 				if !g.renamed {
