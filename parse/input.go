@@ -167,3 +167,10 @@ func (in *Input) CommandText() (text string, params []string, summary string) {
 	}
 	return pg.Query, params, strings.Join(parts, "; ")
 }
+
+// PlpgsqlQuery is one query or expression of a PL/pgSQL function's body, as
+// a statement (parse/sql's Parser.PlpgsqlQueries).
+type PlpgsqlQuery struct {
+	SQL    string
+	Result bool // its rows are the function's result (RETURN QUERY)
+}

@@ -278,12 +278,20 @@ type rowFuncSet struct {
 	// children: its inheritance and partition edges (maskderived.go).
 	children []inheritEdge
 	// views: its views (maskviews.go).
-	views  *viewSet
+	views *viewSet
+	// fns: its functions written in SQL and other languages (maskfuncs.go).
+	fns    *funcSet
 	loaded time.Time // guarded by catalog.mu
 	// masks: the policy's column masks seen (the key) with the masks
 	// derived from the catalog for them (derivedMasks).
 	mu    sync.Mutex
-	masks map[string][]decision.Mask
+	masks map[string]derivedSet
+}
+
+// derivedSet is what derivedMasks derives for one set of column masks.
+type derivedSet struct {
+	masks []decision.Mask
+	calls map[string]funcTaint
 }
 
 // maxDerivedMasks bounds the derived mask lists a rowFuncSet keeps (one
@@ -293,13 +301,15 @@ const maxDerivedMasks = 64
 // derivedMasks returns cols (the policy's column masks) and the masks derived
 // from the catalog for them: on generated columns computed from a masked
 // column, on the masked columns of partitions and child tables, and on view
-// columns that return a masked column (maskderived.go, maskviews.go). The
-// result is kept per cols unless funcs.all is set (the session's own
-// function changes make the view analysis stricter than for others); its
-// capacity is its length, so that a caller's append never writes into it.
-func (f *rowFuncSet) derivedMasks(cols []decision.Mask, funcs rowFuncs) []decision.Mask {
-	if len(cols) == 0 || len(f.derived) == 0 && len(f.children) == 0 && (f.views == nil || len(f.views.views) == 0) {
-		return cols
+// columns that return a masked column (maskderived.go, maskviews.go); and the
+// database's functions that return masked values (maskfuncs.go). The result
+// is kept per cols unless funcs.all is set (the session's own function
+// changes make the view analysis stricter than for others); its capacity is
+// its length, so that a caller's append never writes into it.
+func (f *rowFuncSet) derivedMasks(cols []decision.Mask, funcs rowFuncs) ([]decision.Mask, map[string]funcTaint) {
+	if len(cols) == 0 || len(f.derived) == 0 && len(f.children) == 0 && (f.views == nil || len(f.views.views) == 0) &&
+		(f.fns == nil || len(f.fns.funcs) == 0) {
+		return cols, nil
 	}
 	var key strings.Builder
 	for _, o := range cols {
@@ -310,25 +320,56 @@ func (f *rowFuncSet) derivedMasks(cols []decision.Mask, funcs rowFuncs) []decisi
 	}
 	if !funcs.all {
 		f.mu.Lock()
-		out, ok := f.masks[key.String()]
+		d, ok := f.masks[key.String()]
 		f.mu.Unlock()
 		if ok {
-			return out
+			return d.masks, d.calls
 		}
 	}
-	out := withDerived(cols[:len(cols):len(cols)], f.derived)
-	out = withInherited(out, f.children)
-	out = f.views.withViews(out, len(cols), funcs)
+	base := withDerived(cols[:len(cols):len(cols)], f.derived)
+	base = withInherited(base, f.children)
+	// Views may call functions that return masked values, and functions
+	// may read views' masked columns: round after round until the
+	// functions found stay the same (each round adds one at least).
+	var out []decision.Mask
+	var calls map[string]funcTaint
+	for round := 0; ; round++ {
+		fc := funcs
+		fc.calls = calls
+		out = f.views.withViews(base, len(cols), fc)
+		next := f.fns.taint(cols, out[len(cols):], funcs, calls)
+		if sameTaint(next, calls) || f.fns == nil || round > len(f.fns.funcs) {
+			calls = next
+			break
+		}
+		calls = next
+	}
+	if len(calls) == 0 {
+		calls = nil
+	}
 	out = out[:len(out):len(out)]
 	if !funcs.all {
 		f.mu.Lock()
 		if f.masks == nil || len(f.masks) >= maxDerivedMasks {
-			f.masks = map[string][]decision.Mask{}
+			f.masks = map[string]derivedSet{}
 		}
-		f.masks[key.String()] = out
+		f.masks[key.String()] = derivedSet{out, calls}
 		f.mu.Unlock()
 	}
-	return out
+	return out, calls
+}
+
+// sameTaint reports whether a and b name the same functions alike.
+func sameTaint(a, b map[string]funcTaint) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w.hides != v.hides {
+			return false
+		}
+	}
+	return true
 }
 
 const rowFuncQuery = `SELECT DISTINCT p.proname, p.oid < 16384, true
@@ -465,6 +506,16 @@ func (c *catalog) loadFuncs(ctx context.Context, db *catalogDB, database string)
 			return nil, err
 		}
 		c.mu.Lock()
+		var prevFns *funcSet
+		if f := c.funcs[database]; f != nil {
+			prevFns = f.fns
+		}
+		c.mu.Unlock()
+		fns, err := c.loadFunctions(ctx, db, database, prevFns)
+		if err != nil {
+			return nil, err
+		}
+		c.mu.Lock()
 		if c.funcsGen[database] != gen {
 			// Invalidated while the query ran: it may predate the change.
 			c.mu.Unlock()
@@ -473,17 +524,19 @@ func (c *catalog) loadFuncs(ctx context.Context, db *catalogDB, database string)
 			}
 			// Sessions keep changing functions: use this answer once,
 			// uncached (rowFuncs.all covers changes still uncommitted).
-			return &rowFuncSet{names: names, ownCount: ownCount, derived: derived, children: children, views: views}, nil
+			return &rowFuncSet{names: names, ownCount: ownCount, derived: derived, children: children, views: views,
+				fns: fns}, nil
 		}
 		if c.funcs == nil {
 			c.funcs = map[string]*rowFuncSet{}
 		}
 		f := c.funcs[database]
 		if f == nil || f.ownCount != ownCount || !maps.Equal(f.names, names) || !slices.Equal(f.derived, derived) ||
-			!slices.Equal(f.children, children) || f.views != views {
+			!slices.Equal(f.children, children) || f.views != views || f.fns != fns {
 			// A new set (a new pointer) makes sessions check their
 			// statements again (maskChecked).
-			f = &rowFuncSet{names: names, ownCount: ownCount, derived: derived, children: children, views: views}
+			f = &rowFuncSet{names: names, ownCount: ownCount, derived: derived, children: children, views: views,
+				fns: fns}
 			c.funcs[database] = f
 		}
 		f.loaded = time.Now()

@@ -107,7 +107,7 @@ func (cn *conn) checkMaskable(ctx context.Context, m *resultMasker, stmts []pars
 		pending, own := cn.pendingColumns(), columnDDL(stmts)
 		sessionDDL = len(pending) > 0
 		m.nPolicy = len(m.cols)
-		m.cols = funcSet.derivedMasks(m.cols, funcs)
+		m.cols, funcs.calls = funcSet.derivedMasks(m.cols, funcs)
 		m.cols = withDerived(m.cols, pending, own)
 		m.maskUnknown, m.maskTables = pendingMasks(m.cols, pending, own)
 	}

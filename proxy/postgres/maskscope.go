@@ -28,10 +28,9 @@ import (
 // any table, counts as masked, as do the names a subquery, a WITH query or a
 // column alias list gives a masked column (any alias in such a list, since
 // positions are not tracked). What statements read in WHERE, JOIN, GROUP BY,
-// HAVING and ORDER BY is not output and is not checked. Functions that return
-// a masked column under another name are not visible in the statement: mask
-// their columns too, or use detectors. Views' and generated columns are
-// followed through the catalog (maskviews.go, maskderived.go).
+// HAVING and ORDER BY is not output and is not checked. Views' and generated
+// columns, and the database's functions that return masked values, are
+// followed through the catalog (maskviews.go, maskderived.go, maskfuncs.go).
 
 // opaqueQueryFuncs are PostgreSQL's built-in functions that run SQL given as
 // text, or read whole tables, schemas, databases or open cursors
@@ -97,6 +96,9 @@ type rowFuncs struct {
 	// countBuiltin: count is PostgreSQL's own aggregate, the database has
 	// no function of that name (countOfColumn).
 	countBuiltin bool
+	// calls: the database's functions (by lower-case name, of any schema)
+	// that return masked values (maskfuncs.go).
+	calls map[string]funcTaint
 }
 
 // has reports whether c.name may be a function of c's whole row; name is
@@ -121,6 +123,10 @@ type maskCheck struct {
 	masked map[string]bool // masked column names, lower case (last part of each mask)
 	byName map[string]bool // names an unqualified mask matches by result name alone
 	funcs  rowFuncs
+	// relCols, when set, holds the columns of the relations a statement
+	// may name (lower case, by relation name): a relation it knows has
+	// only its own masked columns, not every masked name (maskfuncs.go).
+	relCols map[string]map[string]bool
 }
 
 // taint maps the names that carry masked values to whether the value is
@@ -148,7 +154,38 @@ type scope struct {
 	// funcs: the items that are functions in FROM; funcItems: there is one.
 	funcs     map[string]bool
 	funcItems bool
-	outer     *scope
+	// hidden: the names under which a database function in FROM returns
+	// masked values (maskfuncs.go), with the function.
+	hidden map[string]hiddenBy
+	outer  *scope
+}
+
+// hiddenBy is a database function in FROM returning masked values under a
+// result column name of its own.
+type hiddenBy struct {
+	fn string
+	t  funcTaint
+}
+
+// hiddenName returns the function behind n when n is one of its result
+// columns that carry masked values.
+func (s *scope) hiddenName(n string) (hiddenBy, bool) {
+	for ; s != nil; s = s.outer {
+		if h, ok := s.hidden[n]; ok {
+			return h, true
+		}
+	}
+	return hiddenBy{}, false
+}
+
+// escapeHidden words the refusal of a name n that carries masked values
+// (how): through a function's result column, when n is one.
+func (c *maskCheck) escapeHidden(sc *scope, n, how string) *maskEscape {
+	if h, ok := sc.hiddenName(n); ok {
+		return c.escape(h.t.column, fmt.Sprintf("through %q, a result column of %s() in FROM, a function of the "+
+			"database that %s, %s", n, h.fn, h.t.why, how))
+	}
+	return c.escape(n, how)
 }
 
 // fromFunction reports whether the column reference f may name a column of
@@ -319,8 +356,10 @@ func maskedNames(cols []decision.Mask) (masked, byName map[string]bool) {
 func (c *maskCheck) newScope(outer *scope) *scope {
 	sc := &scope{tainted: taint{}, items: map[string]bool{}, clean: map[string]bool{}, ctes: map[string]taint{},
 		funcs: map[string]bool{}, outer: outer}
-	for k := range c.masked {
-		sc.tainted[k] = false
+	if c.relCols == nil { // any name may be a column of a relation in scope
+		for k := range c.masked {
+			sc.tainted[k] = false
+		}
 	}
 	return sc
 }
@@ -396,6 +435,9 @@ func (c *maskCheck) statement(ast map[string]any, outer *scope) error {
 			return c.rename(node, b)
 		case "MergeStmt":
 			return c.merge(b, outer)
+		case "CallStmt":
+			// A procedure's INOUT and OUT parameters come back as a row.
+			return c.expr(map[string]any{"FuncCall": b["funccall"]}, c.newScope(outer), "through CALL")
 		}
 	}
 	return nil
@@ -487,7 +529,8 @@ func stringNode(v any) string {
 }
 
 // readsMasked reports whether stmts name a masked column anywhere (also in
-// WHERE, JOIN, ORDER BY …), a star or a whole row: PostgreSQL's error and
+// WHERE, JOIN, ORDER BY …), a star, a whole row or a function that returns
+// masked values (maskfuncs.go): PostgreSQL's error and
 // notice texts may then quote a masked value (`invalid input syntax for type
 // integer: "ann@example.com"`, a unique violation's key), so they are
 // withheld (redactNotice).
@@ -527,6 +570,12 @@ func readsMasked(cols, derived []decision.Mask, stmts []parse.Statement, funcs r
 				find(x)
 			}
 		case map[string]any:
+			if fc, ok := v["FuncCall"].(map[string]any); ok {
+				if _, ok := funcs.calls[funcCallName(fc)]; ok { // a function that returns masked values
+					found = true
+					return
+				}
+			}
 			if f := refFields(v); f != nil {
 				last := strings.ToLower(f[len(f)-1])
 				found = last == "*" || masked[last] || len(f) == 1 && items[last] ||

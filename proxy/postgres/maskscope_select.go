@@ -180,14 +180,17 @@ func (c *maskCheck) fromItem(v any, sc *scope) error {
 		sc.items[a] = true
 		sc.clean[a] = false
 		src := taint{}
+		isCTE := false
 		if schema, _ := rv["schemaname"].(string); schema == "" {
 			if t, ok := sc.cte(name); ok {
 				src.add(t) // a copy: the WITH query's own names stay as they are
 				sc.clean[a] = t != nil && len(t) == 0
+				isCTE = true
 			}
 		}
+		own, known := c.relCols[name]
 		for k := range c.masked { // a table's own columns, by position in an alias list
-			if _, ok := src[k]; !ok {
+			if _, ok := src[k]; !ok && (c.relCols == nil || !isCTE && (!known || own[k])) {
 				src[k] = false
 			}
 		}
@@ -264,13 +267,20 @@ func (c *maskCheck) fromItem(v any, sc *scope) error {
 				if a != "" {
 					sc.funcs[a] = true
 				}
+				if err := c.fromFunctions(xm, sc); err != nil {
+					return err
+				}
+			} else if c.relCols != nil {
+				for k := range c.masked { // its columns are not known
+					sc.tainted[k] = sc.tainted[k] || false
+				}
 			}
 			if a != "" {
 				sc.items[a] = true
 				sc.clean[a] = false
 			}
 			for k, arg := range xm {
-				if k == "alias" {
+				if k == "alias" || node == "RangeFunction" && k == "functions" {
 					continue
 				}
 				if err := c.expr(arg, sc, "through a function in FROM"); err != nil {
@@ -280,6 +290,99 @@ func (c *maskCheck) fromItem(v any, sc *scope) error {
 		}
 	}
 	return nil
+}
+
+// fromFunctions checks the functions of a RangeFunction (FROM f(…), ROWS
+// FROM (f(…), g(…))): a database function that returns a masked value under
+// a result column name no mask matches is refused (maskfuncs.go); the
+// arguments are expressions.
+func (c *maskCheck) fromFunctions(rf map[string]any, sc *scope) error {
+	fns, _ := rf["functions"].([]any)
+	for _, f := range fns {
+		items, _ := child(f, "List")["items"].([]any)
+		for _, it := range items {
+			fc := child(it, "FuncCall")
+			if fc == nil {
+				if err := c.expr(it, sc, "through a function in FROM"); err != nil {
+					return err
+				}
+				continue
+			}
+			name := funcCallName(fc)
+			if t, ok := c.funcs.calls[name]; ok {
+				if t.hides {
+					// The result columns that carry masked values under
+					// names no mask matches (by any alias given them).
+					hidden := taint{}
+					for _, n := range t.names {
+						hidden[n] = true
+					}
+					a, cols := aliasOf(rf)
+					if a != "" {
+						hidden[a] = true // a function of one column: its name
+					}
+					walkColumnDefs(rf, func(n string) { hidden[n] = true })
+					hidden = renamed(hidden, cols, true)
+					sc.tainted.add(hidden)
+					if sc.hidden == nil {
+						sc.hidden = map[string]hiddenBy{}
+					}
+					for n := range hidden {
+						sc.hidden[n] = hiddenBy{name, t}
+					}
+				}
+				if c.relCols != nil { // its columns carry masked values under their names
+					for k := range c.masked {
+						sc.tainted[k] = true
+					}
+				}
+			} else if c.relCols != nil {
+				for k := range c.masked { // a function's columns are not known
+					if _, ok := sc.tainted[k]; !ok {
+						sc.tainted[k] = false
+					}
+				}
+			}
+			for k, arg := range fc {
+				if k != "funcname" {
+					if err := c.expr(arg, sc, "through a function in FROM"); err != nil {
+						return err
+					}
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// walkColumnDefs calls f with the lower-case name of every column
+// definition in v (a function's column definition list).
+func walkColumnDefs(v any, f func(string)) {
+	switch x := v.(type) {
+	case map[string]any:
+		if cd, ok := x["ColumnDef"].(map[string]any); ok {
+			if n, _ := cd["colname"].(string); n != "" {
+				f(strings.ToLower(n))
+			}
+			return
+		}
+		for _, y := range x {
+			walkColumnDefs(y, f)
+		}
+	case []any:
+		for _, y := range x {
+			walkColumnDefs(y, f)
+		}
+	}
+}
+
+// funcCallName is a function call's name, lower case, without its schema.
+func funcCallName(fc map[string]any) string {
+	names, _ := fc["funcname"].([]any)
+	if len(names) == 0 {
+		return ""
+	}
+	return strings.ToLower(stringNode(names[len(names)-1]))
 }
 
 // funcItemName is the name PostgreSQL gives an unaliased function in FROM:
@@ -335,7 +438,7 @@ func (c *maskCheck) targets(list []any, sc *scope, mode outMode) (taint, error) 
 				for k, sourceless := range s.tainted {
 					sourceless = sourceless || viaFunc
 					if mode == outTop && sourceless && !c.byName[k] {
-						return nil, c.escape(k, "through *, as a column without a source under a name no mask matches")
+						return nil, c.escapeHidden(sc, k, "through *, as a column without a source under a name no mask matches")
 					}
 					out[k] = out[k] || sourceless
 				}
@@ -353,10 +456,10 @@ func (c *maskCheck) targets(list []any, sc *scope, mode outMode) (taint, error) 
 		}
 		switch mode {
 		case outCopy, outExpr, outStore:
-			return nil, c.escape(last, modeName(mode))
+			return nil, c.escapeHidden(sc, last, modeName(mode))
 		case outTop:
 			if sourceless && !c.byName[name] {
-				return nil, c.escape(last, "as a column without a source (a set operation's, a FULL JOIN's, "+
+				return nil, c.escapeHidden(sc, last, "as a column without a source (a set operation's, a FULL JOIN's, "+
 					"a function's in FROM) under a name no mask matches")
 			}
 		}
@@ -427,9 +530,15 @@ func (c *maskCheck) expr(v any, sc *scope, how string) error {
 				return c.escape("", "through * "+how)
 			}
 			if tainted, _ := sc.lookup(last); tainted {
-				return c.escape(last, how)
+				return c.escapeHidden(sc, last, how)
 			}
 			return nil
+		}
+		if fc, ok := v["FuncCall"].(map[string]any); ok {
+			if t, tainted := c.funcs.calls[funcCallName(fc)]; tainted {
+				return c.escape(t.column, fmt.Sprintf("through %s(), a function of the database that %s, %s",
+					funcCallName(fc), t.why, how))
+			}
 		}
 		if fc, ok := v["FuncCall"].(map[string]any); ok && c.countOfColumn(fc, sc) {
 			// count(col) gives how many rows have a value, no value: as

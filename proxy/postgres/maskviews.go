@@ -3,7 +3,6 @@ package postgres
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	"github.com/regate/regate/policies/decision"
 )
@@ -57,18 +56,11 @@ func (c *catalog) loadViews(ctx context.Context, db *catalogDB, database string,
 	if err != nil {
 		return nil, fmt.Errorf("cannot look up the database's views in the catalog: %w", err)
 	}
-	var fp strings.Builder
-	for _, row := range rows {
-		for _, f := range row {
-			fp.Write(f)
-			fp.WriteByte(0)
-		}
-		fp.WriteByte('\n')
-	}
-	if prev != nil && prev.fingerprint == fp.String() {
+	fp := fingerprint(rows)
+	if prev != nil && prev.fingerprint == fp {
 		return prev, nil
 	}
-	vs := &viewSet{fingerprint: fp.String()}
+	vs := &viewSet{fingerprint: fp}
 	if len(rows) == 0 {
 		return vs, nil
 	}

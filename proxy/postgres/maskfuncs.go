@@ -1,0 +1,449 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/regate/regate/parse"
+	"github.com/regate/regate/policies/decision"
+)
+
+// A function of the database returns what its code reads: with email masked,
+// a DBA's get_email(id) (SELECT email FROM customers WHERE id = $1), or
+// contacts() RETURNS TABLE (id int, contact text) selecting id, email, would
+// return raw emails, under the function's name or its own column names, which
+// RowDescription reports without a source. checkMaskable therefore reads the
+// definitions of the database's functions and procedures in SQL and PL/pgSQL
+// (from its catalog, loaded and refreshed with the function set of a row),
+// runs the mask check over what each returns, and refuses a statement that
+// returns what such a function returns: a call in a select list (or a value
+// written elsewhere, or CALL), or the function in FROM when a masked value
+// comes out under a result column name no mask matches by itself
+// (RETURNS SETOF customers, selecting * from customers, still gives email as
+// email, masked by name). A function whose code regate cannot follow (another
+// language than SQL, PL/pgSQL, C or internal; SQL built while it runs; a
+// definition that does not parse) counts as returning any masked column.
+// Functions calling such functions, and views calling them (maskviews.go),
+// are followed round after round.
+
+// funcDef is a function or procedure of the database, not built in.
+type funcDef struct {
+	name   string   // lower case
+	outs   []string // its result columns, lower case
+	stmts  []funcStmt
+	opaque string   // why regate cannot follow its code ("": it can)
+	rels   []string // the relations its code names, lower case
+}
+
+// funcStmt is one statement of a function's code.
+type funcStmt struct {
+	ast map[string]any
+	// result: its rows are the function's result; kept: what it selects is
+	// kept (a PL/pgSQL query's, put into variables), not discarded (an SQL
+	// function's statements before its last).
+	result, kept bool
+}
+
+// funcSet is the functions of a database.
+type funcSet struct {
+	funcs []*funcDef
+	// relCols: the columns (lower case) of the relations the functions'
+	// code names, by relation name (lower case; of every schema).
+	relCols        map[string]map[string]bool
+	listFP, colsFP string
+}
+
+// funcTaint is what a call of a database function may return.
+type funcTaint struct {
+	column string // the masked column it returns ("": any of them)
+	// hides: a masked value comes out under a result column name that no
+	// mask matches by itself.
+	hides bool
+	names []string // those result columns (lower case)
+	why   string   // what it does, for a refusal's text
+}
+
+// plpgsqlParser reads the SQL of a PL/pgSQL function (parse/sql's Parser).
+type plpgsqlParser interface {
+	PlpgsqlQueries(def string) ([]parse.PlpgsqlQuery, bool, error)
+}
+
+// funcListQuery lists the database's functions and procedures with what
+// changes when one is created, replaced or renamed, and their result columns:
+// a composite result type's attributes, else OUT/INOUT/TABLE parameters, else
+// the function's name. Trigger functions cannot be called.
+const funcListQuery = `SELECT p.oid, p.xmin, p.proname, l.lanname,
+  pg_catalog.array_to_json(COALESCE(
+    (SELECT pg_catalog.array_agg(a.attname::text ORDER BY a.attnum) FROM pg_catalog.pg_type t
+      JOIN pg_catalog.pg_attribute a ON a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped
+      WHERE t.oid = p.prorettype AND t.typrelid <> 0),
+    (SELECT pg_catalog.array_agg(x.n ORDER BY x.o)
+      FROM ROWS FROM (pg_catalog.unnest(p.proargnames), pg_catalog.unnest(p.proargmodes::text[]))
+        WITH ORDINALITY AS x(n, m, o)
+      WHERE x.m IN ('o', 'b', 't')),
+    ARRAY[p.proname::text]))::text
+FROM pg_catalog.pg_proc p
+JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND p.prokind IN ('f', 'p')
+  AND l.lanname NOT IN ('c', 'internal')
+  AND p.prorettype NOT IN ('pg_catalog.trigger'::pg_catalog.regtype, 'pg_catalog.event_trigger'::pg_catalog.regtype)
+ORDER BY p.oid`
+
+const funcDefQuery = `SELECT p.oid, pg_catalog.pg_get_functiondef(p.oid)
+FROM pg_catalog.pg_proc p
+JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND p.prokind IN ('f', 'p')
+  AND l.lanname IN ('sql', 'plpgsql')
+  AND p.prorettype NOT IN ('pg_catalog.trigger'::pg_catalog.regtype, 'pg_catalog.event_trigger'::pg_catalog.regtype)`
+
+// funcRelColsQuery lists the columns of the relations named $1 (a text
+// array), in every schema.
+const funcRelColsQuery = `SELECT c.relname, a.attname
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND c.relname::text = ANY ($1::text[])
+ORDER BY 1, 2`
+
+// loadFunctions reads database's functions (db.mu held), reusing prev's
+// parsed definitions when they did not change.
+func (c *catalog) loadFunctions(ctx context.Context, db *catalogDB, database string, prev *funcSet) (*funcSet, error) {
+	rows, err := c.query(ctx, db, database, funcListQuery, nil)
+	if err != nil {
+		return nil, fmt.Errorf("cannot look up the database's functions in the catalog: %w", err)
+	}
+	listFP := fingerprint(rows)
+	fs := &funcSet{listFP: listFP}
+	if prev != nil && prev.listFP == listFP {
+		fs.funcs = prev.funcs
+	} else if len(rows) > 0 {
+		byOID := map[string]*funcDef{}
+		lang := map[string]string{}
+		for _, row := range rows {
+			fd := &funcDef{name: strings.ToLower(string(row[2]))}
+			var outs []string
+			if err := json.Unmarshal(row[4], &outs); err != nil {
+				return nil, fmt.Errorf("cannot read the result columns of function %s: %w", row[2], err)
+			}
+			for _, o := range outs {
+				fd.outs = append(fd.outs, strings.ToLower(o))
+			}
+			if l := string(row[3]); l != "sql" && l != "plpgsql" {
+				fd.opaque = "is written in " + l + ", whose code regate does not read"
+			} else {
+				fd.opaque = "has a definition regate could not read" // until it is read below
+			}
+			byOID[string(row[0])] = fd
+			lang[string(row[0])] = string(row[3])
+			fs.funcs = append(fs.funcs, fd)
+		}
+		defs, err := c.query(ctx, db, database, funcDefQuery, nil)
+		if err != nil {
+			return nil, fmt.Errorf("cannot read the database's function definitions from the catalog: %w", err)
+		}
+		for _, row := range defs {
+			if fd := byOID[string(row[0])]; fd != nil {
+				fd.read(c.s.cfg.Parser, lang[string(row[0])], string(row[1]))
+			}
+		}
+	}
+	names := map[string]bool{}
+	for _, fd := range fs.funcs {
+		for _, r := range fd.rels {
+			names[r] = true
+		}
+	}
+	if len(names) > 0 {
+		var arr strings.Builder
+		arr.WriteByte('{')
+		for n := range names {
+			if arr.Len() > 1 {
+				arr.WriteByte(',')
+			}
+			arr.WriteByte('"')
+			arr.WriteString(strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(n))
+			arr.WriteByte('"')
+		}
+		arr.WriteByte('}')
+		cols, err := c.query(ctx, db, database, funcRelColsQuery, [][]byte{[]byte(arr.String())})
+		if err != nil {
+			return nil, fmt.Errorf("cannot look up the columns of the relations the database's functions read: %w", err)
+		}
+		fs.colsFP = fingerprint(cols)
+		fs.relCols = map[string]map[string]bool{}
+		for _, row := range cols {
+			rel := strings.ToLower(string(row[0]))
+			if fs.relCols[rel] == nil {
+				fs.relCols[rel] = map[string]bool{}
+			}
+			fs.relCols[rel][strings.ToLower(string(row[1]))] = true
+		}
+	}
+	if prev != nil && prev.listFP == fs.listFP && prev.colsFP == fs.colsFP {
+		return prev, nil
+	}
+	return fs, nil
+}
+
+// fingerprint is rows as one string, to compare with an earlier load.
+func fingerprint(rows [][][]byte) string {
+	var fp strings.Builder
+	for _, row := range rows {
+		for _, f := range row {
+			fp.Write(f)
+			fp.WriteByte(0)
+		}
+		fp.WriteByte('\n')
+	}
+	return fp.String()
+}
+
+// read parses fd's definition (pg_get_functiondef's CREATE statement).
+func (fd *funcDef) read(p Parser, lang, def string) {
+	fd.opaque = "has a definition regate could not parse"
+	var stmts []funcStmt
+	switch lang {
+	case "sql":
+		parsed, err := p.Parse(def)
+		if err != nil || len(parsed) != 1 {
+			return
+		}
+		cf := child(parsed[0].AST, "CreateFunctionStmt")
+		var body []map[string]any
+		if sb := child(cf, "sql_body"); sb != nil { // BEGIN ATOMIC … END
+			lists, _ := child(sb, "List")["items"].([]any)
+			for _, l := range lists {
+				items, _ := child(l, "List")["items"].([]any)
+				for _, it := range items {
+					if m, ok := it.(map[string]any); ok {
+						body = append(body, m)
+					}
+				}
+			}
+		} else {
+			opts, _ := cf["options"].([]any)
+			for _, o := range opts {
+				de := child(o, "DefElem")
+				if name, _ := de["defname"].(string); name != "as" {
+					continue
+				}
+				items, _ := child(de["arg"], "List")["items"].([]any)
+				if len(items) == 0 {
+					return
+				}
+				src, err := p.Parse(stringNode(items[0]))
+				if err != nil {
+					return
+				}
+				for _, st := range src {
+					body = append(body, st.AST)
+				}
+			}
+		}
+		for i, ast := range body {
+			last := i == len(body)-1
+			stmts = append(stmts, funcStmt{ast: ast, result: last, kept: last})
+		}
+	case "plpgsql":
+		pp, ok := p.(plpgsqlParser)
+		if !ok {
+			return
+		}
+		queries, dynamic, err := pp.PlpgsqlQueries(def)
+		if err != nil {
+			return
+		}
+		if dynamic {
+			fd.opaque = "runs SQL it builds while it runs (EXECUTE)"
+			return
+		}
+		for _, q := range queries {
+			parsed, err := p.Parse(q.SQL)
+			if err != nil {
+				return
+			}
+			for _, st := range parsed {
+				stmts = append(stmts, funcStmt{ast: st.AST, result: q.Result, kept: true})
+			}
+		}
+	default:
+		return
+	}
+	fd.stmts, fd.opaque = stmts, ""
+	seen := map[string]bool{}
+	for _, st := range stmts {
+		walkRangeVars(st.ast, func(name string) {
+			if n := strings.ToLower(name); !seen[n] {
+				seen[n] = true
+				fd.rels = append(fd.rels, n)
+			}
+		})
+	}
+}
+
+// walkRangeVars calls f with the name of every relation v names.
+func walkRangeVars(v any, f func(string)) {
+	switch x := v.(type) {
+	case map[string]any:
+		if rv, ok := x["RangeVar"].(map[string]any); ok {
+			if n, _ := rv["relname"].(string); n != "" {
+				f(n)
+			}
+		}
+		for _, y := range x {
+			walkRangeVars(y, f)
+		}
+	case []any:
+		for _, y := range x {
+			walkRangeVars(y, f)
+		}
+	}
+}
+
+// taint returns, with calls (what is known already), what each function of
+// fs returns under the masks (policy, then derived), following calls of
+// functions by functions round after round.
+func (fs *funcSet) taint(policy, derived []decision.Mask, funcs rowFuncs, calls map[string]funcTaint) map[string]funcTaint {
+	out := make(map[string]funcTaint, len(calls))
+	for k, v := range calls {
+		out[k] = v
+	}
+	if fs == nil {
+		return out
+	}
+	for round := 0; round <= 2*len(fs.funcs)+1; round++ {
+		f := funcs
+		f.calls = out
+		c := newMaskCheck(policy, derived, f)
+		c.relCols = fs.relCols
+		changed := false
+		for _, fd := range fs.funcs {
+			old, known := out[fd.name]
+			if known && old.hides {
+				continue
+			}
+			t, ok := fd.returns(c)
+			if !ok || known && !t.hides {
+				continue
+			}
+			out[fd.name] = t
+			changed = true
+		}
+		if !changed {
+			break
+		}
+	}
+	return out
+}
+
+// returns reports whether fd returns a masked value (ok), and how.
+func (fd *funcDef) returns(c *maskCheck) (t funcTaint, ok bool) {
+	defer func() {
+		// A tree shape the walk does not expect must not end the process:
+		// the function counts as returning any masked column.
+		if r := recover(); r != nil {
+			t, ok = fd.any("", "has code regate could not check"), true
+		}
+	}()
+	if fd.opaque != "" {
+		return fd.any("", fd.opaque), true
+	}
+	reads := func(err error, out taint) funcTaint {
+		col := ""
+		var e *maskEscape
+		if errors.As(err, &e) && !strings.Contains(e.columns, ",") {
+			col = strings.Trim(e.columns, `"`)
+		} else if err == nil {
+			col = firstName(out)
+		}
+		return fd.any(col, "returns values it reads from a masked column")
+	}
+	outs := map[string]bool{}
+	for _, o := range fd.outs {
+		outs[o] = true
+	}
+	hidden := map[string]bool{} // result columns that carry a masked value under their own name
+	for _, st := range fd.stmts {
+		sb, isSelect := st.ast["SelectStmt"].(map[string]any)
+		switch {
+		case isSelect && st.result && !isSetOp(sb):
+			sc, err := c.selectScope(sb, nil)
+			if err != nil {
+				return reads(err, nil), true
+			}
+			list, _ := sb["targetList"].([]any)
+			for i, tgt := range list {
+				o, err := c.targets([]any{tgt}, sc, outInner)
+				if err != nil {
+					return reads(err, nil), true
+				}
+				if len(o) == 0 {
+					continue
+				}
+				if !ok {
+					t, ok = funcTaint{column: firstName(o), why: "returns values it reads from that column"}, true
+				}
+				if f := refFields(child(tgt, "ResTarget")["val"]); f != nil && f[len(f)-1] == "*" {
+					for k := range o { // * keeps the columns' names
+						if !c.byName[k] || !outs[k] {
+							return reads(nil, o), true
+						}
+					}
+					continue
+				}
+				if i >= len(fd.outs) {
+					return reads(nil, o), true
+				}
+				// The value comes out as the function's i-th result column:
+				// masked there only when that is the masked name itself.
+				if _, same := o[fd.outs[i]]; len(o) != 1 || !same || !c.byName[fd.outs[i]] {
+					hidden[fd.outs[i]] = true
+				}
+			}
+		case isSelect && st.kept:
+			if o, err := c.sel(sb, nil, outInner); err != nil || len(o) > 0 {
+				return reads(err, o), true
+			}
+		case isSelect:
+			// An SQL function's statement before its last: its rows are
+			// discarded.
+		default:
+			if err := c.statement(st.ast, nil); err != nil {
+				return reads(err, nil), true
+			}
+			if st.result && returnsMasked(c, st.ast) {
+				return fd.any("", "returns the rows of a data-modifying statement over a masked column"), true
+			}
+		}
+	}
+	if len(hidden) > 0 {
+		t.hides = true
+		t.names = slices.Sorted(maps.Keys(hidden))
+	}
+	return t, ok
+}
+
+// any is fd returning masked values under any of its result columns.
+func (fd *funcDef) any(column, why string) funcTaint {
+	return funcTaint{column: column, hides: true, why: why, names: fd.outs}
+}
+
+// returnsMasked reports whether a data-modifying statement's RETURNING list
+// names a masked column, a star or a whole row.
+func returnsMasked(c *maskCheck, ast map[string]any) bool {
+	found := false
+	for _, b := range ast {
+		bm, _ := b.(map[string]any)
+		walkColumnRefs(bm["returningList"], func(fields []any) {
+			last := strings.ToLower(stringNode(fields[len(fields)-1]))
+			found = found || last == "" || c.masked[last] || len(fields) == 1
+		})
+	}
+	return found
+}
