@@ -1,11 +1,16 @@
 package postgres
 
 import (
+	"fmt"
+	"maps"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/regate/regate/parse/sql"
 	"github.com/regate/regate/policies/decision"
+	"github.com/regate/regate/test/testenv"
 )
 
 // TestFuncTaint: which of a database's functions return masked values, and
@@ -84,5 +89,84 @@ func TestFuncTaint(t *testing.T) {
 	calls = fs.taint([]decision.Mask{{Column: "customers.email"}}, nil, rowFuncs{}, nil)
 	if got := calls["all_rows"]; !got.hides {
 		t.Errorf("all_rows under customers.email: got %+v, want hides", got)
+	}
+}
+
+// TestFunctionsLoad reads a real PostgreSQL's functions: the result columns
+// of each kind of function, definitions read once and again when replaced,
+// and the columns of the relations their code names, read at every load, so
+// that a column added to such a relation is seen.
+func TestFunctionsLoad(t *testing.T) {
+	pg := testenv.StartPostgres(t)
+	pg.Psql(t, "app", `CREATE TABLE customers (id int, email text, name text);
+		CREATE TABLE orders (id int, total int);
+		CREATE FUNCTION scalar_fn(p int) RETURNS text LANGUAGE sql AS 'SELECT name FROM customers WHERE id = p';
+		CREATE FUNCTION table_fn() RETURNS TABLE (i int, contact text) LANGUAGE sql BEGIN ATOMIC SELECT id, email FROM customers; END;
+		CREATE FUNCTION setof_fn() RETURNS SETOF customers LANGUAGE plpgsql AS $$ BEGIN RETURN QUERY SELECT * FROM customers; END $$;
+		CREATE FUNCTION out_fn(p int, OUT a int, OUT b text) LANGUAGE sql AS 'SELECT id, name FROM customers WHERE id = p';
+		CREATE PROCEDURE inout_proc(p int, INOUT e text) LANGUAGE plpgsql AS $$ BEGIN SELECT email INTO e FROM customers; END $$;
+		CREATE FUNCTION orders_fn() RETURNS TABLE (x int, y int) LANGUAGE sql AS 'SELECT * FROM orders';
+		CREATE FUNCTION trg() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;`)
+	c, get := testCatalog(t, pg)
+	defer c.close()
+	f1 := get()
+	if f1.fns == nil {
+		t.Fatal("no functions loaded")
+	}
+	got := map[string][]string{}
+	for _, fd := range f1.fns.funcs {
+		if fd.opaque != "" {
+			t.Errorf("%s: %s", fd.name, fd.opaque)
+		}
+		got[fd.name] = fd.outs
+	}
+	want := map[string][]string{
+		"scalar_fn": {"scalar_fn"}, "table_fn": {"i", "contact"}, "setof_fn": {"id", "email", "name"},
+		"out_fn": {"a", "b"}, "inout_proc": {"e"}, "orders_fn": {"x", "y"},
+	}
+	if !maps.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("functions and result columns:\n got %v\nwant %v", got, want)
+	}
+	calls := func(f *rowFuncSet) []string {
+		_, c := f.derivedMasks([]decision.Mask{{Column: "email"}}, rowFuncs{})
+		return slices.Sorted(maps.Keys(c))
+	}
+	if got, want := calls(f1), []string{"inout_proc", "setof_fn", "table_fn"}; !slices.Equal(got, want) {
+		t.Errorf("functions returning masked values: got %v, want %v", got, want)
+	}
+	c.invalidate("app")
+	if f2 := get(); f2.fns != f1.fns {
+		t.Error("unchanged functions were read again")
+	}
+	// A column added to a relation a function reads with *.
+	pg.Psql(t, "app", `ALTER TABLE orders ADD COLUMN email text`)
+	c.invalidate("app")
+	f3 := get()
+	if f3.fns == f1.fns || !slices.Contains(calls(f3), "orders_fn") {
+		t.Errorf("a column added to orders: same set %v, functions %v", f3.fns == f1.fns, calls(f3))
+	}
+	// A replaced function is read again.
+	pg.Psql(t, "app", `CREATE OR REPLACE FUNCTION scalar_fn(p int) RETURNS text LANGUAGE sql AS 'SELECT email FROM customers WHERE id = p'`)
+	c.invalidate("app")
+	if f4 := get(); !slices.Contains(calls(f4), "scalar_fn") {
+		t.Errorf("a replaced function: %v", calls(f4))
+	}
+	// Many functions: how long a load takes (reported, not asserted).
+	var b strings.Builder
+	for i := range 300 {
+		fmt.Fprintf(&b, "CREATE FUNCTION many_%d(p int) RETURNS text LANGUAGE plpgsql AS $$ DECLARE v text; BEGIN "+
+			"SELECT name INTO v FROM customers WHERE id = p; RETURN v; END $$;\n", i)
+	}
+	pg.Psql(t, "app", b.String())
+	c.invalidate("app")
+	start := time.Now()
+	f5 := get()
+	cold := time.Since(start)
+	c.invalidate("app")
+	start = time.Now()
+	get()
+	t.Logf("load with %d functions: %v, again unchanged: %v", len(f5.fns.funcs), cold, time.Since(start))
+	if got := calls(f5); slices.ContainsFunc(got, func(n string) bool { return strings.HasPrefix(n, "many_") }) {
+		t.Errorf("functions reading no masked column: %v", got)
 	}
 }
