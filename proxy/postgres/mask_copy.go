@@ -181,7 +181,11 @@ func (cn *conn) checkMaskable(ctx context.Context, m *resultMasker, stmts []pars
 		return nil
 	}
 	if err := checkMasks(m.cols[:m.nPolicy], m.cols[m.nPolicy:], check, funcs); err != nil {
-		return err
+		if !cn.passesWithColumns(ctx, m, check, funcs, sessionDDL) {
+			return err
+		}
+		// Passed on what the relations' columns are now: not kept.
+		cacheable = false
 	}
 	m.redact = len(m.cols) > 0 && readsMasked(m.cols[:m.nPolicy], m.cols[m.nPolicy:], stmts, funcs)
 	// A verdict that relied on describing a COPY (its query checked as the
@@ -193,6 +197,39 @@ func (cn *conn) checkMaskable(ctx context.Context, m *resultMasker, stmts []pars
 		cn.maskOK = maskChecked{stmt: checkedKey(stmts), nStmts: len(stmts), masks: m.src, funcs: funcSet, redact: m.redact}
 	}
 	return nil
+}
+
+// passesWithColumns runs the check that refused check again knowing the
+// columns of the relations it names (from the catalog, checkMasksIn): a
+// whole row, or *, of a relation without masked columns holds no masked
+// value (CREATE TABLE b AS SELECT * FROM orders, row_to_json(o) of orders o).
+// Not while the session's open transaction changed columns or functions,
+// which the catalog's connection cannot see yet.
+func (cn *conn) passesWithColumns(ctx context.Context, m *resultMasker, check []parse.Statement, funcs rowFuncs,
+	sessionDDL bool) bool {
+	if funcs.all || sessionDDL {
+		return false
+	}
+	seen := map[string]bool{}
+	var names []string
+	for _, st := range check {
+		walkRangeVars(st.AST, func(n string) {
+			if n = strings.ToLower(n); !seen[n] {
+				seen[n] = true
+				names = append(names, n)
+			}
+		})
+	}
+	if len(names) == 0 {
+		return false
+	}
+	relCols, err := cn.s.catalog.relColumns(ctx, cn.database, names)
+	if err != nil {
+		cn.s.log.Warn("cannot look up the columns of the statement's relations; the mask check's refusal stands",
+			"session_id", cn.sess.ID, "error", err)
+		return false
+	}
+	return checkMasksIn(m.cols[:m.nPolicy], m.cols[m.nPolicy:], check, funcs, relCols) == nil
 }
 
 // copyOutput is one output column of COPY (SELECT … FROM table): a column of

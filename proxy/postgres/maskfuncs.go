@@ -103,14 +103,6 @@ WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND p.prokind IN ('f
   AND l.lanname IN ('sql', 'plpgsql')
   AND p.prorettype NOT IN ('pg_catalog.trigger'::pg_catalog.regtype, 'pg_catalog.event_trigger'::pg_catalog.regtype)`
 
-// funcRelColsQuery lists the columns of the relations named $1 (a text
-// array), in every schema.
-const funcRelColsQuery = `SELECT c.relname, a.attname
-FROM pg_catalog.pg_class c
-JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND c.relname::text = ANY ($1::text[])
-ORDER BY 1, 2`
-
 // loadFunctions reads database's functions (db.mu held), reusing prev's
 // parsed definitions when they did not change.
 func (c *catalog) loadFunctions(ctx context.Context, db *catalogDB, database string, prev *funcSet) (*funcSet, error) {
@@ -160,30 +152,12 @@ func (c *catalog) loadFunctions(ctx context.Context, db *catalogDB, database str
 		}
 	}
 	if len(names) > 0 {
-		var arr strings.Builder
-		arr.WriteByte('{')
-		for n := range names {
-			if arr.Len() > 1 {
-				arr.WriteByte(',')
-			}
-			arr.WriteByte('"')
-			arr.WriteString(strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(n))
-			arr.WriteByte('"')
-		}
-		arr.WriteByte('}')
-		cols, err := c.query(ctx, db, database, funcRelColsQuery, [][]byte{[]byte(arr.String())})
+		cols, err := c.query(ctx, db, database, relColsQuery, [][]byte{textArray(slices.Sorted(maps.Keys(names)))})
 		if err != nil {
 			return nil, fmt.Errorf("cannot look up the columns of the relations the database's functions read: %w", err)
 		}
 		fs.colsFP = fingerprint(cols)
-		fs.relCols = map[string]map[string]bool{}
-		for _, row := range cols {
-			rel := strings.ToLower(string(row[0]))
-			if fs.relCols[rel] == nil {
-				fs.relCols[rel] = map[string]bool{}
-			}
-			fs.relCols[rel][strings.ToLower(string(row[1]))] = true
-		}
+		fs.relCols = relColsOf(cols)
 	}
 	if prev != nil && prev.listFP == fs.listFP && prev.colsFP == fs.colsFP {
 		return prev, nil

@@ -170,3 +170,52 @@ func TestFunctionsLoad(t *testing.T) {
 		t.Errorf("functions reading no masked column: %v", got)
 	}
 }
+
+// TestMaskCheckWithColumns: knowing the columns of the relations a
+// statement names, the check lets through a whole row or * of a relation
+// without masked columns, which it refuses by name alone, and nothing else.
+func TestMaskCheckWithColumns(t *testing.T) {
+	p := sql.NewParser(0)
+	policy := []decision.Mask{{Column: "email"}}
+	derived := []decision.Mask{{Column: "public.v.contact"}}
+	relCols := map[string]map[string]bool{
+		"orders":    {"id": true, "total": true},
+		"archive":   {"id": true, "total": true},
+		"customers": {"id": true, "email": true, "name": true},
+		"v":         {"id": true, "contact": true},
+	}
+	cases := []struct {
+		q                string
+		byName, withCols bool // refused
+	}{
+		{"CREATE TABLE b AS SELECT * FROM orders", true, false},
+		{"INSERT INTO archive SELECT * FROM orders", true, false},
+		{"INSERT INTO archive SELECT * FROM (SELECT * FROM orders) s", true, false},
+		{"SELECT row_to_json(o) FROM orders o", true, false},
+		{"SELECT o FROM orders o", true, false},
+		{"SELECT json_agg(t.*) FROM public.orders t", true, false},
+		{"COPY (SELECT * FROM orders) TO STDOUT", true, false},
+		{"SELECT * FROM orders", false, false},
+		{"SELECT row_to_json(c) FROM customers c", true, true},
+		{"CREATE TABLE b AS SELECT * FROM orders o JOIN customers c USING (id)", true, true},
+		{"CREATE TABLE b AS SELECT * FROM unknown_t", true, true},
+		{"CREATE TABLE b AS WITH x AS (SELECT email FROM customers) SELECT * FROM x", true, true},
+		{"CREATE TABLE b AS WITH orders AS (SELECT email FROM customers) SELECT * FROM orders", true, true},
+		{"CREATE TABLE b AS SELECT * FROM orders, generate_series(1, 2)", true, true},
+		{"CREATE TABLE b AS SELECT * FROM v", true, true},
+		{"SELECT row_to_json(v) FROM v", true, true},
+		{"SELECT lower(email) FROM customers", true, true},
+		{"SELECT (SELECT o FROM orders o LIMIT 1), (SELECT c FROM customers c LIMIT 1)", true, true},
+	}
+	for _, tc := range cases {
+		stmts, err := p.Parse(tc.q)
+		if err != nil {
+			t.Fatalf("parse %q: %v", tc.q, err)
+		}
+		byName := checkMasks(policy, derived, stmts, rowFuncs{})
+		withCols := checkMasksIn(policy, derived, stmts, rowFuncs{}, relCols)
+		if (byName != nil) != tc.byName || (withCols != nil) != tc.withCols {
+			t.Errorf("%s: by name %v, with columns %v; want refused %v, %v", tc.q, byName, withCols, tc.byName, tc.withCols)
+		}
+	}
+}

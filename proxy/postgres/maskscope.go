@@ -289,6 +289,15 @@ func checkColumnMasks(cols []decision.Mask, stmts []parse.Statement, funcs rowFu
 // name a table's (or view's) column and count in the FROM items that name
 // that table, not as a name in every table as the policy's masks do.
 func checkMasks(cols, derived []decision.Mask, stmts []parse.Statement, funcs rowFuncs) (err error) {
+	return checkMasksIn(cols, derived, stmts, funcs, nil)
+}
+
+// checkMasksIn is checkMasks knowing the columns of the relations stmts name
+// (relCols, lower case, by relation name; nil: not known): a relation named
+// there has only its own masked columns, and its whole row is clean when it
+// has none (maskCheck.relCols).
+func checkMasksIn(cols, derived []decision.Mask, stmts []parse.Statement, funcs rowFuncs,
+	relCols map[string]map[string]bool) (err error) {
 	if len(cols) == 0 {
 		return nil
 	}
@@ -300,6 +309,7 @@ func checkMasks(cols, derived []decision.Mask, stmts []parse.Statement, funcs ro
 		}
 	}()
 	c := newMaskCheck(cols, derived, funcs)
+	c.relCols = relCols
 	for _, st := range stmts {
 		for _, fn := range st.Functions {
 			if opaqueQueryFuncs[fn] {

@@ -194,6 +194,9 @@ func (c *maskCheck) fromItem(v any, sc *scope) error {
 				src[k] = false
 			}
 		}
+		if known && !isCTE && len(src) == 0 && len(c.scoped[name]) == 0 {
+			sc.clean[a] = true // a relation without masked columns: its whole row holds none
+		}
 		for k := range c.scoped[name] { // its generated or view columns regate masks
 			if _, ok := src[k]; !ok {
 				src[k] = false
@@ -431,10 +434,15 @@ func (c *maskCheck) targets(list []any, sc *scope, mode outMode) (taint, error) 
 			// Expanded into columns with their sources; in a subquery,
 			// every name in scope may come through.
 			if mode == outCopy || mode == outExpr || mode == outStore {
+				if c.starClean(f, sc) {
+					continue
+				}
 				return nil, c.escape("", "through * "+modeName(mode))
 			}
 			viaFunc := sc.fromFunction(f)
-			for s := sc; s != nil; s = s.outer {
+			// By name alone every name in scope counts; knowing the
+			// relations' columns, * is the select's own FROM items.
+			for s := sc; s != nil && (c.relCols == nil || s == sc); s = s.outer {
 				for k, sourceless := range s.tainted {
 					sourceless = sourceless || viaFunc
 					if mode == outTop && sourceless && !c.byName[k] {
@@ -466,6 +474,20 @@ func (c *maskCheck) targets(list []any, sc *scope, mode outMode) (taint, error) 
 		out[name] = out[name] || sourceless
 	}
 	return out, nil
+}
+
+// starClean reports whether * (or x.*) holds no masked value, which only the
+// columns of the relations in scope can tell (relCols): x is a clean item, or
+// no name of the select's own FROM items carries a masked value.
+func (c *maskCheck) starClean(f []string, sc *scope) bool {
+	if c.relCols == nil {
+		return false
+	}
+	if len(f) >= 2 {
+		q := strings.ToLower(f[len(f)-2])
+		return sc.isItem(q) && sc.wholeRowClean(q)
+	}
+	return len(sc.tainted) == 0 // the select's own FROM items
 }
 
 // wholeRow refuses a reference to a whole row: a FROM item's bare name (c),
@@ -527,6 +549,9 @@ func (c *maskCheck) expr(v any, sc *scope, how string) error {
 			}
 			last := strings.ToLower(f[len(f)-1])
 			if last == "*" {
+				if c.starClean(f, sc) {
+					return nil
+				}
 				return c.escape("", "through * "+how)
 			}
 			if tainted, _ := sc.lookup(last); tainted {
