@@ -41,14 +41,22 @@ value_export_functions := {
 }
 
 # query_functions run SQL given as text, or read whole tables, schemas,
-# databases or open cursors, inside the database: what they read is not in the
+# databases or open cursors (also those of the contrib extensions tablefunc
+# and dblink), inside the database: what they read is not in the
 # statement, so neither these rules nor regate's column masks see it
 # (query_to_xml('SELECT email FROM customers', …) returns the emails unmasked).
 # A statement calling one of them is blocked.
 query_functions := {
+	"connectby",
+	"crosstab",
+	"crosstab2",
+	"crosstab3",
+	"crosstab4",
 	"cursor_to_xml",
 	"database_to_xml",
 	"database_to_xml_and_xmlschema",
+	"dblink_fetch",
+	"dblink_get_result",
 	"query_to_xml",
 	"query_to_xml_and_xmlschema",
 	"query_to_xmlschema",

@@ -377,3 +377,44 @@ func TestWholeRowsOfUnmaskedTables(t *testing.T) {
 		t.Errorf("after ADD COLUMN email: code %d out %q err %q, want a refusal", r.Code, r.Out, r.Err)
 	}
 }
+
+// TestQueryTextFunctionsUnderMasks: functions that run SQL given as text
+// (tablefunc's crosstab, the XML functions) return what the statement does
+// not name. The default library blocks them; under any policy with column
+// masks regate refuses them, also written with a schema.
+func TestQueryTextFunctionsUnderMasks(t *testing.T) {
+	pg := testenv.StartPostgres(t)
+	pg.Psql(t, "app", `CREATE EXTENSION tablefunc;
+		CREATE TABLE customers (id int, email text);
+		INSERT INTO customers VALUES (1, 'ann@example.com');
+		ALTER TABLE customers OWNER TO app;`)
+	crosstab := "SELECT * FROM crosstab('SELECT id, ''x'', email FROM customers ORDER BY 1') AS ct(id int, e text)"
+	iss := testenv.StartIssuer(t)
+	// The default library.
+	gw := testenv.StartGateway(t, pg, testenv.GatewayOptions{Issuer: iss.URL(), Audience: audience})
+	if r := psqlAs(t, gw, "agent-q", iss.Token(t, "agent-q", audience))(crosstab); r.Code == 0 ||
+		!strings.Contains(r.Err, "crosstab() is not allowed: it runs a query") || strings.Contains(r.Out, "ann@") {
+		t.Errorf("default library: code %d out %q err %q, want crosstab blocked", r.Code, r.Out, r.Err)
+	}
+	// A policy of one's own that allows everything and masks email.
+	dir := t.TempDir()
+	writeFile(t, dir, "policy.rego", `package regate
+
+import rego.v1
+
+decision := {"allow": true, "mask": [{"column": "email"}]}
+`)
+	gw2 := testenv.StartGateway(t, pg, testenv.GatewayOptions{Issuer: iss.URL(), Audience: audience, Bundle: dir})
+	psql := psqlAs(t, gw2, "agent-q", iss.Token(t, "agent-q", audience))
+	for _, q := range []string{crosstab,
+		"SELECT pg_catalog.query_to_xml('SELECT email FROM customers', true, false, '')",
+		"SELECT * FROM public.crosstab2('SELECT id::text, ''x'', email FROM customers')"} {
+		if r := psql(q); r.Code == 0 || !strings.Contains(r.Err, "which runs a query or reads a table that is not in the statement") ||
+			strings.Contains(r.Out, "ann@") {
+			t.Errorf("%s: code %d out %q err %q, want a refusal", q, r.Code, r.Out, r.Err)
+		}
+	}
+	if r := psql("SELECT email FROM customers"); r.Code != 0 || r.Out != "a***@example.com" {
+		t.Errorf("masked select: code %d out %q err %q", r.Code, r.Out, r.Err)
+	}
+}

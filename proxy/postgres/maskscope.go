@@ -32,13 +32,18 @@ import (
 // columns, and the database's functions that return masked values, are
 // followed through the catalog (maskviews.go, maskderived.go, maskfuncs.go).
 
-// opaqueQueryFuncs are PostgreSQL's built-in functions that run SQL given as
-// text, or read whole tables, schemas, databases or open cursors
+// opaqueQueryFuncs are PostgreSQL's built-in functions (and those of its
+// contrib extensions dblink and tablefunc) that run SQL given as text, or
+// read whole tables, schemas, databases or open cursors
 // (query_to_xml('SELECT email FROM customers', …), cursor_to_xml of a cursor
-// declared over a masked column, ts_stat): their results come from columns
-// the statement does not name, unmasked. The default library blocks them too
-// (query_functions in postgres.rego); this holds under any policy.
+// declared over a masked column, ts_stat, crosstab('SELECT … email …'),
+// dblink(…, 'SELECT email …')): their results come from columns the
+// statement does not name, unmasked. The default library blocks them too
+// (query_functions and value_export_functions in postgres.rego); this holds
+// under any policy, whatever schema the call names.
 var opaqueQueryFuncs = map[string]bool{
+	"connectby": true, "crosstab": true, "crosstab2": true, "crosstab3": true, "crosstab4": true,
+	"dblink": true, "dblink_fetch": true, "dblink_get_result": true,
 	"cursor_to_xml": true, "database_to_xml": true, "database_to_xml_and_xmlschema": true,
 	"query_to_xml": true, "query_to_xml_and_xmlschema": true, "query_to_xmlschema": true,
 	"schema_to_xml": true, "schema_to_xml_and_xmlschema": true,
