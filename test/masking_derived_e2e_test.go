@@ -418,3 +418,31 @@ decision := {"allow": true, "mask": [{"column": "email"}]}
 		t.Errorf("masked select: code %d out %q err %q", r.Code, r.Out, r.Err)
 	}
 }
+
+// TestStatisticsUnderMasks: PostgreSQL's statistics views hold sample values
+// of every analyzed column (pg_stats.histogram_bounds lists the emails):
+// under column masks they may not be returned; their other columns may.
+func TestStatisticsUnderMasks(t *testing.T) {
+	pg, iss, gw := setup(t)
+	pg.Psql(t, "app", `ANALYZE customers`)
+	psql := psqlAs(t, gw, "agent-s", iss.Token(t, "agent-s", audience))
+	for _, q := range []string{
+		"SELECT attname, histogram_bounds FROM pg_stats WHERE tablename = 'customers'",
+		"SELECT * FROM pg_catalog.pg_stats WHERE tablename = 'customers'",
+		"SELECT s.most_common_vals::text FROM pg_stats s",
+		"SELECT b FROM pg_stats AS s(a, b, c, d, e, f, g, h, i, j, k, l, m, n)",
+		"SELECT attname FROM pg_stats WHERE tablename = 'customers' AND histogram_bounds::text::int = 1",
+	} {
+		r := psql(q)
+		if r.Code == 0 || strings.Contains(r.Out+r.Err, "@example.com") {
+			t.Errorf("%s: code %d out %q err %q, want a refusal without the values", q, r.Code, r.Out, r.Err)
+		}
+	}
+	if r := psql("SELECT histogram_bounds FROM pg_stats"); !strings.Contains(r.Err, "PostgreSQL's statistics") {
+		t.Errorf("the refusal does not say why: %q", r.Err)
+	}
+	r := psql("SELECT attname, n_distinct FROM pg_stats WHERE tablename = 'customers' AND attname = 'email'")
+	if r.Code != 0 || r.Out != "email|-1" {
+		t.Errorf("counts: code %d out %q err %q", r.Code, r.Out, r.Err)
+	}
+}

@@ -165,11 +165,12 @@ type scope struct {
 	outer  *scope
 }
 
-// hiddenBy is a database function in FROM returning masked values under a
-// result column name of its own.
+// hiddenBy is where a name that carries masked values under a name of its
+// own comes from (a database function in FROM, a statistics view), for a
+// refusal's text.
 type hiddenBy struct {
-	fn string
-	t  funcTaint
+	column string // the masked column ("": any)
+	via    string // "through …"
 }
 
 // hiddenName returns the function behind n when n is one of its result
@@ -184,13 +185,30 @@ func (s *scope) hiddenName(n string) (hiddenBy, bool) {
 }
 
 // escapeHidden words the refusal of a name n that carries masked values
-// (how): through a function's result column, when n is one.
-func (c *maskCheck) escapeHidden(sc *scope, n, how string) *maskEscape {
+// (how): through a function's result column or a statistics view's column,
+// when n is one (then a generic how, which says only that n has no source,
+// is left out).
+func (c *maskCheck) escapeHidden(sc *scope, n, how string, generic bool) *maskEscape {
 	if h, ok := sc.hiddenName(n); ok {
-		return c.escape(h.t.column, fmt.Sprintf("through %q, a result column of %s() in FROM, a function of the "+
-			"database that %s, %s", n, h.fn, h.t.why, how))
+		if generic {
+			return c.escape(h.column, h.via)
+		}
+		return c.escape(h.column, h.via+", "+how)
 	}
 	return c.escape(n, how)
+}
+
+// statsValueColumns are the columns of PostgreSQL's statistics (views and
+// catalogs) that hold sample values of a table's columns, masked ones too:
+// histogram_bounds of pg_stats lists emails when email is masked. They have
+// no mask to follow them, so under column masks a statement may not return
+// them (their other columns, counts and fractions, are free).
+var statsValueColumns = map[string]map[string]bool{
+	"pg_stats":              {"most_common_vals": true, "histogram_bounds": true, "most_common_elems": true},
+	"pg_stats_ext":          {"most_common_vals": true},
+	"pg_stats_ext_exprs":    {"most_common_vals": true, "histogram_bounds": true, "most_common_elems": true},
+	"pg_statistic":          {"stavalues1": true, "stavalues2": true, "stavalues3": true, "stavalues4": true, "stavalues5": true},
+	"pg_statistic_ext_data": {"stxdmcv": true, "stxdexpr": true},
 }
 
 // fromFunction reports whether the column reference f may name a column of
@@ -605,10 +623,12 @@ func readsMasked(cols, derived []decision.Mask, stmts []parse.Statement, funcs r
 	for _, st := range stmts {
 		collect(st.AST)
 	}
-	for table, cols := range scopedNames(derived) { // a derived mask's columns count where their table is named
-		if items[table] {
-			for col := range cols {
-				masked[col] = true
+	for _, scoped := range []map[string]map[string]bool{scopedNames(derived), statsValueColumns} {
+		for table, cols := range scoped { // a derived mask's columns count where their table is named
+			if items[table] {
+				for col := range cols {
+					masked[col] = true
+				}
 			}
 		}
 	}

@@ -194,7 +194,7 @@ func (c *maskCheck) fromItem(v any, sc *scope) error {
 				src[k] = false
 			}
 		}
-		if known && !isCTE && len(src) == 0 && len(c.scoped[name]) == 0 {
+		if known && !isCTE && len(src) == 0 && len(c.scoped[name]) == 0 && statsValueColumns[name] == nil {
 			sc.clean[a] = true // a relation without masked columns: its whole row holds none
 		}
 		for k := range c.scoped[name] { // its generated or view columns regate masks
@@ -203,6 +203,22 @@ func (c *maskCheck) fromItem(v any, sc *scope) error {
 			}
 		}
 		sc.tainted.add(renamed(src, cols, false))
+		if stats := statsValueColumns[name]; stats != nil && !isCTE {
+			// Sample values of every column, under names of their own.
+			st := taint{}
+			for k := range stats {
+				st[k] = true
+			}
+			st = renamed(st, cols, true)
+			sc.tainted.add(st)
+			if sc.hidden == nil {
+				sc.hidden = map[string]hiddenBy{}
+			}
+			for n := range st {
+				sc.hidden[n] = hiddenBy{"", fmt.Sprintf("through %q, a column of %s, PostgreSQL's statistics, which "+
+					"holds sample values of the tables' columns (masked ones too)", n, name)}
+			}
+		}
 	case m["RangeSubselect"] != nil:
 		rs := child(m, "RangeSubselect")
 		out, err := c.sel(selectBody(rs["subquery"]), sc, outInner)
@@ -331,7 +347,8 @@ func (c *maskCheck) fromFunctions(rf map[string]any, sc *scope) error {
 						sc.hidden = map[string]hiddenBy{}
 					}
 					for n := range hidden {
-						sc.hidden[n] = hiddenBy{name, t}
+						sc.hidden[n] = hiddenBy{t.column, fmt.Sprintf("through %q, a result column of %s() in FROM, "+
+							"a function of the database that %s", n, name, t.why)}
 					}
 				}
 				if c.relCols != nil { // its columns carry masked values under their names
@@ -446,7 +463,7 @@ func (c *maskCheck) targets(list []any, sc *scope, mode outMode) (taint, error) 
 				for k, sourceless := range s.tainted {
 					sourceless = sourceless || viaFunc
 					if mode == outTop && sourceless && !c.byName[k] {
-						return nil, c.escapeHidden(sc, k, "through *, as a column without a source under a name no mask matches")
+						return nil, c.escapeHidden(sc, k, "through *, as a column without a source under a name no mask matches", true)
 					}
 					out[k] = out[k] || sourceless
 				}
@@ -464,11 +481,11 @@ func (c *maskCheck) targets(list []any, sc *scope, mode outMode) (taint, error) 
 		}
 		switch mode {
 		case outCopy, outExpr, outStore:
-			return nil, c.escapeHidden(sc, last, modeName(mode))
+			return nil, c.escapeHidden(sc, last, modeName(mode), false)
 		case outTop:
 			if sourceless && !c.byName[name] {
 				return nil, c.escapeHidden(sc, last, "as a column without a source (a set operation's, a FULL JOIN's, "+
-					"a function's in FROM) under a name no mask matches")
+					"a function's in FROM) under a name no mask matches", true)
 			}
 		}
 		out[name] = out[name] || sourceless
@@ -555,7 +572,7 @@ func (c *maskCheck) expr(v any, sc *scope, how string) error {
 				return c.escape("", "through * "+how)
 			}
 			if tainted, _ := sc.lookup(last); tainted {
-				return c.escapeHidden(sc, last, how)
+				return c.escapeHidden(sc, last, how, false)
 			}
 			return nil
 		}
