@@ -41,12 +41,15 @@ value_export_functions := {
 }
 
 # query_functions run SQL given as text, or read whole tables, schemas,
-# databases or open cursors (also those of the contrib extensions tablefunc
-# and dblink), inside the database: what they read is not in the
+# databases, open cursors, table and index pages or the changes logged to
+# them (also those of the contrib extensions tablefunc, dblink, pageinspect
+# and pg_walinspect), inside the database: what they read is not in the
 # statement, so neither these rules nor regate's column masks see it
 # (query_to_xml('SELECT email FROM customers', …) returns the emails unmasked).
 # A statement calling one of them is blocked.
 query_functions := {
+	"brin_page_items",
+	"bt_page_items",
 	"connectby",
 	"crosstab",
 	"crosstab2",
@@ -57,6 +60,18 @@ query_functions := {
 	"database_to_xml_and_xmlschema",
 	"dblink_fetch",
 	"dblink_get_result",
+	"get_raw_page",
+	"gin_leafpage_items",
+	"gist_page_items",
+	"gist_page_items_bytea",
+	"hash_page_items",
+	"heap_page_item_attrs",
+	"heap_page_items",
+	"pg_get_wal_block_info",
+	"pg_logical_slot_get_binary_changes",
+	"pg_logical_slot_get_changes",
+	"pg_logical_slot_peek_binary_changes",
+	"pg_logical_slot_peek_changes",
 	"query_to_xml",
 	"query_to_xml_and_xmlschema",
 	"query_to_xmlschema",
@@ -66,6 +81,7 @@ query_functions := {
 	"table_to_xml_and_xmlschema",
 	"ts_rewrite",
 	"ts_stat",
+	"tuple_data_split",
 }
 
 # statements are the parsed statements of a postgres request (undefined for

@@ -219,3 +219,17 @@ func TestMaskCheckWithColumns(t *testing.T) {
 		}
 	}
 }
+
+// TestOpaqueQueryFuncs: functions that read what the statement does not
+// name (a query's text, a table's pages, the changes logged to it) are
+// refused under column masks, with or without a schema.
+func TestOpaqueQueryFuncs(t *testing.T) {
+	p := sql.NewParser(0)
+	checkMaskCases(t, p, []decision.Mask{{Column: "customers.email"}}, nil, []maskCase{
+		{"SELECT t_data FROM heap_page_items(get_raw_page('customers', 0))", true},
+		{"SELECT data FROM pg_catalog.pg_logical_slot_get_changes('s', NULL, NULL)", true},
+		{"SELECT * FROM public.crosstab('SELECT 1, 2, 3') AS ct(a int, b int)", true},
+		{"SELECT x FROM dblink('dbname=app', 'SELECT email FROM customers') AS t(x text)", true},
+		{"SELECT g.n FROM generate_series(1, 2) AS g(n)", false},
+	})
+}

@@ -33,17 +33,24 @@ import (
 // followed through the catalog (maskviews.go, maskderived.go, maskfuncs.go).
 
 // opaqueQueryFuncs are PostgreSQL's built-in functions (and those of its
-// contrib extensions dblink and tablefunc) that run SQL given as text, or
-// read whole tables, schemas, databases or open cursors
+// contrib extensions dblink, tablefunc, pageinspect and pg_walinspect) that
+// run SQL given as text, or read whole tables, schemas, databases, open
+// cursors, their pages or the changes logged to them
 // (query_to_xml('SELECT email FROM customers', …), cursor_to_xml of a cursor
 // declared over a masked column, ts_stat, crosstab('SELECT … email …'),
-// dblink(…, 'SELECT email …')): their results come from columns the
+// dblink(…, 'SELECT email …'), heap_page_items(get_raw_page('customers', 0)),
+// pg_logical_slot_get_changes): their results come from columns the
 // statement does not name, unmasked. The default library blocks them too
 // (query_functions and value_export_functions in postgres.rego); this holds
 // under any policy, whatever schema the call names.
 var opaqueQueryFuncs = map[string]bool{
 	"connectby": true, "crosstab": true, "crosstab2": true, "crosstab3": true, "crosstab4": true,
 	"dblink": true, "dblink_fetch": true, "dblink_get_result": true,
+	"pg_logical_slot_get_changes": true, "pg_logical_slot_peek_changes": true,
+	"pg_logical_slot_get_binary_changes": true, "pg_logical_slot_peek_binary_changes": true,
+	"get_raw_page": true, "heap_page_items": true, "heap_page_item_attrs": true, "tuple_data_split": true,
+	"bt_page_items": true, "brin_page_items": true, "gist_page_items": true, "gist_page_items_bytea": true,
+	"hash_page_items": true, "gin_leafpage_items": true, "pg_get_wal_block_info": true,
 	"cursor_to_xml": true, "database_to_xml": true, "database_to_xml_and_xmlschema": true,
 	"query_to_xml": true, "query_to_xml_and_xmlschema": true, "query_to_xmlschema": true,
 	"schema_to_xml": true, "schema_to_xml_and_xmlschema": true,
