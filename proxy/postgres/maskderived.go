@@ -135,24 +135,32 @@ func relName(rel map[string]any) (schema, table string) {
 	return schema, table
 }
 
-// walkColumnRefs calls f with the fields of every column reference in v.
-func walkColumnRefs(v any, f func(fields []any)) {
+// walkNodes calls f with the fields of every node of type node in the tree
+// v (not looking inside those).
+func walkNodes(v any, node string, f func(fields map[string]any)) {
 	switch x := v.(type) {
 	case map[string]any:
-		if cr, ok := x["ColumnRef"].(map[string]any); ok {
-			if fields, _ := cr["fields"].([]any); len(fields) > 0 {
-				f(fields)
-			}
+		if n, ok := x[node].(map[string]any); ok {
+			f(n)
 			return
 		}
 		for _, c := range x {
-			walkColumnRefs(c, f)
+			walkNodes(c, node, f)
 		}
 	case []any:
 		for _, c := range x {
-			walkColumnRefs(c, f)
+			walkNodes(c, node, f)
 		}
 	}
+}
+
+// walkColumnRefs calls f with the fields of every column reference in v.
+func walkColumnRefs(v any, f func(fields []any)) {
+	walkNodes(v, "ColumnRef", func(cr map[string]any) {
+		if fields, _ := cr["fields"].([]any); len(fields) > 0 {
+			f(fields)
+		}
+	})
 }
 
 // withDerived returns cols and, for each generated column in derived whose

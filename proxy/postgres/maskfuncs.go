@@ -263,20 +263,14 @@ func (fd *funcDef) read(p Parser, lang, def string) {
 
 // walkRangeVars calls f with the name of every relation v names.
 func walkRangeVars(v any, f func(string)) {
-	switch x := v.(type) {
-	case map[string]any:
-		if rv, ok := x["RangeVar"].(map[string]any); ok {
+	// A RangeVar node, or the fields of one: a statement's target
+	// (relation) or a new table's (rel).
+	for _, key := range []string{"RangeVar", "relation", "rel"} {
+		walkNodes(v, key, func(rv map[string]any) {
 			if n, _ := rv["relname"].(string); n != "" {
 				f(n)
 			}
-		}
-		for _, y := range x {
-			walkRangeVars(y, f)
-		}
-	case []any:
-		for _, y := range x {
-			walkRangeVars(y, f)
-		}
+		})
 	}
 }
 

@@ -40,6 +40,8 @@ func TestFuncTaint(t *testing.T) {
 		sqlFn("wrap", []string{"wrap"}, "SELECT upper(get_email())"),
 		sqlFn("wrap2", []string{"wrap2"}, "SELECT wrap()"),
 		sqlFn("stash", []string{"stash"}, "INSERT INTO notes SELECT email FROM customers; SELECT 1"),
+		sqlFn("copier", []string{"copier"}, "UPDATE customers SET name = email; SELECT 1"),
+		sqlFn("archiver", []string{"archiver"}, "INSERT INTO archive SELECT * FROM orders; SELECT 1"),
 		plFn("pl_into", "DECLARE v text; BEGIN SELECT email INTO v FROM customers; RETURN 'x'; END"),
 		plFn("pl_assign", "DECLARE v text; BEGIN v := (SELECT max(email) FROM customers); RETURN v; END"),
 		plFn("pl_count", "BEGIN RETURN (SELECT count(*) FROM customers); END"),
@@ -50,6 +52,7 @@ func TestFuncTaint(t *testing.T) {
 	}, relCols: map[string]map[string]bool{
 		"customers": {"id": true, "email": true, "name": true},
 		"orders":    {"id": true, "total": true},
+		"archive":   {"id": true, "total": true},
 	}}
 	calls := fs.taint([]decision.Mask{{Column: "email"}}, nil, rowFuncs{}, nil)
 	type want struct {
@@ -64,6 +67,7 @@ func TestFuncTaint(t *testing.T) {
 		"wrap":      {true, []string{"wrap"}},
 		"wrap2":     {true, []string{"wrap2"}},
 		"stash":     {true, []string{"stash"}},
+		"copier":    {true, []string{"copier"}},
 		"pl_into":   {true, []string{"pl_into"}},
 		"pl_assign": {true, []string{"pl_assign"}},
 		"pl_dyn":    {true, []string{"pl_dyn"}},
@@ -76,7 +80,7 @@ func TestFuncTaint(t *testing.T) {
 			t.Errorf("%s: got %+v (found %v), want hides=%v names=%v", name, got, ok, w.hides, w.names)
 		}
 	}
-	for _, name := range []string{"all_orders", "discarded", "param", "pl_count"} {
+	for _, name := range []string{"all_orders", "discarded", "param", "pl_count", "archiver"} {
 		if got, ok := calls[name]; ok {
 			t.Errorf("%s returns no masked value, got %+v", name, got)
 		}

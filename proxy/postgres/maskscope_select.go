@@ -378,22 +378,11 @@ func (c *maskCheck) fromFunctions(rf map[string]any, sc *scope) error {
 // walkColumnDefs calls f with the lower-case name of every column
 // definition in v (a function's column definition list).
 func walkColumnDefs(v any, f func(string)) {
-	switch x := v.(type) {
-	case map[string]any:
-		if cd, ok := x["ColumnDef"].(map[string]any); ok {
-			if n, _ := cd["colname"].(string); n != "" {
-				f(strings.ToLower(n))
-			}
-			return
+	walkNodes(v, "ColumnDef", func(cd map[string]any) {
+		if n, _ := cd["colname"].(string); n != "" {
+			f(strings.ToLower(n))
 		}
-		for _, y := range x {
-			walkColumnDefs(y, f)
-		}
-	case []any:
-		for _, y := range x {
-			walkColumnDefs(y, f)
-		}
-	}
+	})
 }
 
 // funcCallName is a function call's name, lower case, without its schema.
