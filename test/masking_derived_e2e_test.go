@@ -318,6 +318,7 @@ func TestFunctionResultsMasked(t *testing.T) {
 		"SELECT dyn('email')":                                     "runs SQL it builds while it runs",
 		"CALL proc_email(1, NULL)":                                "through proc_email()",
 		"SELECT search_customers('A%')":                           "through search_customers()",
+		"SELECT x FROM search_customers('A%') AS f(i, x, n)":      "a result column of search_customers() in FROM",
 		"CREATE TABLE stash AS SELECT contact FROM contacts_fn()": "a result column of contacts_fn() in FROM",
 	}
 	for q, want := range refused {

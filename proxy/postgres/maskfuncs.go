@@ -60,12 +60,11 @@ type funcSet struct {
 
 // funcTaint is what a call of a database function may return.
 type funcTaint struct {
-	column string // the masked column it returns ("": any of them)
-	// hides: a masked value comes out under a result column name that no
-	// mask matches by itself.
+	column string   // the masked column it returns ("": any of them)
+	names  []string // its result columns that carry masked values (lower case)
+	// hides: one of them has a name no mask matches by itself.
 	hides bool
-	names []string // those result columns (lower case)
-	why   string   // what it does, for a refusal's text
+	why   string // what it does, for a refusal's text
 }
 
 // plpgsqlParser reads the SQL of a PL/pgSQL function (parse/sql's Parser).
@@ -336,43 +335,41 @@ func (fd *funcDef) returns(c *maskCheck) (t funcTaint, ok bool) {
 	for _, o := range fd.outs {
 		outs[o] = true
 	}
-	hidden := map[string]bool{} // result columns that carry a masked value under their own name
+	carried := map[string]bool{} // result columns that carry a masked value
 	for _, st := range fd.stmts {
 		sb, isSelect := st.ast["SelectStmt"].(map[string]any)
 		switch {
-		case isSelect && st.result && !isSetOp(sb):
-			sc, err := c.selectScope(sb, nil)
-			if err != nil {
-				return reads(err, nil), true
+		case isSelect && st.result:
+			o, err := c.sel(sb, nil, outInner)
+			if err == nil && len(o) == 0 {
+				continue
 			}
-			list, _ := sb["targetList"].([]any)
-			for i, tgt := range list {
-				o, err := c.targets([]any{tgt}, sc, outInner)
-				if err != nil {
-					return reads(err, nil), true
-				}
-				if len(o) == 0 {
-					continue
-				}
-				if !ok {
-					t, ok = funcTaint{column: firstName(o), why: "returns values it reads from that column"}, true
-				}
-				if f := refFields(child(tgt, "ResTarget")["val"]); f != nil && f[len(f)-1] == "*" {
-					for k := range o { // * keeps the columns' names
-						if !c.byName[k] || !outs[k] {
-							return reads(nil, o), true
-						}
+			if !ok {
+				t, ok = reads(err, o), true
+				t.why = "returns values it reads from that column"
+			}
+			if pos, known := c.positions(sb, nil); known {
+				for i, m := range pos {
+					if m && i >= len(fd.outs) {
+						return reads(err, o), true
 					}
-					continue
+					if m {
+						carried[fd.outs[i]] = true
+					}
 				}
-				if i >= len(fd.outs) {
-					return reads(nil, o), true
+				continue
+			}
+			// A * keeps the columns' names: RETURNS SETOF customers AS
+			// SELECT * FROM customers returns email as email.
+			list, _ := sb["targetList"].([]any)
+			if err != nil || isSetOp(sb) || len(list) != 1 {
+				return reads(err, o), true
+			}
+			for k := range o {
+				if !outs[k] {
+					return reads(err, o), true
 				}
-				// The value comes out as the function's i-th result column:
-				// masked there only when that is the masked name itself.
-				if _, same := o[fd.outs[i]]; len(o) != 1 || !same || !c.byName[fd.outs[i]] {
-					hidden[fd.outs[i]] = true
-				}
+				carried[k] = true
 			}
 		case isSelect && st.kept:
 			if o, err := c.sel(sb, nil, outInner); err != nil || len(o) > 0 {
@@ -390,9 +387,13 @@ func (fd *funcDef) returns(c *maskCheck) (t funcTaint, ok bool) {
 			}
 		}
 	}
-	if len(hidden) > 0 {
-		t.hides = true
-		t.names = slices.Sorted(maps.Keys(hidden))
+	if ok {
+		t.names, t.hides = slices.Sorted(maps.Keys(carried)), false
+		for _, n := range t.names {
+			// Under a name no mask matches by itself, a masked value
+			// comes out unmasked.
+			t.hides = t.hides || !c.byName[n]
+		}
 	}
 	return t, ok
 }

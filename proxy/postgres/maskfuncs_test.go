@@ -35,6 +35,8 @@ func TestFuncTaint(t *testing.T) {
 		sqlFn("all_orders", []string{"id", "total"}, "SELECT * FROM orders"),
 		sqlFn("swap", []string{"email", "contact"}, "SELECT name, email FROM customers"),
 		sqlFn("same", []string{"id", "email"}, "SELECT 1; SELECT id, email FROM customers"),
+		sqlFn("unioned", []string{"id", "contact"}, "SELECT id, name FROM customers UNION SELECT id, email FROM customers"),
+		sqlFn("lowered", []string{"id", "email"}, "SELECT id, lower(email) FROM customers"),
 		sqlFn("discarded", []string{"n"}, "SELECT email FROM customers; SELECT name FROM customers"),
 		sqlFn("param", []string{"param"}, "SELECT lower(email)"), // email: a parameter, no relation
 		sqlFn("wrap", []string{"wrap"}, "SELECT upper(get_email())"),
@@ -61,9 +63,11 @@ func TestFuncTaint(t *testing.T) {
 	}
 	wants := map[string]want{
 		"get_email": {true, []string{"get_email"}},
-		"all_rows":  {false, nil}, // email comes out as email: masked by name
+		"all_rows":  {false, []string{"email"}}, // email comes out as email: masked by name
 		"swap":      {true, []string{"contact"}},
-		"same":      {false, nil},
+		"same":      {false, []string{"email"}},
+		"unioned":   {true, []string{"contact"}},
+		"lowered":   {false, []string{"email"}},
 		"wrap":      {true, []string{"wrap"}},
 		"wrap2":     {true, []string{"wrap2"}},
 		"stash":     {true, []string{"stash"}},

@@ -26,6 +26,55 @@ func (c *maskCheck) sel(b map[string]any, outer *scope, mode outMode) (taint, er
 	return c.targets(list, sc, mode)
 }
 
+// positions reports, for each output column of a select (through set
+// operations: any of their branches), whether it carries a masked value, as
+// itself or computed; ok is false when the columns cannot be told apart (a
+// * in the select list, branches of different widths).
+func (c *maskCheck) positions(b map[string]any, outer *scope) (masked []bool, ok bool) {
+	if isSetOp(b) {
+		sc, err := c.with(b["withClause"], outer)
+		if err != nil {
+			return nil, false
+		}
+		l, okl := c.positions(selectBody(b["larg"]), sc)
+		r, okr := c.positions(selectBody(b["rarg"]), sc)
+		if !okl || !okr || len(l) != len(r) {
+			return nil, false
+		}
+		for i := range l {
+			l[i] = l[i] || r[i]
+		}
+		return l, true
+	}
+	if vals, _ := b["valuesLists"].([]any); len(vals) > 0 {
+		row, _ := child(vals[0], "List")["items"].([]any)
+		masked = make([]bool, len(row))
+		sc := c.newScope(outer)
+		for _, v := range vals {
+			items, _ := child(v, "List")["items"].([]any)
+			for i, x := range items {
+				if i < len(masked) && c.expr(x, sc, "from VALUES") != nil {
+					masked[i] = true
+				}
+			}
+		}
+		return masked, true
+	}
+	sc, err := c.selectScope(b, outer)
+	if err != nil {
+		return nil, false
+	}
+	list, _ := b["targetList"].([]any)
+	for _, t := range list {
+		if f := refFields(child(t, "ResTarget")["val"]); len(f) > 0 && f[len(f)-1] == "*" {
+			return nil, false
+		}
+		o, err := c.targets([]any{t}, sc, outInner)
+		masked = append(masked, err != nil || len(o) > 0)
+	}
+	return masked, true
+}
+
 func isSetOp(b map[string]any) bool {
 	op, _ := b["op"].(string)
 	return op != "" && op != "SETOP_NONE"
@@ -329,27 +378,29 @@ func (c *maskCheck) fromFunctions(rf map[string]any, sc *scope) error {
 			}
 			name := funcCallName(fc)
 			if t, ok := c.funcs.calls[name]; ok {
-				if t.hides {
-					// The result columns that carry masked values under
-					// names no mask matches (by any alias given them).
-					hidden := taint{}
-					for _, n := range t.names {
-						hidden[n] = true
+				// The result columns that carry masked values, sourceless
+				// (also under any alias given them): those whose names no
+				// mask matches may not be returned.
+				carried := taint{}
+				for _, n := range t.names {
+					carried[n] = true
+				}
+				a, cols := aliasOf(rf)
+				if a != "" {
+					carried[a] = true // a function of one column: its name
+				}
+				walkColumnDefs(rf, func(n string) { carried[n] = true })
+				carried = renamed(carried, cols, true)
+				sc.tainted.add(carried)
+				for n := range carried {
+					if c.byName[n] {
+						continue
 					}
-					a, cols := aliasOf(rf)
-					if a != "" {
-						hidden[a] = true // a function of one column: its name
-					}
-					walkColumnDefs(rf, func(n string) { hidden[n] = true })
-					hidden = renamed(hidden, cols, true)
-					sc.tainted.add(hidden)
 					if sc.hidden == nil {
 						sc.hidden = map[string]hiddenBy{}
 					}
-					for n := range hidden {
-						sc.hidden[n] = hiddenBy{t.column, fmt.Sprintf("through %q, a result column of %s() in FROM, "+
-							"a function of the database that %s", n, name, t.why)}
-					}
+					sc.hidden[n] = hiddenBy{t.column, fmt.Sprintf("through %q, a result column of %s() in FROM, "+
+						"a function of the database that %s", n, name, t.why)}
 				}
 				if c.relCols != nil { // its columns carry masked values under their names
 					for k := range c.masked {

@@ -142,20 +142,12 @@ func (v *viewDef) maskedColumns(c *maskCheck) (masked []string) {
 	if v.query == nil {
 		return v.cols
 	}
-	if isSetOp(v.query) {
-		// Positions are not tracked through set operations.
-		if out, err := c.sel(v.query, nil, outInner); err == nil && len(out) == 0 {
-			return nil
-		}
+	pos, ok := c.positions(v.query, nil)
+	if !ok || len(pos) != len(v.cols) {
 		return v.cols
 	}
-	sc, err := c.selectScope(v.query, nil)
-	list, _ := v.query["targetList"].([]any)
-	if err != nil || len(list) != len(v.cols) {
-		return v.cols
-	}
-	for i, t := range list {
-		if out, err := c.targets([]any{t}, sc, outInner); err != nil || len(out) > 0 {
+	for i, m := range pos {
+		if m {
 			masked = append(masked, v.cols[i])
 		}
 	}
