@@ -239,5 +239,39 @@ func TestOpaqueQueryFuncs(t *testing.T) {
 		{"SELECT * FROM public.crosstab('SELECT 1, 2, 3') AS ct(a int, b int)", true},
 		{"SELECT x FROM dblink('dbname=app', 'SELECT email FROM customers') AS t(x text)", true},
 		{"SELECT g.n FROM generate_series(1, 2) AS g(n)", false},
+		{"SELECT n FROM generate_series(1, 2) AS n", false},
 	})
+}
+
+// TestFunctionItemsWholeRow: the whole row of a function in FROM (a scalar
+// one's alias is also its value) holds no masked value unless the function
+// is one of the database's that returns masked values (or the session's
+// open transaction changed functions); its arguments are checked anyway.
+func TestFunctionItemsWholeRow(t *testing.T) {
+	p := sql.NewParser(0)
+	policy := []decision.Mask{{Column: "email"}}
+	funcs := rowFuncs{calls: map[string]funcTaint{"search_customers": {column: "email", names: []string{"email"}}}}
+	cases := []struct {
+		q      string
+		refuse bool
+	}{
+		{"SELECT n FROM generate_series(1, 3) AS n", false},
+		{"SELECT row_to_json(j) FROM json_each('{\"a\": 1}') AS j", false},
+		{"SELECT s FROM search_customers('A%') s", true},
+		{"SELECT t FROM unnest(ARRAY[(SELECT email FROM customers LIMIT 1)]) AS t", true},
+		{"SELECT e FROM customers c, LATERAL unnest(ARRAY[c.email]) AS e", true},
+	}
+	for _, tc := range cases {
+		stmts, err := p.Parse(tc.q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := checkColumnMasks(policy, stmts, funcs); (err != nil) != tc.refuse {
+			t.Errorf("%s: err %v, want refused %v", tc.q, err, tc.refuse)
+		}
+	}
+	stmts, _ := p.Parse("SELECT n FROM generate_series(1, 3) AS n")
+	if err := checkColumnMasks(policy, stmts, rowFuncs{all: true}); err == nil {
+		t.Error("functions changed in the open transaction: the whole row of a function in FROM passed")
+	}
 }

@@ -335,17 +335,29 @@ func (c *maskCheck) fromItem(v any, sc *scope) error {
 				if a != "" {
 					sc.funcs[a] = true
 				}
-				if err := c.fromFunctions(xm, sc); err != nil {
+				tainted, err := c.fromFunctions(xm, sc)
+				if err != nil {
 					return err
 				}
-			} else if c.relCols != nil {
-				for k := range c.masked { // its columns are not known
-					sc.tainted[k] = sc.tainted[k] || false
+				if a != "" {
+					// A function that returns no masked value (a built-in
+					// one, whose values come from its arguments, checked
+					// below): its whole row (generate_series(1, 3) AS n,
+					// then SELECT n) holds none, unless the session's open
+					// transaction changed functions regate cannot see yet.
+					sc.items[a] = true
+					sc.clean[a] = !tainted && !c.funcs.all
 				}
-			}
-			if a != "" {
-				sc.items[a] = true
-				sc.clean[a] = false
+			} else {
+				if c.relCols != nil {
+					for k := range c.masked { // its columns are not known
+						sc.tainted[k] = sc.tainted[k] || false
+					}
+				}
+				if a != "" {
+					sc.items[a] = true
+					sc.clean[a] = false
+				}
 			}
 			for k, arg := range xm {
 				if k == "alias" || node == "RangeFunction" && k == "functions" {
@@ -361,10 +373,10 @@ func (c *maskCheck) fromItem(v any, sc *scope) error {
 }
 
 // fromFunctions checks the functions of a RangeFunction (FROM f(…), ROWS
-// FROM (f(…), g(…))): a database function that returns a masked value under
-// a result column name no mask matches is refused (maskfuncs.go); the
-// arguments are expressions.
-func (c *maskCheck) fromFunctions(rf map[string]any, sc *scope) error {
+// FROM (f(…), g(…))) and reports whether one of them is a database function
+// that returns masked values (maskfuncs.go): its result columns that carry
+// them are tainted names; the arguments are expressions.
+func (c *maskCheck) fromFunctions(rf map[string]any, sc *scope) (tainted bool, err error) {
 	fns, _ := rf["functions"].([]any)
 	for _, f := range fns {
 		items, _ := child(f, "List")["items"].([]any)
@@ -372,12 +384,13 @@ func (c *maskCheck) fromFunctions(rf map[string]any, sc *scope) error {
 			fc := child(it, "FuncCall")
 			if fc == nil {
 				if err := c.expr(it, sc, "through a function in FROM"); err != nil {
-					return err
+					return false, err
 				}
 				continue
 			}
 			name := funcCallName(fc)
 			if t, ok := c.funcs.calls[name]; ok {
+				tainted = true
 				// The result columns that carry masked values, sourceless
 				// (also under any alias given them): those whose names no
 				// mask matches may not be returned.
@@ -417,13 +430,13 @@ func (c *maskCheck) fromFunctions(rf map[string]any, sc *scope) error {
 			for k, arg := range fc {
 				if k != "funcname" {
 					if err := c.expr(arg, sc, "through a function in FROM"); err != nil {
-						return err
+						return false, err
 					}
 				}
 			}
 		}
 	}
-	return nil
+	return tainted, nil
 }
 
 // walkColumnDefs calls f with the lower-case name of every column
