@@ -181,7 +181,7 @@ func (cn *conn) checkMaskable(ctx context.Context, m *resultMasker, stmts []pars
 		return nil
 	}
 	if err := checkMasks(m.cols[:m.nPolicy], m.cols[m.nPolicy:], check, funcs); err != nil {
-		if !cn.passesWithColumns(ctx, m, check, funcs, sessionDDL) {
+		if err := cn.recheckWithColumns(ctx, m, check, funcs, sessionDDL, err); err != nil {
 			return err
 		}
 		// Passed on what the relations' columns are now: not kept.
@@ -199,16 +199,17 @@ func (cn *conn) checkMaskable(ctx context.Context, m *resultMasker, stmts []pars
 	return nil
 }
 
-// passesWithColumns runs the check that refused check again knowing the
+// recheckWithColumns runs the check that refused check (with refused) again knowing the
 // columns of the relations it names (from the catalog, checkMasksIn): a
 // whole row, or *, of a relation without masked columns holds no masked
 // value (CREATE TABLE b AS SELECT * FROM orders, row_to_json(o) of orders o).
 // Not while the session's open transaction changed columns or functions,
-// which the catalog's connection cannot see yet.
-func (cn *conn) passesWithColumns(ctx context.Context, m *resultMasker, check []parse.Statement, funcs rowFuncs,
-	sessionDDL bool) bool {
+// which the catalog's connection cannot see yet. It returns nil when check
+// passes, else the more exact refusal.
+func (cn *conn) recheckWithColumns(ctx context.Context, m *resultMasker, check []parse.Statement, funcs rowFuncs,
+	sessionDDL bool, refused error) error {
 	if funcs.all || sessionDDL {
-		return false
+		return refused
 	}
 	seen := map[string]bool{}
 	var names []string
@@ -221,15 +222,15 @@ func (cn *conn) passesWithColumns(ctx context.Context, m *resultMasker, check []
 		})
 	}
 	if len(names) == 0 {
-		return false
+		return refused
 	}
 	relCols, err := cn.s.catalog.relColumns(ctx, cn.database, names)
 	if err != nil {
 		cn.s.log.Warn("cannot look up the columns of the statement's relations; the mask check's refusal stands",
 			"session_id", cn.sess.ID, "error", err)
-		return false
+		return refused
 	}
-	return checkMasksIn(m.cols[:m.nPolicy], m.cols[m.nPolicy:], check, funcs, relCols) == nil
+	return checkMasksIn(m.cols[:m.nPolicy], m.cols[m.nPolicy:], check, funcs, relCols)
 }
 
 // copyOutput is one output column of COPY (SELECT … FROM table): a column of

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 )
 
@@ -507,7 +508,7 @@ func (c *maskCheck) targets(list []any, sc *scope, mode outMode) (taint, error) 
 				if c.starClean(f, sc) {
 					continue
 				}
-				return nil, c.escape("", "through * "+modeName(mode))
+				return nil, c.escapeStar(sc, "through * "+modeName(mode))
 			}
 			viaFunc := sc.fromFunction(f)
 			// By name alone every name in scope counts; knowing the
@@ -589,6 +590,21 @@ func (c *maskCheck) wholeRow(f []string, sc *scope) error {
 	return nil
 }
 
+// escapeStar refuses a * that may hold masked values: those of the select's
+// own FROM items when the relations' columns are known, else every masked
+// name.
+func (c *maskCheck) escapeStar(sc *scope, how string) *maskEscape {
+	if c.relCols == nil || len(sc.tainted) == 0 {
+		return c.escape("", how)
+	}
+	names := make([]string, 0, len(sc.tainted))
+	for n := range sc.tainted {
+		names = append(names, fmt.Sprintf("%q", n))
+	}
+	sort.Strings(names)
+	return &maskEscape{columns: strings.Join(names, ", "), how: how}
+}
+
 func modeName(mode outMode) string {
 	switch mode {
 	case outCopy:
@@ -622,7 +638,7 @@ func (c *maskCheck) expr(v any, sc *scope, how string) error {
 				if c.starClean(f, sc) {
 					return nil
 				}
-				return c.escape("", "through * "+how)
+				return c.escapeStar(sc, "through * "+how)
 			}
 			if tainted, _ := sc.lookup(last); tainted {
 				return c.escapeHidden(sc, last, how, false)
