@@ -20,12 +20,12 @@ import (
 // RowDescription reports without a source. checkMaskable therefore reads the
 // definitions of the database's functions and procedures in SQL and PL/pgSQL
 // (from its catalog, loaded and refreshed with the function set of a row),
-// runs the mask check over what each returns, and refuses a statement that
-// returns what such a function returns: a call in a select list (or a value
-// written elsewhere, or CALL), or the function in FROM when a masked value
-// comes out under a result column name no mask matches by itself
-// (RETURNS SETOF customers, selecting * from customers, still gives email as
-// email, masked by name). A function whose code regate cannot follow (another
+// runs the mask check over what each returns (column by column), and
+// refuses a statement that returns what such a function returns: a call in
+// a select list (or a value written elsewhere, or CALL), or, for the
+// function in FROM, a result column that carries a masked value under a name
+// no mask matches by itself, or under an alias (RETURNS SETOF customers,
+// selecting * from customers, still gives email as email, masked by name). A function whose code regate cannot follow (another
 // language than SQL, PL/pgSQL, C or internal; SQL built while it runs; a
 // definition that does not parse) counts as returning any masked column.
 // Functions calling such functions, and views calling them (maskviews.go),

@@ -166,8 +166,9 @@ type scope struct {
 	// funcs: the items that are functions in FROM; funcItems: there is one.
 	funcs     map[string]bool
 	funcItems bool
-	// hidden: the names under which a database function in FROM returns
-	// masked values (maskfuncs.go), with the function.
+	// hidden: the names under which an item returns masked values that no
+	// mask matches by name (a database function's result columns, a
+	// statistics view's sample values), with where they come from.
 	hidden map[string]hiddenBy
 	outer  *scope
 }
@@ -180,8 +181,8 @@ type hiddenBy struct {
 	via    string // "through …"
 }
 
-// hiddenName returns the function behind n when n is one of its result
-// columns that carry masked values.
+// hiddenName returns where n comes from when it is one of the names in
+// scope.hidden.
 func (s *scope) hiddenName(n string) (hiddenBy, bool) {
 	for ; s != nil; s = s.outer {
 		if h, ok := s.hidden[n]; ok {
