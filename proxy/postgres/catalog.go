@@ -12,8 +12,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
-
-	"github.com/regate/regate/policies/decision"
 )
 
 // relation is what the catalog knows of a table: its schema, name and
@@ -85,19 +83,6 @@ type catalog struct {
 	// byName: the columns of relations by name (relColumns).
 	byName map[nameKey]nameCols
 }
-
-// nameKey is a relation name (lower case) in one database.
-type nameKey struct{ database, name string }
-
-// nameCols is the columns (lower case) of the relations of one name, in
-// every schema.
-type nameCols struct {
-	cols   map[string]bool
-	loaded time.Time
-}
-
-// maxByName bounds the relation names catalog.byName holds.
-const maxByName = 4096
 
 // catalogDB is the side connection to one database.
 type catalogDB struct {
@@ -303,90 +288,6 @@ type rowFuncSet struct {
 	masks map[string]derivedSet
 }
 
-// derivedSet is what derivedMasks derives for one set of column masks.
-type derivedSet struct {
-	masks []decision.Mask
-	calls map[string]funcTaint
-}
-
-// maxDerivedMasks bounds the derived mask lists a rowFuncSet keeps (one
-// per set of column masks seen).
-const maxDerivedMasks = 64
-
-// derivedMasks returns cols (the policy's column masks) and the masks derived
-// from the catalog for them: on generated columns computed from a masked
-// column, on the masked columns of partitions and child tables, and on view
-// columns that return a masked column (maskderived.go, maskviews.go); and the
-// database's functions that return masked values (maskfuncs.go). The result
-// is kept per cols unless funcs.all is set (the session's own function
-// changes make the view analysis stricter than for others); its capacity is
-// its length, so that a caller's append never writes into it.
-func (f *rowFuncSet) derivedMasks(cols []decision.Mask, funcs rowFuncs) ([]decision.Mask, map[string]funcTaint) {
-	if len(cols) == 0 || len(f.derived) == 0 && len(f.children) == 0 && (f.views == nil || len(f.views.views) == 0) &&
-		(f.fns == nil || len(f.fns.funcs) == 0) {
-		return cols, nil
-	}
-	var key strings.Builder
-	for _, o := range cols {
-		key.WriteString(o.Column)
-		key.WriteByte(0)
-		key.WriteString(o.With)
-		key.WriteByte(0)
-	}
-	if !funcs.all {
-		f.mu.Lock()
-		d, ok := f.masks[key.String()]
-		f.mu.Unlock()
-		if ok {
-			return d.masks, d.calls
-		}
-	}
-	base := withDerived(cols[:len(cols):len(cols)], f.derived)
-	base = withInherited(base, f.children)
-	// Views may call functions that return masked values, and functions
-	// may read views' masked columns: round after round until the
-	// functions found stay the same (each round adds one at least).
-	var out []decision.Mask
-	var calls map[string]funcTaint
-	for round := 0; ; round++ {
-		fc := funcs
-		fc.calls = calls
-		out = f.views.withViews(base, len(cols), fc)
-		next := f.fns.taint(cols, out[len(cols):], funcs, calls)
-		if sameTaint(next, calls) || f.fns == nil || round > len(f.fns.funcs) {
-			calls = next
-			break
-		}
-		calls = next
-	}
-	if len(calls) == 0 {
-		calls = nil
-	}
-	out = out[:len(out):len(out)]
-	if !funcs.all {
-		f.mu.Lock()
-		if f.masks == nil || len(f.masks) >= maxDerivedMasks {
-			f.masks = map[string]derivedSet{}
-		}
-		f.masks[key.String()] = derivedSet{out, calls}
-		f.mu.Unlock()
-	}
-	return out, calls
-}
-
-// sameTaint reports whether a and b name the same functions alike.
-func sameTaint(a, b map[string]funcTaint) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || w.hides != v.hides {
-			return false
-		}
-	}
-	return true
-}
-
 const rowFuncQuery = `SELECT DISTINCT p.proname, p.oid < 16384, true
 FROM pg_catalog.pg_proc p
 LEFT JOIN pg_catalog.pg_type t ON t.oid = p.proargtypes[0]
@@ -510,22 +411,20 @@ func (c *catalog) loadFuncs(ctx context.Context, db *catalogDB, database string)
 		for i, row := range rows {
 			children[i] = inheritEdge{string(row[0]), string(row[1]), string(row[2]), string(row[3])}
 		}
+		// The views' and functions' definitions are parsed again only
+		// when they changed since the set cached.
 		c.mu.Lock()
-		var prevViews *viewSet
-		if f := c.funcs[database]; f != nil {
-			prevViews = f.views
-		}
+		prev := c.funcs[database]
 		c.mu.Unlock()
+		var prevViews *viewSet
+		var prevFns *funcSet
+		if prev != nil {
+			prevViews, prevFns = prev.views, prev.fns
+		}
 		views, err := c.loadViews(ctx, db, database, prevViews)
 		if err != nil {
 			return nil, err
 		}
-		c.mu.Lock()
-		var prevFns *funcSet
-		if f := c.funcs[database]; f != nil {
-			prevFns = f.fns
-		}
-		c.mu.Unlock()
 		fns, err := c.loadFunctions(ctx, db, database, prevFns)
 		if err != nil {
 			return nil, err
@@ -586,95 +485,8 @@ func (c *catalog) invalidate(database string) {
 		c.funcsGen = map[string]uint64{}
 	}
 	c.funcsGen[database]++
-	for k := range c.rels {
-		if k.database == database {
-			delete(c.rels, k)
-		}
-	}
-	for k := range c.byName {
-		if k.database == database {
-			delete(c.byName, k)
-		}
-	}
-}
-
-// relColumns returns the columns of the relations named names (lower case;
-// of every schema, their names compared case-insensitively), from a cache
-// younger than rowFuncTTL. A name no relation has is left out.
-func (c *catalog) relColumns(ctx context.Context, database string, names []string) (map[string]map[string]bool, error) {
-	out := map[string]map[string]bool{}
-	var missing []string
-	now := time.Now()
-	c.mu.Lock()
-	for _, n := range names {
-		e, ok := c.byName[nameKey{database, n}]
-		if !ok || now.Sub(e.loaded) > rowFuncTTL {
-			missing = append(missing, n)
-		} else if e.cols != nil {
-			out[n] = e.cols
-		}
-	}
-	c.mu.Unlock()
-	if len(missing) == 0 {
-		return out, nil
-	}
-	db := c.db(database)
-	db.mu.Lock()
-	rows, err := c.query(ctx, db, database, relColsQuery, [][]byte{textArray(missing)})
-	db.mu.Unlock()
-	if err != nil {
-		return nil, fmt.Errorf("cannot look up the columns of the statement's relations in the catalog: %w", err)
-	}
-	got := relColsOf(rows)
-	c.mu.Lock()
-	if c.byName == nil || len(c.byName) >= maxByName {
-		c.byName = map[nameKey]nameCols{}
-	}
-	for _, n := range missing {
-		if got[n] != nil { // a name no relation has yet is asked again
-			c.byName[nameKey{database, n}] = nameCols{got[n], now}
-			out[n] = got[n]
-		}
-	}
-	c.mu.Unlock()
-	return out, nil
-}
-
-// relColsQuery lists the columns of the relations named $1 (a text array of
-// lower-case names), in every schema.
-const relColsQuery = `SELECT c.relname, a.attname
-FROM pg_catalog.pg_class c
-JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND pg_catalog.lower(c.relname::text) = ANY ($1::text[])
-ORDER BY 1, 2`
-
-// relColsOf reads relColsQuery's rows: columns by relation, lower case.
-func relColsOf(rows [][][]byte) map[string]map[string]bool {
-	out := map[string]map[string]bool{}
-	for _, row := range rows {
-		rel := strings.ToLower(string(row[0]))
-		if out[rel] == nil {
-			out[rel] = map[string]bool{}
-		}
-		out[rel][strings.ToLower(string(row[1]))] = true
-	}
-	return out
-}
-
-// textArray is names as a PostgreSQL text array literal.
-func textArray(names []string) []byte {
-	var arr strings.Builder
-	arr.WriteByte('{')
-	for i, n := range names {
-		if i > 0 {
-			arr.WriteByte(',')
-		}
-		arr.WriteByte('"')
-		arr.WriteString(strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(n))
-		arr.WriteByte('"')
-	}
-	arr.WriteByte('}')
-	return []byte(arr.String())
+	maps.DeleteFunc(c.rels, func(k catalogKey, _ *relation) bool { return k.database == database })
+	maps.DeleteFunc(c.byName, func(k nameKey, _ nameCols) bool { return k.database == database })
 }
 
 func (c *catalog) close() {

@@ -211,16 +211,11 @@ func (cn *conn) recheckWithColumns(ctx context.Context, m *resultMasker, check [
 	if funcs.all || sessionDDL {
 		return refused
 	}
-	seen := map[string]bool{}
-	var names []string
-	for _, st := range check {
-		walkRangeVars(st.AST, func(n string) {
-			if n = strings.ToLower(n); !seen[n] {
-				seen[n] = true
-				names = append(names, n)
-			}
-		})
+	trees := make([]map[string]any, len(check))
+	for i, st := range check {
+		trees[i] = st.AST
 	}
+	names := relationNames(trees...)
 	if len(names) == 0 {
 		return refused
 	}

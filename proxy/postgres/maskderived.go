@@ -280,3 +280,87 @@ func withInherited(cols []decision.Mask, edges []inheritEdge) []decision.Mask {
 	}
 	return out
 }
+
+// derivedSet is what derivedMasks derives for one set of column masks.
+type derivedSet struct {
+	masks []decision.Mask
+	calls map[string]funcTaint
+}
+
+// maxDerivedMasks bounds the derived mask lists a rowFuncSet keeps (one
+// per set of column masks seen).
+const maxDerivedMasks = 64
+
+// derivedMasks returns cols (the policy's column masks) and the masks derived
+// from the catalog for them: on generated columns computed from a masked
+// column, on the masked columns of partitions and child tables, and on view
+// columns that return a masked column (maskderived.go, maskviews.go); and the
+// database's functions that return masked values (maskfuncs.go). The result
+// is kept per cols unless funcs.all is set (the session's own function
+// changes make the view analysis stricter than for others); its capacity is
+// its length, so that a caller's append never writes into it.
+func (f *rowFuncSet) derivedMasks(cols []decision.Mask, funcs rowFuncs) ([]decision.Mask, map[string]funcTaint) {
+	if len(cols) == 0 || len(f.derived) == 0 && len(f.children) == 0 && (f.views == nil || len(f.views.views) == 0) &&
+		(f.fns == nil || len(f.fns.funcs) == 0) {
+		return cols, nil
+	}
+	var key strings.Builder
+	for _, o := range cols {
+		key.WriteString(o.Column)
+		key.WriteByte(0)
+		key.WriteString(o.With)
+		key.WriteByte(0)
+	}
+	if !funcs.all {
+		f.mu.Lock()
+		d, ok := f.masks[key.String()]
+		f.mu.Unlock()
+		if ok {
+			return d.masks, d.calls
+		}
+	}
+	base := withDerived(cols[:len(cols):len(cols)], f.derived)
+	base = withInherited(base, f.children)
+	// Views may call functions that return masked values, and functions
+	// may read views' masked columns: round after round until the
+	// functions found stay the same (each round adds one at least).
+	var out []decision.Mask
+	var calls map[string]funcTaint
+	for round := 0; ; round++ {
+		fc := funcs
+		fc.calls = calls
+		out = f.views.withViews(base, len(cols), fc)
+		next := f.fns.taint(cols, out[len(cols):], funcs, calls)
+		if sameTaint(next, calls) || f.fns == nil || round > len(f.fns.funcs) {
+			calls = next
+			break
+		}
+		calls = next
+	}
+	if len(calls) == 0 {
+		calls = nil
+	}
+	out = out[:len(out):len(out)]
+	if !funcs.all {
+		f.mu.Lock()
+		if f.masks == nil || len(f.masks) >= maxDerivedMasks {
+			f.masks = map[string]derivedSet{}
+		}
+		f.masks[key.String()] = derivedSet{out, calls}
+		f.mu.Unlock()
+	}
+	return out, calls
+}
+
+// sameTaint reports whether a and b name the same functions alike.
+func sameTaint(a, b map[string]funcTaint) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w.hides != v.hides {
+			return false
+		}
+	}
+	return true
+}

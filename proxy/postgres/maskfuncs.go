@@ -249,28 +249,32 @@ func (fd *funcDef) read(p Parser, lang, def string) {
 		return
 	}
 	fd.stmts, fd.opaque = stmts, ""
-	seen := map[string]bool{}
-	for _, st := range stmts {
-		walkRangeVars(st.ast, func(name string) {
-			if n := strings.ToLower(name); !seen[n] {
-				seen[n] = true
-				fd.rels = append(fd.rels, n)
-			}
-		})
+	trees := make([]map[string]any, len(stmts))
+	for i, st := range stmts {
+		trees[i] = st.ast
 	}
+	fd.rels = relationNames(trees...)
 }
 
-// walkRangeVars calls f with the name of every relation v names.
-func walkRangeVars(v any, f func(string)) {
-	// A RangeVar node, or the fields of one: a statement's target
-	// (relation) or a new table's (rel).
-	for _, key := range []string{"RangeVar", "relation", "rel"} {
-		walkNodes(v, key, func(rv map[string]any) {
-			if n, _ := rv["relname"].(string); n != "" {
-				f(n)
-			}
-		})
+// relationNames returns the names of the relations the trees name, lower
+// case, each once, in the order found.
+func relationNames(trees ...map[string]any) []string {
+	seen := map[string]bool{}
+	var names []string
+	for _, t := range trees {
+		// A RangeVar node, or the fields of one: a statement's target
+		// (relation) or a new table's (rel).
+		for _, key := range []string{"RangeVar", "relation", "rel"} {
+			walkNodes(t, key, func(rv map[string]any) {
+				n, _ := rv["relname"].(string)
+				if n = strings.ToLower(n); n != "" && !seen[n] {
+					seen[n] = true
+					names = append(names, n)
+				}
+			})
+		}
 	}
+	return names
 }
 
 // taint returns, with calls (what is known already), what each function of
@@ -415,4 +419,147 @@ func returnsMasked(c *maskCheck, ast map[string]any) bool {
 		})
 	}
 	return found
+}
+
+// fromFunctions checks the functions of a RangeFunction (FROM f(…), ROWS
+// FROM (f(…), g(…))) and reports whether one of them is a database function
+// that returns masked values (maskfuncs.go): its result columns that carry
+// them are tainted names; the arguments are expressions.
+func (c *maskCheck) fromFunctions(rf map[string]any, sc *scope) (tainted bool, err error) {
+	fns, _ := rf["functions"].([]any)
+	for _, f := range fns {
+		items, _ := child(f, "List")["items"].([]any)
+		for _, it := range items {
+			fc := child(it, "FuncCall")
+			if fc == nil {
+				if err := c.expr(it, sc, "through a function in FROM"); err != nil {
+					return false, err
+				}
+				continue
+			}
+			name := funcCallName(fc)
+			if t, ok := c.funcs.calls[name]; ok {
+				tainted = true
+				// The result columns that carry masked values, sourceless
+				// (also under any alias given them): those whose names no
+				// mask matches may not be returned.
+				carried := taint{}
+				for _, n := range t.names {
+					carried[n] = true
+				}
+				a, cols := aliasOf(rf)
+				if a != "" {
+					carried[a] = true // a function of one column: its name
+				}
+				walkColumnDefs(rf, func(n string) { carried[n] = true })
+				carried = renamed(carried, cols, true)
+				sc.tainted.add(carried)
+				for n := range carried {
+					if !c.byName[n] {
+						sc.hide(n, t.column, fmt.Sprintf("through %q, a result column of %s() in FROM, "+
+							"a function of the database that %s", n, name, t.why))
+					}
+				}
+				if c.relCols != nil { // its columns carry masked values under their names
+					for k := range c.masked {
+						sc.tainted[k] = true
+					}
+				}
+			} else if c.relCols != nil {
+				sc.tainted.seed(c.masked) // a function's columns are not known
+			}
+			for k, arg := range fc {
+				if k != "funcname" {
+					if err := c.expr(arg, sc, "through a function in FROM"); err != nil {
+						return false, err
+					}
+				}
+			}
+		}
+	}
+	return tainted, nil
+}
+
+// walkColumnDefs calls f with the lower-case name of every column
+// definition in v (a function's column definition list).
+func walkColumnDefs(v any, f func(string)) {
+	walkNodes(v, "ColumnDef", func(cd map[string]any) {
+		if n, _ := cd["colname"].(string); n != "" {
+			f(strings.ToLower(n))
+		}
+	})
+}
+
+// funcCallName is a function call's name, lower case, without its schema.
+func funcCallName(fc map[string]any) string {
+	names, _ := fc["funcname"].([]any)
+	if len(names) == 0 {
+		return ""
+	}
+	return strings.ToLower(stringNode(names[len(names)-1]))
+}
+
+// funcItemName is the name PostgreSQL gives an unaliased function in FROM:
+// the function's (of ROWS FROM, none).
+func funcItemName(rf map[string]any) string {
+	fns, _ := rf["functions"].([]any)
+	if len(fns) != 1 {
+		return ""
+	}
+	items, _ := child(fns[0], "List")["items"].([]any)
+	if len(items) == 0 {
+		return ""
+	}
+	return funcCallName(child(items[0], "FuncCall"))
+}
+
+// wholeRowFuncs are the functions that functional notation (c.f means f(c)
+// when c has no column f) applies to a whole row and that return its values
+// or something derived from them: PostgreSQL 15's built-in functions callable
+// with one argument of any type or of type record (pg_proc: the first
+// argument anyelement, "any", record, anycompatible, anynonarray or variadic
+// "any", the others defaulted), less those that give nothing of the values
+// (count, num_nulls, num_nonnulls, pg_typeof, pg_collation_for,
+// pg_column_compression) or cannot be called so (window and ordered-set
+// functions, which need OVER or WITHIN GROUP), plus hstore's. c.row_to_json,
+// c.concat and c.quote_literal return every column of c; c.text, c.name and
+// c.json are columns (PostgreSQL rejects attribute-style casts of a whole
+// row since 9.1). The target database's own such functions (and a newer
+// server's built-ins) come from its catalog (rowFuncs, catalog.rowFuncs).
+var wholeRowFuncs = map[string]bool{
+	"row_to_json": true, "to_json": true, "to_jsonb": true, "hstore": true,
+	"concat": true, "quote_literal": true, "quote_nullable": true,
+	"json_build_array": true, "jsonb_build_array": true, "json_build_object": true, "jsonb_build_object": true,
+	"array_agg": true, "json_agg": true, "jsonb_agg": true,
+	"record_out": true, "record_send": true, "any_out": true, "anyelement_out": true, "anynonarray_out": true,
+	"anycompatible_out": true, "anycompatiblenonarray_out": true,
+	"hash_record": true, "pg_column_size": true,
+}
+
+// rowFuncs tells which names attribute notation (c.f) may resolve to a
+// function of c's whole row: wholeRowFuncs, the database's own (db, from its
+// catalog; nil in unit tests), or every name when all is set (the session
+// changed functions in a transaction that has not ended, which regate's
+// catalog connection cannot see yet).
+type rowFuncs struct {
+	db  map[string]bool
+	all bool
+	// countBuiltin: count is PostgreSQL's own aggregate, the database has
+	// no function of that name (countOfColumn).
+	countBuiltin bool
+	// calls: the database's functions (by lower-case name, of any schema)
+	// that return masked values (maskfuncs.go).
+	calls map[string]funcTaint
+}
+
+// has reports whether c.name may be a function of c's whole row; name is
+// lower case.
+func (r rowFuncs) has(name string) bool {
+	return r.known(name) || r.all && name != "*"
+}
+
+// known reports whether name is a function of a whole row that regate knows
+// of (built in, or in the database's catalog), not one it merely suspects.
+func (r rowFuncs) known(name string) bool {
+	return wholeRowFuncs[name] || r.db[name]
 }

@@ -74,57 +74,6 @@ const (
 const storeHow = "into a table, a view or a file, where no mask follows it " +
 	"(a masked column may be written only back into a column the mask covers)"
 
-// wholeRowFuncs are the functions that functional notation (c.f means f(c)
-// when c has no column f) applies to a whole row and that return its values
-// or something derived from them: PostgreSQL 15's built-in functions callable
-// with one argument of any type or of type record (pg_proc: the first
-// argument anyelement, "any", record, anycompatible, anynonarray or variadic
-// "any", the others defaulted), less those that give nothing of the values
-// (count, num_nulls, num_nonnulls, pg_typeof, pg_collation_for,
-// pg_column_compression) or cannot be called so (window and ordered-set
-// functions, which need OVER or WITHIN GROUP), plus hstore's. c.row_to_json,
-// c.concat and c.quote_literal return every column of c; c.text, c.name and
-// c.json are columns (PostgreSQL rejects attribute-style casts of a whole
-// row since 9.1). The target database's own such functions (and a newer
-// server's built-ins) come from its catalog (rowFuncs, catalog.rowFuncs).
-var wholeRowFuncs = map[string]bool{
-	"row_to_json": true, "to_json": true, "to_jsonb": true, "hstore": true,
-	"concat": true, "quote_literal": true, "quote_nullable": true,
-	"json_build_array": true, "jsonb_build_array": true, "json_build_object": true, "jsonb_build_object": true,
-	"array_agg": true, "json_agg": true, "jsonb_agg": true,
-	"record_out": true, "record_send": true, "any_out": true, "anyelement_out": true, "anynonarray_out": true,
-	"anycompatible_out": true, "anycompatiblenonarray_out": true,
-	"hash_record": true, "pg_column_size": true,
-}
-
-// rowFuncs tells which names attribute notation (c.f) may resolve to a
-// function of c's whole row: wholeRowFuncs, the database's own (db, from its
-// catalog; nil in unit tests), or every name when all is set (the session
-// changed functions in a transaction that has not ended, which regate's
-// catalog connection cannot see yet).
-type rowFuncs struct {
-	db  map[string]bool
-	all bool
-	// countBuiltin: count is PostgreSQL's own aggregate, the database has
-	// no function of that name (countOfColumn).
-	countBuiltin bool
-	// calls: the database's functions (by lower-case name, of any schema)
-	// that return masked values (maskfuncs.go).
-	calls map[string]funcTaint
-}
-
-// has reports whether c.name may be a function of c's whole row; name is
-// lower case.
-func (r rowFuncs) has(name string) bool {
-	return r.known(name) || r.all && name != "*"
-}
-
-// known reports whether name is a function of a whole row that regate knows
-// of (built in, or in the database's catalog), not one it merely suspects.
-func (r rowFuncs) known(name string) bool {
-	return wholeRowFuncs[name] || r.db[name]
-}
-
 // maskCheck is the state of checkColumnMasks.
 type maskCheck struct {
 	cols    []decision.Mask // the policy's column masks
@@ -150,6 +99,16 @@ type taint map[string]bool
 func (t taint) add(o taint) {
 	for k, v := range o {
 		t[k] = t[k] || v
+	}
+}
+
+// seed adds the names t does not have yet, as carrying a masked value with
+// a source: names a relation may have as columns.
+func (t taint) seed(names map[string]bool) {
+	for k := range names {
+		if _, ok := t[k]; !ok {
+			t[k] = false
+		}
 	}
 }
 
@@ -179,6 +138,14 @@ type scope struct {
 type hiddenBy struct {
 	column string // the masked column ("": any)
 	via    string // "through …"
+}
+
+// hide records where the name n comes from (scope.hidden).
+func (s *scope) hide(n, column, via string) {
+	if s.hidden == nil {
+		s.hidden = map[string]hiddenBy{}
+	}
+	s.hidden[n] = hiddenBy{column, via}
 }
 
 // hiddenName returns where n comes from when it is one of the names in
@@ -398,9 +365,7 @@ func (c *maskCheck) newScope(outer *scope) *scope {
 	sc := &scope{tainted: taint{}, items: map[string]bool{}, clean: map[string]bool{}, ctes: map[string]taint{},
 		funcs: map[string]bool{}, outer: outer}
 	if c.relCols == nil { // any name may be a column of a relation in scope
-		for k := range c.masked {
-			sc.tainted[k] = false
-		}
+		sc.tainted.seed(c.masked)
 	}
 	return sc
 }

@@ -247,11 +247,7 @@ func (c *maskCheck) fromItem(v any, sc *scope) error {
 		if known && !isCTE && len(src) == 0 && len(c.scoped[name]) == 0 && statsValueColumns[name] == nil {
 			sc.clean[a] = true // a relation without masked columns: its whole row holds none
 		}
-		for k := range c.scoped[name] { // its generated or view columns regate masks
-			if _, ok := src[k]; !ok {
-				src[k] = false
-			}
-		}
+		src.seed(c.scoped[name]) // its generated or view columns regate masks
 		sc.tainted.add(renamed(src, cols, false))
 		if stats := statsValueColumns[name]; stats != nil && !isCTE {
 			// Sample values of every column, under names of their own.
@@ -261,12 +257,9 @@ func (c *maskCheck) fromItem(v any, sc *scope) error {
 			}
 			st = renamed(st, cols, true)
 			sc.tainted.add(st)
-			if sc.hidden == nil {
-				sc.hidden = map[string]hiddenBy{}
-			}
 			for n := range st {
-				sc.hidden[n] = hiddenBy{"", fmt.Sprintf("through %q, a column of %s, PostgreSQL's statistics, which "+
-					"holds sample values of the tables' columns (masked ones too)", n, name)}
+				sc.hide(n, "", fmt.Sprintf("through %q, a column of %s, PostgreSQL's statistics, which "+
+					"holds sample values of the tables' columns (masked ones too)", n, name))
 			}
 		}
 	case m["RangeSubselect"] != nil:
@@ -351,9 +344,7 @@ func (c *maskCheck) fromItem(v any, sc *scope) error {
 				}
 			} else {
 				if c.relCols != nil {
-					for k := range c.masked { // its columns are not known
-						sc.tainted[k] = sc.tainted[k] || false
-					}
+					sc.tainted.seed(c.masked) // its columns are not known
 				}
 				if a != "" {
 					sc.items[a] = true
@@ -371,110 +362,6 @@ func (c *maskCheck) fromItem(v any, sc *scope) error {
 		}
 	}
 	return nil
-}
-
-// fromFunctions checks the functions of a RangeFunction (FROM f(…), ROWS
-// FROM (f(…), g(…))) and reports whether one of them is a database function
-// that returns masked values (maskfuncs.go): its result columns that carry
-// them are tainted names; the arguments are expressions.
-func (c *maskCheck) fromFunctions(rf map[string]any, sc *scope) (tainted bool, err error) {
-	fns, _ := rf["functions"].([]any)
-	for _, f := range fns {
-		items, _ := child(f, "List")["items"].([]any)
-		for _, it := range items {
-			fc := child(it, "FuncCall")
-			if fc == nil {
-				if err := c.expr(it, sc, "through a function in FROM"); err != nil {
-					return false, err
-				}
-				continue
-			}
-			name := funcCallName(fc)
-			if t, ok := c.funcs.calls[name]; ok {
-				tainted = true
-				// The result columns that carry masked values, sourceless
-				// (also under any alias given them): those whose names no
-				// mask matches may not be returned.
-				carried := taint{}
-				for _, n := range t.names {
-					carried[n] = true
-				}
-				a, cols := aliasOf(rf)
-				if a != "" {
-					carried[a] = true // a function of one column: its name
-				}
-				walkColumnDefs(rf, func(n string) { carried[n] = true })
-				carried = renamed(carried, cols, true)
-				sc.tainted.add(carried)
-				for n := range carried {
-					if c.byName[n] {
-						continue
-					}
-					if sc.hidden == nil {
-						sc.hidden = map[string]hiddenBy{}
-					}
-					sc.hidden[n] = hiddenBy{t.column, fmt.Sprintf("through %q, a result column of %s() in FROM, "+
-						"a function of the database that %s", n, name, t.why)}
-				}
-				if c.relCols != nil { // its columns carry masked values under their names
-					for k := range c.masked {
-						sc.tainted[k] = true
-					}
-				}
-			} else if c.relCols != nil {
-				for k := range c.masked { // a function's columns are not known
-					if _, ok := sc.tainted[k]; !ok {
-						sc.tainted[k] = false
-					}
-				}
-			}
-			for k, arg := range fc {
-				if k != "funcname" {
-					if err := c.expr(arg, sc, "through a function in FROM"); err != nil {
-						return false, err
-					}
-				}
-			}
-		}
-	}
-	return tainted, nil
-}
-
-// walkColumnDefs calls f with the lower-case name of every column
-// definition in v (a function's column definition list).
-func walkColumnDefs(v any, f func(string)) {
-	walkNodes(v, "ColumnDef", func(cd map[string]any) {
-		if n, _ := cd["colname"].(string); n != "" {
-			f(strings.ToLower(n))
-		}
-	})
-}
-
-// funcCallName is a function call's name, lower case, without its schema.
-func funcCallName(fc map[string]any) string {
-	names, _ := fc["funcname"].([]any)
-	if len(names) == 0 {
-		return ""
-	}
-	return strings.ToLower(stringNode(names[len(names)-1]))
-}
-
-// funcItemName is the name PostgreSQL gives an unaliased function in FROM:
-// the function's (of ROWS FROM, none).
-func funcItemName(rf map[string]any) string {
-	fns, _ := rf["functions"].([]any)
-	if len(fns) != 1 {
-		return ""
-	}
-	items, _ := child(fns[0], "List")["items"].([]any)
-	if len(items) == 0 {
-		return ""
-	}
-	names, _ := child(items[0], "FuncCall")["funcname"].([]any)
-	if len(names) == 0 {
-		return ""
-	}
-	return strings.ToLower(stringNode(names[len(names)-1]))
 }
 
 // targets checks a select list (or RETURNING list) in mode and returns its
