@@ -232,7 +232,21 @@ func (v *ChainVerifier) Add(r Record) bool {
 	if v.res.FirstBad != nil {
 		return false
 	}
-	if reason := v.check(r); reason != "" {
+	return v.settle(r, v.check(r))
+}
+
+// addDecoded is Add for a record whose body is decoded into c already (or
+// failed to decode with err).
+func (v *ChainVerifier) addDecoded(r Record, c *chainFields, err error) bool {
+	if v.res.FirstBad != nil {
+		return false
+	}
+	return v.settle(r, v.checkDecoded(r, c, err))
+}
+
+// settle records the verdict reason ("" for good) on r.
+func (v *ChainVerifier) settle(r Record, reason string) bool {
+	if reason != "" {
 		v.res.OK = false
 		v.res.FirstBad = &BadEvent{Seq: r.Seq, ID: r.ID, Reason: reason}
 		return false
@@ -254,6 +268,16 @@ func (v *ChainVerifier) Result() VerifyResult {
 }
 
 func (v *ChainVerifier) check(r Record) string {
+	var c chainFields
+	if err := json.Unmarshal(r.Body, &c); err != nil {
+		return v.checkDecoded(r, nil, err)
+	}
+	return v.checkDecoded(r, &c, nil)
+}
+
+// checkDecoded is check with the body decoded into c already (or failing
+// to decode with err).
+func (v *ChainVerifier) checkDecoded(r Record, c *chainFields, err error) string {
 	switch {
 	case r.Seq > v.next:
 		return fmt.Sprintf("sequence gap: expected %d, found %d", v.next, r.Seq)
@@ -266,11 +290,10 @@ func (v *ChainVerifier) check(r Record) string {
 	if string(hexSum[:]) != r.Hash {
 		return "hash does not match its content"
 	}
-	var c chainFields
-	if err := json.Unmarshal(r.Body, &c); err != nil {
+	if err != nil {
 		return fmt.Sprintf("body is not valid JSON: %v", err)
 	}
-	if col := differingColumn(r, &c); col != "" {
+	if col := differingColumn(r, c); col != "" {
 		return fmt.Sprintf("column %s differs from the hashed content", col)
 	}
 	if r.PrevHash != v.prevHash {

@@ -30,26 +30,17 @@ func (f CommandFilter) Match(ev *Event) bool {
 // reading in one snapshot while appends continue. It stops at fn's first error
 // and returns it.
 func (s *sqliteStore) Commands(ctx context.Context, f CommandFilter, fn func(*Event) error) error {
-	where := ` WHERE type = ?`
-	args := []any{TypeCommand}
-	if !f.Since.IsZero() {
-		where += ` AND time >= ?`
-		args = append(args, f.Since.UTC().Format(TimeFormat))
-	}
-	if !f.Until.IsZero() {
-		where += ` AND time < ?`
-		args = append(args, f.Until.UTC().Format(TimeFormat))
-	}
-	if f.Target != "" {
-		where += ` AND target = ?`
-		args = append(args, f.Target)
-	}
+	where, args := "", []any(nil)
 	if f.SessionID != "" {
-		where += ` AND session_id = ?`
-		args = append(args, f.SessionID)
+		where, args = ` WHERE session_id = ?`, []any{f.SessionID}
+	}
+	since, until := f.Since.UTC().Format(TimeFormat), f.Until.UTC().Format(TimeFormat)
+	keep := func(r *Record) bool {
+		return r.Type == TypeCommand && (f.Since.IsZero() || r.Time >= since) &&
+			(f.Until.IsZero() || r.Time < until) && (f.Target == "" || r.Target == f.Target) &&
+			(f.SessionID == "" || r.SessionID == f.SessionID)
 	}
 	return s.readSnapshot(ctx, func(tx *sql.Tx, tail []Record) error {
-		return eachEvent(ctx, tx, tail, "commands", where, args,
-			func(r *Record) bool { return r.Type == TypeCommand }, f.Match, fn)
+		return eachEvent(ctx, tx, tail, "commands", where, args, keep, f.Match, fn)
 	})
 }

@@ -18,10 +18,11 @@
 //	e.PrevHash  = hash of event e.Seq-1, or "" (the genesis value) for Seq 1
 //
 // Verify recomputes sha256 over the stored body bytes (it never re-encodes),
-// decodes the body and checks that the indexed columns (seq, id, time, type,
-// session_id, target, subject, ref, prev_hash) hold the body's values, that
-// prev_hash equals the previous event's hash and that Seq runs from 1 without
-// gaps. It stops at the first event that fails and reports it, with the
+// compares it with the stored hash, decodes the body and checks that the
+// columns stored beside it (those of its block: session_id, the first event's
+// seq and time, the last one's seq; see blocks.go) hold the body's values,
+// that prev_hash equals the previous event's hash and that Seq runs from 1
+// without gaps. It stops at the first event that fails and reports it, with the
 // number of events verified before it and Head, the hash of the last of them
 // (on success, the chain head).
 //
@@ -44,7 +45,8 @@
 // everything queued onto the chain and writes it to PATH.journal in one write
 // (then hands on to the oldest waiting appender, if any), and Append returns
 // once that write is done. A background ingester copies the journaled records
-// into the database in large transactions, and the journal is emptied when
+// into the database in large transactions (a row per session and copy:
+// blocks.go), and the journal is emptied when
 // the database holds all of it; at open, records left in the journal are
 // checked against the chain and copied. By default (synchronous=NORMAL) an
 // event is in the operating system before the command is forwarded, so a

@@ -119,7 +119,7 @@ func (f *idFilter) size(n int) {
 func (s *sqliteStore) loadIDs(ctx context.Context, count int64) {
 	defer close(s.filterDone)
 	s.filter.size(int(count))
-	rows, err := s.reader.QueryContext(ctx, `SELECT id FROM events`)
+	rows, err := s.reader.QueryContext(ctx, `SELECT id FROM event_ids`)
 	if err != nil {
 		s.logger.Warn("cannot load event IDs; every new ID is looked up in the database", "error", err)
 		return

@@ -247,19 +247,8 @@ func (s *sqliteStore) insertRaw(ctx context.Context, recs []Record) error {
 	if err := execRaw(ctx, st.begin, nil); err != nil {
 		return fmt.Errorf("recorder: copy %d events into the database: begin transaction: %w", len(recs), err)
 	}
-	args := make([]driver.NamedValue, 11)
-	for i := range args {
-		args[i].Ordinal = i + 1
-	}
-	for i := range recs {
-		r := &recs[i]
-		for j, v := range []any{r.Seq, r.ID, r.Time, r.Type, r.SessionID,
-			r.Target, r.Subject, r.Ref, bodyText(r.Body), r.PrevHash, r.Hash} {
-			args[j].Value = v
-		}
-		if err := execRaw(ctx, st.insert, args); err != nil {
-			return s.rollbackRaw(ctx, fmt.Errorf("recorder: copy event %q (seq %d) into the database: %w", r.ID, r.Seq, err))
-		}
+	if err := s.insertBlocks(ctx, recs); err != nil {
+		return s.rollbackRaw(ctx, err)
 	}
 	if err := execRaw(ctx, st.commit, nil); err != nil {
 		return s.rollbackRaw(ctx, fmt.Errorf("recorder: copy %d events into the database: commit: %w", len(recs), err))

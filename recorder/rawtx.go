@@ -16,13 +16,13 @@ import (
 // conversion cost more than SQLite's own work for small batches) and without
 // compiling BEGIN and COMMIT again for every batch.
 type rawStmts struct {
-	conn                            driver.Conn // the connection they were prepared on
-	begin, commit, rollback, insert driver.Stmt
+	conn                                      driver.Conn // the connection they were prepared on
+	begin, commit, rollback, insert, insertID driver.Stmt
 }
 
 func (r *rawStmts) close() error {
 	var errs []error
-	for _, st := range []driver.Stmt{r.begin, r.commit, r.rollback, r.insert} {
+	for _, st := range []driver.Stmt{r.begin, r.commit, r.rollback, r.insert, r.insertID} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
@@ -50,7 +50,7 @@ func (r *rawStmts) prepare(ctx context.Context, dc driver.Conn) error {
 		sql string
 	}{
 		{&r.begin, "BEGIN IMMEDIATE"}, {&r.commit, "COMMIT"}, {&r.rollback, "ROLLBACK"},
-		{&r.insert, insertSQL},
+		{&r.insert, insertBlockSQL}, {&r.insertID, insertIDSQL},
 	} {
 		st, err := pc.PrepareContext(ctx, x.sql)
 		if err != nil {
@@ -141,7 +141,7 @@ func (c *idChecker) stmt(ctx context.Context, n int) (driver.Stmt, error) {
 	if st := c.stmts[n]; st != nil {
 		return st, nil
 	}
-	q := `SELECT id FROM events WHERE id IN (?` + strings.Repeat(",?", n-1) + `)`
+	q := `SELECT id FROM event_ids WHERE id IN (?` + strings.Repeat(",?", n-1) + `)`
 	st, err := c.conn.(driver.ConnPrepareContext).PrepareContext(ctx, q)
 	if err != nil {
 		return nil, fmt.Errorf("prepare %q: %w", q, err)

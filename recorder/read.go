@@ -3,6 +3,7 @@ package recorder
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -10,22 +11,14 @@ import (
 	"github.com/regate/regate/policies/decision"
 )
 
-const selectRecords = `SELECT seq, id, time, type, session_id, target, subject, ref, body, prev_hash, hash
-	FROM events`
+// filteredSessions selects the newest sessions (?2, -1 for all) that started
+// at or after ?1; SessionSummarizer applies the same filter.
+const filteredSessions = `SELECT session_id FROM event_blocks WHERE session_id <> ''
+	GROUP BY session_id HAVING MIN(first_time) >= ?1
+	ORDER BY MIN(first_time) DESC, MIN(first_seq) DESC LIMIT ?2`
 
-// summaryColumns are what SessionSummarizer needs of each event.
-const summaryColumns = `SELECT seq, id, time, type, session_id, target, subject, ref,
-		json_extract(body, '$.protocol'), json_extract(body, '$.session.client_addr'),
-		json_extract(body, '$.decision.allow'), json_extract(body, '$.outcome.status')
-	FROM events`
-
-// filteredSessions selects the events of the newest sessions (?2, -1 for all)
-// that started at or after ?1; SessionSummarizer applies the same filter.
-const filteredSessions = ` WHERE session_id IN (
-		SELECT session_id FROM events WHERE session_id <> ''
-		GROUP BY session_id HAVING MIN(time) >= ?1
-		ORDER BY MIN(time) DESC, MIN(seq) DESC LIMIT ?2)
-	ORDER BY seq`
+// errStop ends a walk over the records early.
+var errStop = errors.New("recorder: internal: stop")
 
 // Events returns the session's events in chain order.
 func (s *sqliteStore) Events(ctx context.Context, sessionID string) ([]Event, error) {
@@ -42,46 +35,30 @@ func (s *sqliteStore) Events(ctx context.Context, sessionID string) ([]Event, er
 	return events, nil
 }
 
-// eachEvent calls fn, in chain order, for every event of the snapshot tx
-// selected by where (with args), then for every event of the journal's tail
-// that the same selection, in Go, keeps: keep looks at the record, match
-// (when not nil) at the decoded event. It stops at fn's first error. what
-// names the events in errors.
+// eachEvent calls fn, in chain order, for every event of the snapshot tx in
+// the blocks where (with args) selects, then of the journal's tail, that keep
+// (looking at the record) and match (when not nil, at the decoded event)
+// keep. It stops at fn's first error. what names the events in errors.
 func eachEvent(ctx context.Context, tx *sql.Tx, tail []Record, what, where string, args []any,
 	keep func(*Record) bool, match func(*Event) bool, fn func(*Event) error) error {
-	rows, err := tx.QueryContext(ctx, selectRecords+where+` ORDER BY seq`, args...)
-	if err != nil {
-		return fmt.Errorf("recorder: query %s: %w", what, err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var r Record
-		if err := scanRecord(rows, &r, &r.Body); err != nil {
-			return fmt.Errorf("recorder: read %s: %w", what, err)
+	each := func(r *Record) error {
+		if !keep(r) {
+			return nil
 		}
 		ev, err := r.Event()
 		if err != nil {
 			return err
 		}
-		if err := fn(&ev); err != nil {
-			return err
+		if match != nil && !match(&ev) {
+			return nil
 		}
+		return fn(&ev)
 	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("recorder: read %s: %w", what, err)
+	if err := eachRecord(ctx, tx, what, where, args, func(e *storedEvent) error { return each(&e.Record) }); err != nil {
+		return err
 	}
 	for i := range tail {
-		if !keep(&tail[i]) {
-			continue
-		}
-		ev, err := tail[i].Event()
-		if err != nil {
-			return err
-		}
-		if match != nil && !match(&ev) {
-			continue
-		}
-		if err := fn(&ev); err != nil {
+		if err := each(&tail[i]); err != nil {
 			return err
 		}
 	}
@@ -93,24 +70,21 @@ func eachEvent(ctx context.Context, tx *sql.Tx, tail []Record, what, where strin
 func (s *sqliteStore) Verify(ctx context.Context) (VerifyResult, error) {
 	v := NewChainVerifier()
 	err := s.readSnapshot(ctx, func(tx *sql.Tx, tail []Record) error {
-		rows, err := tx.QueryContext(ctx, selectRecords+` ORDER BY seq`)
+		err := eachRecord(ctx, tx, "events to verify", "", nil, func(e *storedEvent) error {
+			if !v.addDecoded(e.Record, &e.fields.chainFields, e.err) {
+				return errStop
+			}
+			return nil
+		})
+		if errors.Is(err, errStop) {
+			// A body that did not decode names no ID: the ID index may.
+			if bad := v.res.FirstBad; bad != nil && bad.ID == "" {
+				_ = tx.QueryRowContext(ctx, `SELECT id FROM event_ids WHERE seq = ?`, bad.Seq).Scan(&bad.ID)
+			}
+			return nil
+		}
 		if err != nil {
-			return fmt.Errorf("recorder: query events to verify: %w", err)
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var r Record
-			var body sql.RawBytes // valid until the next row; the verifier keeps no reference
-			if err := scanRecord(rows, &r, &body); err != nil {
-				return fmt.Errorf("recorder: read event after seq %d to verify: %w", v.next-1, err)
-			}
-			r.Body = body
-			if !v.Add(r) {
-				return nil
-			}
-		}
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("recorder: read events to verify: %w", err)
+			return err
 		}
 		for _, r := range tail {
 			if !v.Add(r) {
@@ -125,41 +99,26 @@ func (s *sqliteStore) Verify(ctx context.Context) (VerifyResult, error) {
 	return v.Result(), nil
 }
 
-func scanRecord(rows *sql.Rows, r *Record, body any) error {
-	return rows.Scan(&r.Seq, &r.ID, &r.Time, &r.Type, &r.SessionID, &r.Target, &r.Subject, &r.Ref,
-		body, &r.PrevHash, &r.Hash)
-}
-
 // Sessions summarizes the sessions selected by f, newest first.
 func (s *sqliteStore) Sessions(ctx context.Context, f SessionFilter) ([]SessionSummary, error) {
 	sum := NewSessionSummarizer()
-	err := s.readSnapshot(ctx, func(tx *sql.Tx, tail []Record) error {
-		filtered := !f.Since.IsZero() || f.Limit > 0
-		seen := map[string]bool{}
-		add := func(q string, args ...any) error {
-			rows, err := tx.QueryContext(ctx, q, args...)
-			if err != nil {
-				return fmt.Errorf("recorder: query sessions: %w", err)
-			}
-			defer rows.Close()
-			for rows.Next() {
-				ev, err := scanSummaryEvent(rows)
-				if err != nil {
-					return fmt.Errorf("recorder: read sessions: %w", err)
-				}
-				seen[ev.SessionID] = true
-				sum.Add(ev)
-			}
-			if err := rows.Err(); err != nil {
-				return fmt.Errorf("recorder: read sessions: %w", err)
-			}
+	add := func(e *storedEvent) error {
+		if e.SessionID == "" {
 			return nil
 		}
-		if !filtered {
-			if err := add(summaryColumns + ` WHERE session_id <> '' ORDER BY seq`); err != nil {
-				return err
-			}
-		} else {
+		if e.err != nil {
+			return fmt.Errorf("recorder: decode event seq %d: %w", e.Seq, e.err)
+		}
+		ev, err := summaryEvent(&e.Record, &e.fields)
+		if err != nil {
+			return err
+		}
+		sum.Add(ev)
+		return nil
+	}
+	err := s.readSnapshot(ctx, func(tx *sql.Tx, tail []Record) error {
+		where, args := ` WHERE session_id <> ''`, []any(nil)
+		if !f.Since.IsZero() || f.Limit > 0 {
 			since, limit := "", -1
 			if !f.Since.IsZero() {
 				since = f.Since.UTC().Format(TimeFormat)
@@ -167,25 +126,30 @@ func (s *sqliteStore) Sessions(ctx context.Context, f SessionFilter) ([]SessionS
 			if f.Limit > 0 {
 				limit = f.Limit
 			}
-			if err := add(summaryColumns+filteredSessions, since, limit); err != nil {
+			ids, err := selectedSessions(ctx, tx, since, limit)
+			if err != nil {
 				return err
 			}
 			// Sessions the journal continues that the filter left out (it
 			// only saw the database) are read whole, so that the summarizer
 			// filters them by their real start.
-			var more []any
+			seen := map[string]bool{}
+			for _, id := range ids {
+				seen[id.(string)] = true
+			}
 			for _, r := range tail {
 				if r.SessionID != "" && !seen[r.SessionID] {
 					seen[r.SessionID] = true
-					more = append(more, r.SessionID)
+					ids = append(ids, r.SessionID)
 				}
 			}
-			if len(more) > 0 {
-				q := summaryColumns + ` WHERE session_id IN (?` + strings.Repeat(",?", len(more)-1) + `) ORDER BY seq`
-				if err := add(q, more...); err != nil {
-					return err
-				}
+			where, args = ` WHERE session_id IN (?`+strings.Repeat(",?", max(len(ids), 1)-1)+`)`, ids
+			if len(ids) == 0 {
+				args = []any{""} // no session has the empty ID
 			}
+		}
+		if err := eachRecord(ctx, tx, "sessions", where, args, add); err != nil {
+			return err
 		}
 		for _, r := range tail {
 			if r.SessionID == "" {
@@ -205,29 +169,44 @@ func (s *sqliteStore) Sessions(ctx context.Context, f SessionFilter) ([]SessionS
 	return sum.Summaries(f), nil
 }
 
-// scanSummaryEvent reads a summaryColumns row into a partial event.
-func scanSummaryEvent(rows *sql.Rows) (*Event, error) {
-	var ev Event
-	var tm string
-	var protocol, clientAddr, status sql.NullString
-	var allow sql.NullBool
-	err := rows.Scan(&ev.Seq, &ev.ID, &tm, &ev.Type, &ev.SessionID, &ev.Target, &ev.Subject, &ev.Ref,
-		&protocol, &clientAddr, &allow, &status)
+// selectedSessions lists the IDs of the sessions filteredSessions selects.
+func selectedSessions(ctx context.Context, tx *sql.Tx, since string, limit int) ([]any, error) {
+	rows, err := tx.QueryContext(ctx, filteredSessions, since, limit)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("recorder: query sessions: %w", err)
 	}
-	if ev.Time, err = time.Parse(TimeFormat, tm); err != nil {
-		return nil, fmt.Errorf("event seq %d: time column: %w", ev.Seq, err)
+	defer rows.Close()
+	var ids []any
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("recorder: read sessions: %w", err)
+		}
+		ids = append(ids, id)
 	}
-	ev.Protocol = protocol.String
-	if clientAddr.Valid {
-		ev.Session = &SessionInfo{ClientAddr: clientAddr.String}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("recorder: read sessions: %w", err)
 	}
-	if allow.Valid {
-		ev.Decision = &decision.Decision{Allow: allow.Bool}
+	return ids, nil
+}
+
+// summaryEvent makes the partial event SessionSummarizer needs of a record
+// and its body's fields.
+func summaryEvent(r *Record, f *bodyFields) (*Event, error) {
+	ev := Event{Seq: r.Seq, ID: r.ID, Type: r.Type, SessionID: r.SessionID, Target: r.Target,
+		Subject: r.Subject, Ref: r.Ref, Hash: r.Hash, Protocol: f.Protocol}
+	var err error
+	if ev.Time, err = time.Parse(TimeFormat, r.Time); err != nil {
+		return nil, fmt.Errorf("recorder: event seq %d: time: %w", r.Seq, err)
 	}
-	if status.Valid {
-		ev.Outcome = &Outcome{Status: status.String}
+	if f.Session != nil && f.Session.ClientAddr != "" {
+		ev.Session = &SessionInfo{ClientAddr: f.Session.ClientAddr}
+	}
+	if f.Decision != nil && f.Decision.Allow != nil {
+		ev.Decision = &decision.Decision{Allow: *f.Decision.Allow}
+	}
+	if f.Outcome != nil && f.Outcome.Status != "" {
+		ev.Outcome = &Outcome{Status: f.Outcome.Status}
 	}
 	return &ev, nil
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -157,7 +158,7 @@ func openSQLite(ctx context.Context, o sqliteOptions, logger hclog.Logger) (Stor
 	s := &sqliteStore{logger: logger, path: o.path, writer: writer,
 		ingestIDs: map[string]struct{}{}, maxBacklog: defaultMaxBacklog}
 	s.idle = sync.NewCond(&s.qmu)
-	if err := s.init(ctx, busy); err != nil {
+	if err := s.init(ctx, busy, o.readOnly); err != nil {
 		return nil, errors.Join(err, s.closeDBs())
 	}
 	if o.readOnly {
@@ -219,8 +220,19 @@ func (s *sqliteStore) errReadOnly() error {
 }
 
 // init migrates the schema, opens the reader pool and prepares the writer's
-// statements.
-func (s *sqliteStore) init(ctx context.Context, busy string) error {
+// statements. A store opened read-only is not migrated while another process
+// appends to it: that process, of an older regate, could not write to the
+// migrated schema.
+func (s *sqliteStore) init(ctx context.Context, busy string, readOnly bool) error {
+	if readOnly && appenderRunning(s.path+".journal") {
+		var v int
+		err := s.writer.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_version`).Scan(&v)
+		if err == nil && v < len(migrations) {
+			return fmt.Errorf("recorder: the event store %q has schema version %d and this regate reads version %d: "+
+				"it is migrated when the regate appending to it (running now) is upgraded and restarted",
+				s.path, v, len(migrations))
+		}
+	}
 	if err := migrate(ctx, s.writer); err != nil {
 		return fmt.Errorf("recorder: migrate event database %q: %w", s.path, err)
 	}
@@ -287,6 +299,34 @@ var migrations = [][]string{
 		)`,
 		`CREATE INDEX approvals_state ON approvals (state)`,
 		`CREATE INDEX approvals_fingerprint ON approvals (fingerprint)`,
+	},
+	{ // events in blocks, a row per session and copy (blocks.go); the rows
+		// of version 1 become blocks of one event each
+		`CREATE TABLE event_blocks (
+			first_seq  INTEGER PRIMARY KEY,
+			last_seq   INTEGER NOT NULL,
+			session_id TEXT NOT NULL,
+			first_time TEXT NOT NULL,
+			hashes     TEXT NOT NULL,
+			bodies     TEXT NOT NULL
+		)`,
+		`CREATE INDEX event_blocks_session ON event_blocks (session_id)`,
+		`CREATE INDEX event_blocks_last_seq ON event_blocks (last_seq)`,
+		`CREATE TABLE event_ids (id TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID`,
+		`INSERT INTO event_blocks (first_seq, last_seq, session_id, first_time, hashes, bodies)
+			SELECT seq, seq, session_id, time, hash, body || char(10) FROM events ORDER BY seq`,
+		`INSERT INTO event_ids (id, seq) SELECT id, seq FROM events ORDER BY id`,
+		`DROP TABLE events`,
+		// For SQL of one's own (not used by regate): a row per event, as in
+		// version 1; body as SQLite's JSON functions render it.
+		`CREATE VIEW events AS SELECT
+			json_extract(j.value, '$.seq') AS seq, json_extract(j.value, '$.id') AS id,
+			json_extract(j.value, '$.time') AS time, json_extract(j.value, '$.type') AS type,
+			b.session_id AS session_id, json_extract(j.value, '$.target') AS target,
+			json_extract(j.value, '$.subject') AS subject, json_extract(j.value, '$.ref') AS ref,
+			j.value AS body, json_extract(j.value, '$.prev_hash') AS prev_hash,
+			substr(b.hashes, 64 * j.key + 1, 64) AS hash
+		FROM event_blocks AS b, json_each('[' || replace(rtrim(b.bodies, char(10)), char(10), ',') || ']') AS j`,
 	},
 }
 
@@ -379,4 +419,19 @@ func (s *sqliteStore) closeDBs() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// appenderRunning reports whether a process holds the journal at path (appends
+// to its store).
+func appenderRunning(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	err = syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB)
+	if err == nil {
+		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	}
+	return errors.Is(err, syscall.EWOULDBLOCK)
 }

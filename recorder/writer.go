@@ -23,13 +23,6 @@ const (
 	yieldRounds = 2
 )
 
-const (
-	insertSQL = `INSERT INTO events
-		(seq, id, time, type, session_id, target, subject, ref, body, prev_hash, hash)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
-	headSQL = `SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1`
-)
-
 // pending is one queued append.
 type pending struct {
 	draft    Draft

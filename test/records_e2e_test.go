@@ -85,8 +85,8 @@ func TestRecordsTellTheTruth(t *testing.T) {
 		t.Fatal("the denied command never reached the database file")
 	}
 	db := openStore(t, gw)
-	res, err := db.Exec(`UPDATE events SET body = replace(body, '"allow":false', '"allow":true')
-		WHERE seq = (SELECT min(seq) FROM events WHERE type = 'command' AND body LIKE '%"allow":false%')`)
+	res, err := db.Exec(`UPDATE event_blocks SET bodies = replace(bodies, '"allow":false', '"allow":true')
+		WHERE first_seq = (SELECT min(first_seq) FROM event_blocks WHERE bodies LIKE '%"allow":false%')`)
 	if err != nil {
 		t.Fatal(err)
 	}
