@@ -54,7 +54,13 @@ func eachEvent(ctx context.Context, tx *sql.Tx, tail []Record, what, where strin
 		}
 		return fn(&ev)
 	}
-	if err := eachRecord(ctx, tx, what, where, args, func(e *storedEvent) error { return each(&e.Record) }); err != nil {
+	err := eachRecord(ctx, tx, what, where, args, func(e *storedEvent) error {
+		if e.err != nil { // a body Verify would report: not skipped as another type
+			return fmt.Errorf("recorder: read %s: event seq %d: %w", what, e.Seq, e.err)
+		}
+		return each(&e.Record)
+	})
+	if err != nil {
 		return err
 	}
 	for i := range tail {

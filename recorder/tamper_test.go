@@ -301,3 +301,26 @@ func TestEventsView(t *testing.T) {
 		t.Errorf("%d rows", i)
 	}
 }
+
+// TestReadersReportUndecodableBodies: a body that is not JSON fails the
+// readers that would have to skip it, naming it, instead of being left out.
+func TestReadersReportUndecodableBodies(t *testing.T) {
+	s, path := openTemp(t, "")
+	fillStore(t, s, 2)
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	editBlock(t, path, 14, func(b *rawBlock, at int) { b.Bodies[at], b.Hashes[at] = "garbage", hashOf("garbage") })
+	r := openPath(t, path, "")
+	ctx := context.Background()
+	err := r.Commands(ctx, CommandFilter{}, func(*Event) error { return nil })
+	if err == nil || !strings.Contains(err.Error(), "seq 14") {
+		t.Errorf("Commands over an undecodable body = %v, want an error naming seq 14", err)
+	}
+	if _, err := r.Events(ctx, "s1"); err == nil || !strings.Contains(err.Error(), "seq 14") {
+		t.Errorf("Events over an undecodable body = %v, want an error naming seq 14", err)
+	}
+	if _, err := r.Sessions(ctx, SessionFilter{}); err == nil || !strings.Contains(err.Error(), "seq 14") {
+		t.Errorf("Sessions over an undecodable body = %v, want an error naming seq 14", err)
+	}
+}
