@@ -131,16 +131,15 @@ type bodyFields struct {
 // hash is empty).
 func blockEvents(first, last int64, sessionID, firstTime, hashes string, bodies []byte) []storedEvent {
 	var evs []storedEvent
+	bodies = bytes.Clone(bodies) // the caller's bytes are the driver's; the events share one copy
 	for len(bodies) > 0 {
 		line, rest, _ := bytes.Cut(bodies, []byte{'\n'})
 		bodies = rest
 		evs = append(evs, storedEvent{})
 		e := &evs[len(evs)-1]
-		e.Body = bytes.Clone(line)
+		e.Body = line
 		if e.err = json.Unmarshal(line, &e.fields); e.err == nil {
-			c := &e.fields.chainFields
-			e.Record = Record{Seq: c.Seq, ID: c.ID, Time: c.Time.UTC().Format(TimeFormat), Type: c.Type,
-				Target: c.Target, Subject: c.Subject, Ref: c.Ref, Body: e.Body, PrevHash: c.PrevHash}
+			e.Record = e.fields.record(line)
 		} else if e.Seq, _ = bodySeq(line); e.Seq == 0 {
 			e.Seq = first + int64(len(evs)-1)
 		}

@@ -213,6 +213,13 @@ type chainFields struct {
 	PrevHash  string    `json:"prev_hash"`
 }
 
+// record is the record whose columns are c's, with body (no hash).
+func (c *chainFields) record(body []byte) Record {
+	return Record{Seq: c.Seq, ID: c.ID, Time: c.Time.UTC().Format(TimeFormat), Type: c.Type,
+		SessionID: c.SessionID, Target: c.Target, Subject: c.Subject, Ref: c.Ref,
+		Body: body, PrevHash: c.PrevHash}
+}
+
 // ChainVerifier checks records fed to it in chain order (by Seq). The zero
 // value is not usable; use NewChainVerifier.
 type ChainVerifier struct {

@@ -158,12 +158,9 @@ func recordFromBody(body []byte) (Record, error) {
 	if c.Seq <= 0 || c.ID == "" || c.Type == "" {
 		return Record{}, fmt.Errorf("not an event body (seq %d, id %q, type %q)", c.Seq, c.ID, c.Type)
 	}
-	b := bytes.Clone(body)
-	return Record{
-		Seq: c.Seq, ID: c.ID, Time: c.Time.UTC().Format(TimeFormat), Type: c.Type,
-		SessionID: c.SessionID, Target: c.Target, Subject: c.Subject, Ref: c.Ref,
-		Body: b, PrevHash: c.PrevHash, Hash: hashBody(b),
-	}, nil
+	r := c.record(bytes.Clone(body))
+	r.Hash = hashBody(r.Body)
+	return r, nil
 }
 
 // write appends the bodies of recs, one per line, in one write. On failure it

@@ -108,10 +108,7 @@ func (s *sqliteStore) Verify(ctx context.Context) (VerifyResult, error) {
 // Sessions summarizes the sessions selected by f, newest first.
 func (s *sqliteStore) Sessions(ctx context.Context, f SessionFilter) ([]SessionSummary, error) {
 	sum := NewSessionSummarizer()
-	add := func(e *storedEvent) error {
-		if e.SessionID == "" {
-			return nil
-		}
+	add := func(e *storedEvent) error { // the blocks read are sessions'
 		if e.err != nil {
 			return fmt.Errorf("recorder: decode event seq %d: %w", e.Seq, e.err)
 		}
@@ -149,10 +146,10 @@ func (s *sqliteStore) Sessions(ctx context.Context, f SessionFilter) ([]SessionS
 					ids = append(ids, r.SessionID)
 				}
 			}
-			where, args = ` WHERE session_id IN (?`+strings.Repeat(",?", max(len(ids), 1)-1)+`)`, ids
 			if len(ids) == 0 {
-				args = []any{""} // no session has the empty ID
+				return nil // nothing selected, in the database or the journal
 			}
+			where, args = ` WHERE session_id IN (?`+strings.Repeat(",?", len(ids)-1)+`)`, ids
 		}
 		if err := eachRecord(ctx, tx, "sessions", where, args, add); err != nil {
 			return err
